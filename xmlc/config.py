@@ -1,0 +1,366 @@
+"""One typed, strict config tree, loaded from YAML with dotted command-line overrides.
+
+The tree is a handful of nested dataclasses; their defaults, with a comment each, are the
+documentation of every knob. Loading is strict in the file and on the command line alike:
+an unknown key or a value of the wrong type is a :class:`ConfigError` naming the key and
+listing the valid ones.
+
+Example::
+
+    >>> cfg = load_config(None, ["optim.lr=3e-4", "model.hidden=[1024]"])
+    >>> cfg.optim.lr, cfg.model.hidden
+    (0.0003, [1024])
+
+Components receive their own section (``build_model(cfg.model, ...)``,
+``build_loss(cfg.loss, ...)``), never the whole tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "LossConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "OutputConfig",
+    "load_config",
+    "apply_overrides",
+    "from_dict",
+    "to_dict",
+    "dump_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or its value has the wrong type or choice."""
+
+
+@dataclass
+class DataConfig:
+    # Training file in XMC repository / libsvm multilabel format (.gz ok).
+    # None: use the built-in synthetic preset named by `synthetic`.
+    train: Optional[str] = None
+    # Validation file. None: a stratified split of `val_fraction` is carved from train.
+    val: Optional[str] = None
+    # Test file. None with a file train: no test evaluation. With synthetic data a
+    # stratified `test_fraction` split is carved from the generated set instead.
+    test: Optional[str] = None
+    # Synthetic preset (xmlc.data.SYNTHETIC_PRESETS) used when `train` is None.
+    synthetic: str = "default"
+    # Fraction of train held out for validation when `val` is None.
+    val_fraction: float = 0.1
+    # Fraction of synthetic data held out for test (synthetic data only).
+    test_fraction: float = 0.1
+    # Row normalisation of the features: l2 | l1 | none.
+    normalize: Literal["l2", "l1", "none"] = "l2"
+    # Global batch size (split evenly across processes under torchrun).
+    batch_size: int = 256
+    # Batch size for validation/test scoring (per process).
+    eval_batch_size: int = 1024
+    # DataLoader worker processes (0: load in the training process).
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    # Encoder name in xmlc.models.MODELS: linear | mlp (add your own to the registry).
+    name: str = "mlp"
+    # Hidden layer sizes of the MLP; the first layer is an EmbeddingBag over the features.
+    hidden: list[int] = field(default_factory=lambda: [512])
+    # Dropout after each hidden layer.
+    dropout: float = 0.2
+    # Dropout on the input features (drops non-zero entries of the sparse rows).
+    input_dropout: float = 0.0
+    # Normalisation after each hidden linear layer: layer | batch | none.
+    norm: Literal["layer", "batch", "none"] = "layer"
+    # Activation after each hidden layer: relu | gelu | silu | tanh.
+    activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+    # Output bias at start: zero, or prior = log(p / (1 - p)) of each label's train frequency.
+    output_bias: Literal["zero", "prior"] = "zero"
+
+
+@dataclass
+class LossConfig:
+    # Loss in xmlc.losses.LOSSES: bce | focal | asymmetric.
+    name: str = "bce"
+    # Focal loss focusing parameter (Lin et al. 2017).
+    gamma: float = 2.0
+    # Focal loss positive-class weight alpha; None: no alpha weighting.
+    alpha: Optional[float] = None
+    # Asymmetric loss focusing on positives / negatives and negative-probability clip (Ridnik et al. 2021).
+    gamma_pos: float = 0.0
+    gamma_neg: float = 4.0
+    clip: float = 0.05
+    # Online hard example mining: fraction of the loss entries kept (1.0 = off).
+    ohem_keep_ratio: float = 1.0
+    # OHEM granularity: element (per label entry) | example (per row).
+    ohem_mode: Literal["element", "example"] = "element"
+    # OHEM keeps at least this many entries.
+    ohem_min_kept: int = 1
+    # OHEM always keeps the positive entries.
+    ohem_keep_positives: bool = False
+    # Positive-class weight per label: none, or neg_pos = (N - pos) / pos on the training split.
+    pos_weight: Literal["none", "neg_pos"] = "none"
+    # pos_weight ** power (0.5 = square root, a softer weighting).
+    pos_weight_power: float = 1.0
+    # Upper clip of pos_weight (after the power); None: no clip.
+    pos_weight_max: Optional[float] = None
+    # Per-label loss weight: none | class_balanced (Cui et al. 2019) | propensity (1/p_l, Jain et al. 2016).
+    label_weight: Literal["none", "class_balanced", "propensity"] = "none"
+
+
+@dataclass
+class OptimConfig:
+    # AdamW learning rate (peak, after warmup).
+    lr: float = 1e-3
+    # AdamW decoupled weight decay, applied to weight matrices only (not biases or norms).
+    weight_decay: float = 0.01
+    # Linear warmup length as a fraction of all training steps.
+    warmup: float = 0.05
+    # Learning-rate schedule after warmup: cosine (to 0 at the last step) | constant.
+    schedule: Literal["cosine", "constant"] = "cosine"
+    # Clip the global gradient norm to this value; None: no clipping (the norm is still logged).
+    grad_clip: Optional[float] = 1.0
+
+
+@dataclass
+class TrainConfig:
+    # Number of passes over the training split (the schedule spans all of them).
+    epochs: int = 10
+    # Stop after this many optimizer steps in total, saving last.pt as on an interrupt;
+    # the schedule still spans `epochs`, so `--resume` continues the same run. None: no limit.
+    max_steps: Optional[int] = None
+    # Seed for initialisation, data order, dropout and splits.
+    seed: int = 0
+    # auto (cuda if available) | cpu | cuda.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # bf16 autocast on CUDA (ignored on CPU).
+    amp: bool = True
+    # Validation metric that selects best.pt and drives early stopping (higher is better).
+    early_stopping_metric: str = "auprc_macro"
+    # Stop after this many epochs without improvement; 0: never stop early.
+    patience: int = 3
+    # Log train loss, lr, grad norm, throughput to TensorBoard every this many steps.
+    log_every: int = 20
+    # Show the tqdm progress bar.
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    # k for P@k, nDCG@k and PSP@k.
+    ks: list[int] = field(default_factory=lambda: [1, 3, 5])
+    # Per-label thresholds fitted on validation at the end: f1 | rate | prior | none (0.5 everywhere).
+    calibration: Literal["f1", "rate", "prior", "none"] = "f1"
+    # Labels with fewer validation positives than this keep a fallback threshold (see xmlc.calibrate).
+    min_positives: int = 1
+    # Number of (score, target) entries subsampled for the TensorBoard PR curve.
+    pr_curve_samples: int = 100_000
+
+
+@dataclass
+class OutputConfig:
+    # Run directory: config.yaml, last.pt, best.pt, metrics.json, TensorBoard events.
+    dir: str = "runs/default"
+    # Write TensorBoard event files.
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# ---------------------------------------------------------------------------------------
+# Strict conversion between plain dicts (YAML) and the dataclass tree.
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return f"list[{_type_name(inner)}]"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widened to float)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and (value is None or (isinstance(value, str)
+                                                     and value.strip().lower() in ("none", "null"))):
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(
+                f"config key '{key}' must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        return value
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads "1e-3" (no dot) as a string; accept plain numeric spellings.
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - only the annotations used above exist
+        raise TypeError(f"unsupported config annotation {tp!r} for '{key}'")
+    raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, got {value!r}")
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown_key(key: str, valid: typing.Iterable[str]) -> ConfigError:
+    return ConfigError(f"unknown config key '{key}'; valid keys here: {', '.join(valid)}")
+
+
+def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) nested dict, strictly.
+
+    Missing keys take their defaults; unknown keys and wrong types raise
+    :class:`ConfigError` naming the dotted key.
+    """
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, "
+                          f"got {data!r}")
+    fields = _fields(cls)
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise _unknown_key(key, fields)
+        tp = fields[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, prefix=f"{key}.")
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config tree as a plain nested dict (YAML/JSON/checkpoint friendly)."""
+    return dataclasses.asdict(cfg)
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    return key, value
+
+
+def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
+    """Apply ``section.key=value`` overrides (values parsed with ``yaml.safe_load``) in place."""
+    for item in overrides:
+        key, value = _parse_override(item)
+        parts = key.split(".")
+        node, prefix = cfg, ""
+        for depth, part in enumerate(parts):
+            fields = _fields(type(node))
+            if part not in fields:
+                raise _unknown_key(prefix + part, fields)
+            tp = fields[part]
+            last = depth == len(parts) - 1
+            if dataclasses.is_dataclass(tp):
+                if last:  # a whole section given as a mapping: section={key: value}
+                    if not isinstance(value, dict):
+                        raise ConfigError(f"config key '{prefix}{part}' is a section; give "
+                                          f"{prefix}{part}.<key>=value (valid keys: "
+                                          f"{', '.join(_fields(tp))}), got {value!r}")
+                    merged = dataclasses.asdict(getattr(node, part)) | value
+                    setattr(node, part, from_dict(tp, merged, prefix=f"{prefix}{part}."))
+                else:
+                    node, prefix = getattr(node, part), f"{prefix}{part}."
+            else:
+                if not last:
+                    raise ConfigError(f"config key '{prefix}{part}' is a value, not a section "
+                                      f"(in override {item!r})")
+                setattr(node, part, _coerce(value, tp, prefix + part))
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then dotted ``overrides``."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {raw!r}")
+    try:
+        cfg = from_dict(Config, raw)
+    except ConfigError as exc:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"{exc}{where}") from None
+    return apply_overrides(cfg, overrides)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML text (the form written to ``<output.dir>/config.yaml``)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
