@@ -1,0 +1,122 @@
+"""Self-contained checkpoints: one plain dict, written atomically.
+
+A checkpoint holds everything needed to continue a run or to use the model without the
+config file or the training data::
+
+    {
+      "format": 1,
+      "model": state_dict, "optimizer": state_dict, "scheduler": state_dict,
+      "step": int, "epoch": int,                 # optimizer steps done; epoch in progress
+      "batch_in_epoch": int,                     # batches of `epoch` done (data-order state)
+      "rng": {"torch": ByteTensor, "cuda": [...], "numpy": {...}, "python": tuple},
+      "config": dict,                            # the resolved config tree (xmlc.config.to_dict)
+      "num_features": int, "num_labels": int,
+      "label_stats": {"counts": LongTensor (L,), "num_examples": int, "pos_weight": Tensor (L,) | None},
+      "thresholds": Tensor (L,) | None,          # per-label probability thresholds, once calibrated
+      "best": {"metric": str, "value": float, "epoch": int, "bad_epochs": int},
+      "history": [ {epoch metrics}, ... ],
+    }
+
+Only tensors and plain Python containers are stored, so :func:`load_checkpoint` reads it
+with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xmlc.config import Config, from_dict
+from xmlc.models import build_model
+
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "model_from_checkpoint"]
+
+FORMAT = 1
+
+
+def save_checkpoint(obj: dict, path: str | Path) -> Path:
+    """Write ``obj`` to ``path`` atomically: temp file in the same directory, fsync, rename.
+
+    A reader (or a crash) sees either the previous file or the new one, never a torn write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors land on ``map_location``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"checkpoint {path} could not be read: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path} is not an xmlc checkpoint (format {FORMAT})")
+    return ckpt
+
+
+def rng_state() -> dict:
+    """The torch (CPU and CUDA), numpy and Python RNG states, in checkpointable form."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": _to_lists(random.getstate()),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the states captured by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _to_lists(x: Any) -> Any:
+    return [_to_lists(v) for v in x] if isinstance(x, tuple) else x
+
+
+def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
+    """Rebuild the model (eval mode, on ``device``) and the config from a checkpoint dict alone."""
+    cfg = from_dict(Config, ckpt["config"])
+    model = build_model(cfg.model, ckpt["num_features"], ckpt["num_labels"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg
