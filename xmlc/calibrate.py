@@ -1,0 +1,171 @@
+"""Per-label decision thresholds fitted on validation scores.
+
+A label is predicted when ``score >= threshold`` (:func:`apply_thresholds`). Thresholds are a
+plain float32 tensor ``(L,)`` in probability space, so they go into a checkpoint dict as is.
+
+Methods of :func:`fit_thresholds`:
+    * ``"f1"`` / ``"fbeta"``: per label, the threshold maximising F1 / F-beta on the validation
+      set. The optimum always sits at a positive's score, so the candidates are the positives'
+      scores; the counts come from the same step as exact AUPRC (``xmlc.metrics``), and the
+      per-label argmax is one lexsort, no loop over labels.
+    * ``"rate"``: per label, the P-th largest score, P = #validation positives, so the predicted
+      count matches the true count (exactly, unless scores tie there).
+    * ``"prior"``: the prior correction for BCE with ``pos_weight`` w: the weighted loss is
+      minimised at ``logit(p) + ln w``, so a model trained with w = neg/pos over-predicts at 0.5.
+      Thresholding at ``w / (1 + w)`` in probability space equals subtracting ``ln w`` from the
+      logit and thresholding at 0.5 (:func:`prior_thresholds`). Needs no validation data.
+
+Labels with fewer than ``min_positives`` validation positives do not get their own threshold
+fitted on a handful of examples. ``fallback="global"`` (default) gives them the global
+threshold (the micro-F-beta-optimal one for "f1"/"fbeta", the micro rate-matching one for
+"rate"); ``fallback="shrink"`` uses ``(n * t_label + m * t_global) / (n + m)`` with n the
+label's positives and m = ``min_positives`` (labels with no positive get ``t_global``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from xmlc.metrics import _ap_tie_counts, _check_finite, _micro_tie_counts, _positives, _scores_np
+
+__all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "METHODS"]
+
+METHODS = ("f1", "fbeta", "rate", "prior")
+_FALLBACKS = ("global", "shrink")
+
+
+def prior_thresholds(pos_weight) -> torch.Tensor:
+    """Probability thresholds ``w / (1 + w)`` undoing the ``pos_weight`` shift of BCE.
+
+    Args:
+        pos_weight: ``(L,)`` positive weights w > 0 the model was trained with.
+
+    Returns:
+        ``(L,)`` float32: ``sigmoid(z) >= w/(1+w)``  iff  ``z - ln w >= 0``.
+
+    Example:
+        >>> prior_thresholds(torch.tensor([1.0, 9.0]))
+        tensor([0.5000, 0.9000])
+    """
+    w = torch.as_tensor(pos_weight).detach().double().cpu()
+    if w.ndim != 1:
+        raise ValueError(f"pos_weight must be 1-D (L,), got shape {tuple(w.shape)}")
+    if not torch.all(w > 0):
+        raise ValueError(f"pos_weight must be > 0, found {w[~(w > 0)][0].item()!r}")
+    return (w / (1.0 + w)).float()
+
+
+def apply_thresholds(scores, thresholds) -> torch.Tensor:
+    """Decisions ``scores >= thresholds``: ``(N, L)`` bool. Pure; ``thresholds`` scalar or ``(L,)``."""
+    s = torch.as_tensor(scores)
+    t = torch.as_tensor(thresholds, dtype=s.dtype, device=s.device)
+    if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape[0] != s.shape[-1]):
+        raise ValueError(f"thresholds must be a scalar or shape ({s.shape[-1]},), got shape {tuple(t.shape)}")
+    return s >= t
+
+
+def _best_per_label(lab: np.ndarray, score: np.ndarray, value: np.ndarray, num_labels: int) -> np.ndarray:
+    """For each label, the score of its candidate with the largest value (ties: higher score)."""
+    best = np.full(num_labels, np.nan)
+    if lab.size == 0:
+        return best
+    order = np.lexsort((-score, -value, lab))
+    lab_s = lab[order]
+    first = np.flatnonzero(np.r_[True, lab_s[1:] != lab_s[:-1]])
+    best[lab_s[first]] = score[order][first]
+    return best
+
+
+def fit_thresholds(
+    scores,
+    targets,
+    *,
+    method: Literal["f1", "fbeta", "rate", "prior"] = "f1",
+    beta: float = 1.0,
+    min_positives: int = 5,
+    fallback: Literal["global", "shrink"] = "global",
+    pos_weight=None,
+) -> torch.Tensor:
+    """Fit one threshold per label on validation scores.
+
+    Args:
+        scores: ``(N, L)`` validation probabilities (torch or numpy). Unused for "prior".
+        targets: ``(N, L)`` {0,1} dense or scipy CSR. Unused for "prior".
+        method: "f1", "fbeta" (uses ``beta``), "rate" or "prior" (uses ``pos_weight``).
+        beta: F-beta's beta (> 0); beta > 1 favours recall.
+        min_positives: labels with fewer validation positives fall back (see module docstring).
+        fallback: "global" or "shrink".
+        pos_weight: ``(L,)`` for method "prior".
+
+    Returns:
+        ``(L,)`` float32 thresholds in probability space; predict with ``scores >= thresholds``.
+        ``inf`` (predict nothing) only when the validation set has no positive at all.
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.2], [0.6, 0.7], [0.3, 0.1]])
+        >>> t = torch.tensor([[1, 0], [1, 1], [0, 0]])
+        >>> fit_thresholds(s, t, min_positives=1)
+        tensor([0.6000, 0.7000])
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if fallback not in _FALLBACKS:
+        raise ValueError(f"fallback must be one of {_FALLBACKS}, got {fallback!r}")
+    if not isinstance(min_positives, (int, np.integer)) or min_positives < 0:
+        raise ValueError(f"min_positives must be an int >= 0, got {min_positives!r}")
+    if method == "prior":
+        if pos_weight is None:
+            raise ValueError("method='prior' needs pos_weight (the (L,) weights used in training)")
+        return prior_thresholds(pos_weight)
+    if method == "fbeta" and not (isinstance(beta, (int, float)) and beta > 0):
+        raise ValueError(f"beta must be a number > 0, got {beta!r}")
+    b2 = float(beta) ** 2 if method == "fbeta" else 1.0
+
+    s = _scores_np(scores)
+    _check_finite(s)
+    n, l = s.shape
+    pos = _positives(targets, s.shape)
+    n_pos = pos.counts
+
+    if method == "rate":
+        per_label = _rate_thresholds(s, n_pos)
+        total = int(n_pos.sum())
+        glob = float(np.partition(s.ravel(), s.size - total)[s.size - total]) if total else np.inf
+    else:
+        lab, ps, pos_ge, all_ge = _ap_tie_counts(s, pos)
+        fb = (1 + b2) * pos_ge / (b2 * n_pos[lab] + all_ge)
+        per_label = _best_per_label(lab, ps, fb, l)
+        mps, mpos_ge, mall_ge = _micro_tie_counts(s, pos)
+        if mps.size:
+            mf = (1 + b2) * mpos_ge / (b2 * mps.size + mall_ge)
+            glob = float(mps[np.lexsort((-mps, -mf))[0]])
+        else:
+            glob = np.inf
+
+    few = n_pos < min_positives
+    out = per_label.copy()
+    if fallback == "global":
+        out[few] = glob
+    else:
+        m = float(max(min_positives, 1))
+        shrunk = (n_pos * np.nan_to_num(per_label) + m * glob) / (n_pos + m)
+        out[few] = np.where(n_pos[few] > 0, shrunk[few], glob)
+    out[np.isnan(out)] = glob
+    return torch.from_numpy(out.astype(np.float32))
+
+
+def _rate_thresholds(s: np.ndarray, n_pos: np.ndarray, chunk_bytes: int = 32 * 2**20) -> np.ndarray:
+    """Per label the ``n_pos``-th largest score (NaN for labels without positives)."""
+    n, l = s.shape
+    out = np.full(l, np.nan)
+    chunk = max(1, chunk_bytes // max(1, 4 * n))
+    for c0 in range(0, l, chunk):
+        c1 = min(l, c0 + chunk)
+        block = np.sort(s[:, c0:c1].T, axis=1)
+        k = n_pos[c0:c1]
+        has = k > 0
+        out[c0:c1][has] = block[np.flatnonzero(has), n - k[has]]
+    return out

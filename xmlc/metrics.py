@@ -1,0 +1,702 @@
+"""Evaluation metrics for multilabel classification with thousands of labels.
+
+Exact and streaming (binned) average precision (AUPRC), P@k, nDCG@k, PSP@k, F1 at given
+thresholds, the positive-rate ratio, and :func:`evaluate_all`, one flat dict of all of them.
+
+Conventions:
+    * ``scores`` are probabilities, ``(N, L)`` float32 torch tensors (numpy accepted). Exact
+      metrics compare scores in float32; ``-0.0`` equals ``0.0``; NaN raises.
+    * ``targets`` are dense ``{0, 1}`` tensors/arrays ``(N, L)`` or a scipy sparse matrix (CSR),
+      which is never densified.
+    * A label is *predicted* when ``score >= threshold`` (the same rule as
+      :func:`xmlc.calibrate.apply_thresholds`).
+
+Empty-label policy (``empty``): a label with no positive in the evaluation set has no defined
+average precision (recall is 0/0). ``"ignore"`` (default) leaves it out of macro averages and
+returns NaN for it under ``average="none"``; ``"zero"`` counts it as 0 (torchmetrics >= 1.4).
+Either way :func:`evaluate_all` reports how many there were (``num_labels_no_positive``).
+
+Metric math lives once: the functional metrics and the ``torchmetrics.Metric`` classes at the
+bottom call the same private steps (``_ap_tie_counts`` / ``_binned_counts`` then
+``_ap_from_counts``).
+
+References:
+    * Average precision: scikit-learn ``average_precision_score`` (step-wise, ties form one step).
+    * P@k, nDCG@k: the Extreme Classification Repository (Bhatia et al., 2016).
+    * PSP@k: Jain, Prabhu, Varma, "Extreme Multi-label Loss Functions for Recommendation,
+      Tagging, Ranking & Other Missing Label Applications", KDD 2016.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torchmetrics import Metric
+
+__all__ = [
+    "BUCKET_NAMES",
+    "average_precision",
+    "binned_average_precision",
+    "precision_at_k",
+    "ndcg_at_k",
+    "psp_at_k",
+    "f1_score",
+    "positive_rate_ratio",
+    "evaluate_all",
+    "MultilabelAUPRC",
+    "BinnedAveragePrecision",
+]
+
+BUCKET_NAMES = ("head", "torso", "tail")
+_AVERAGES = ("macro", "micro", "none")
+_EMPTY = ("ignore", "zero")
+_LABEL_CHUNK_BYTES = 32 * 2**20  # scores copied per label chunk (transposed + sorted)
+_ROW_CHUNK = 2048
+
+
+# --------------------------------------------------------------------------------------------
+# Input validation and conversion
+# --------------------------------------------------------------------------------------------
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _scores_np(scores) -> np.ndarray:
+    """Scores as a 2-D float32 numpy array (zero-copy for CPU float32 tensors)."""
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach()
+        if scores.dtype != torch.float32:
+            scores = scores.float()
+        scores = scores.cpu().numpy()
+    elif isinstance(scores, np.ndarray):
+        if scores.dtype != np.float32:
+            scores = scores.astype(np.float32)
+    else:
+        raise TypeError(f"scores must be a torch.Tensor or numpy.ndarray, got {type(scores).__name__}")
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D (N, L), got shape {tuple(scores.shape)}")
+    return scores
+
+
+class _Positives:
+    """The positive entries of a target matrix: rows, cols (sorted by col) and per-label counts."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]):
+        order = np.argsort(cols, kind="stable")
+        self.rows = rows[order].astype(np.int64, copy=False)
+        self.cols = cols[order].astype(np.int64, copy=False)
+        self.shape = shape
+        self.counts = np.bincount(self.cols, minlength=shape[1]).astype(np.int64)
+        self.ptr = np.concatenate([[0], np.cumsum(self.counts)])
+
+
+def _positives(targets, shape: tuple[int, int]) -> _Positives:
+    """Validate ``targets`` against ``shape`` and extract its positive entries."""
+    n, l = shape
+    if sp.issparse(targets):
+        t = sp.csr_matrix(targets)
+        if t.shape != (n, l):
+            raise ValueError(f"targets shape {t.shape} does not match scores shape {(n, l)}")
+        if not t.has_canonical_format:
+            t = t.copy()
+            t.sum_duplicates()
+        if t.nnz and not np.all((t.data == 1) | (t.data == 0)):
+            bad = t.data[(t.data != 1) & (t.data != 0)][0]
+            raise ValueError(f"targets must hold only 0/1, found {bad!r}")
+        keep = t.data != 0
+        rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(t.indptr))[keep]
+        cols = t.indices[keep].astype(np.int64)
+        return _Positives(rows, cols, shape)
+    if isinstance(targets, torch.Tensor):
+        targets = targets.detach().cpu().numpy()
+    if not isinstance(targets, np.ndarray):
+        raise TypeError(
+            "targets must be a torch.Tensor, numpy.ndarray or scipy sparse matrix, "
+            f"got {type(targets).__name__}"
+        )
+    if targets.shape != (n, l):
+        raise ValueError(f"targets shape {targets.shape} does not match scores shape {(n, l)}")
+    if targets.dtype != np.bool_:
+        bad = (targets != 0) & (targets != 1)
+        if bad.any():
+            raise ValueError(f"targets must hold only 0/1, found {targets[bad].flat[0]!r}")
+    rows, cols = np.nonzero(targets)
+    return _Positives(rows, cols, shape)
+
+
+def _thresholds_np(thresholds, num_labels: int) -> np.ndarray:
+    """A scalar or (L,) threshold as a float32 array broadcastable against (N, L)."""
+    if isinstance(thresholds, torch.Tensor):
+        thresholds = thresholds.detach().cpu().numpy()
+    t = np.asarray(thresholds, dtype=np.float32)
+    if t.ndim == 0:
+        return t.reshape(1)
+    if t.shape != (num_labels,):
+        raise ValueError(f"thresholds must be a scalar or shape ({num_labels},), got shape {t.shape}")
+    return t
+
+
+def _order_key(x: np.ndarray) -> np.ndarray:
+    """uint32 keys that sort like the float32 values ``x`` (``-0.0`` must be normalised first)."""
+    u = x.view(np.uint32)
+    return np.where(u >> 31, ~u, u | np.uint32(0x80000000))
+
+
+def _check_finite(x: np.ndarray, name: str = "scores") -> None:
+    if np.isnan(x).any():
+        raise ValueError(f"{name} contain NaN")
+
+
+# --------------------------------------------------------------------------------------------
+# Private steps shared by the functional metrics, the Metric classes and calibration
+# --------------------------------------------------------------------------------------------
+
+
+def _ap_tie_counts(scores: np.ndarray, pos: _Positives, chunk_bytes: int = _LABEL_CHUNK_BYTES):
+    """Per positive entry: its label, score, #positives and #entries with score >= its score.
+
+    Only positives need a rank. Labels are processed in chunks: the chunk is transposed,
+    each label's scores sorted (numpy's vectorised sort), and every positive's score located
+    with one ``searchsorted`` on ``(label, score)`` keys, so no Python loop runs over labels.
+
+    Returns:
+        labels (P,) int64, scores (P,) float32, pos_ge (P,) int64, all_ge (P,) int64, sorted
+        by (label, score).
+    """
+    n, l = scores.shape
+    out_lab, out_score, out_pos, out_all = [], [], [], []
+    chunk = max(1, chunk_bytes // max(1, 4 * n))
+    for c0 in range(0, l, chunk):
+        c1 = min(l, c0 + chunk)
+        p0, p1 = pos.ptr[c0], pos.ptr[c1]
+        if p1 == p0:
+            continue
+        block = np.ascontiguousarray(scores[:, c0:c1].T)
+        block += np.float32(0.0)  # -0.0 -> 0.0 so that bit keys agree with float equality
+        block.sort(axis=1)
+        local = np.arange(c1 - c0, dtype=np.uint64)[:, None] << np.uint64(32)
+        block_keys = (local | _order_key(block)).ravel()
+        del block
+        lab = pos.cols[p0:p1]
+        ps = scores[pos.rows[p0:p1], lab] + np.float32(0.0)
+        keys = ((lab - c0).astype(np.uint64) << np.uint64(32)) | _order_key(ps)
+        order = np.argsort(keys, kind="stable")
+        keys, lab, ps = keys[order], lab[order], ps[order]
+        all_ge = (lab - c0 + 1) * n - np.searchsorted(block_keys, keys, side="left")
+        pos_ge = pos.ptr[lab + 1] - p0 - np.searchsorted(keys, keys, side="left")
+        out_lab.append(lab)
+        out_score.append(ps)
+        out_pos.append(pos_ge)
+        out_all.append(all_ge)
+    if not out_lab:
+        e = np.zeros(0, dtype=np.int64)
+        return e, np.zeros(0, dtype=np.float32), e, e
+    return (np.concatenate(out_lab), np.concatenate(out_score), np.concatenate(out_pos),
+            np.concatenate(out_all))
+
+
+def _micro_tie_counts(scores: np.ndarray, pos: _Positives):
+    """Per positive entry: its score, #positives and #entries (all labels) with score >= it.
+
+    Returns:
+        scores (P,) float32 ascending, pos_ge (P,) int64, all_ge (P,) int64.
+    """
+    ps = np.sort(scores[pos.rows, pos.cols] + np.float32(0.0))
+    pkeys = _order_key(ps)
+    pos_ge = ps.size - np.searchsorted(pkeys, pkeys, side="left")
+    # count all entries >= each distinct positive score: histogram of every entry over the
+    # gaps between sorted positive keys, then a suffix sum
+    ukeys = np.unique(pkeys)
+    hist = np.zeros(ukeys.size + 1, dtype=np.int64)
+    n = scores.shape[0]
+    rows = max(1, _LABEL_CHUNK_BYTES // max(1, 4 * scores.shape[1]))
+    for r0 in range(0, n, rows):
+        block = scores[r0:r0 + rows] + np.float32(0.0)
+        k = _order_key(block).ravel()
+        k.sort()
+        hist += np.diff(np.searchsorted(k, ukeys, side="left"), prepend=0, append=k.size)
+    ge = np.cumsum(hist[::-1])[::-1][1:]  # ge[i] = #entries with key >= ukeys[i]
+    all_ge = ge[np.searchsorted(ukeys, pkeys, side="left")]
+    return ps, pos_ge, all_ge
+
+
+def _ap_from_counts(ap_sum: torch.Tensor, n_pos: torch.Tensor, average: str, empty: str) -> torch.Tensor:
+    """Reduce per-label sums of precision-at-each-positive into AP (macro / none).
+
+    ``ap_sum[j]`` is the sum over label j's positives of the precision at that positive's
+    tie group; ``n_pos[j]`` its number of positives.
+    """
+    ap = ap_sum.double() / n_pos.double()  # NaN where n_pos == 0
+    if empty == "zero":
+        ap = torch.where(n_pos > 0, ap, torch.zeros_like(ap))
+    if average == "none":
+        return ap.float()
+    if average == "micro":  # inputs already pooled into one "label"
+        return ap.float().reshape(())
+    valid = ~torch.isnan(ap)
+    if not valid.any():
+        return torch.tensor(float("nan"))
+    return ap[valid].mean().float()
+
+
+def _binned_counts(scores: torch.Tensor, targets: torch.Tensor, num_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Histogram a batch into (L, T) positive and all-entry counts; no (B, L, T) temporary.
+
+    Bin ``b = floor(score * T)`` clamped to ``[0, T - 1]``: bins are the T equal-width
+    intervals of [0, 1]; scores outside [0, 1] fall in the end bins.
+    """
+    b, l = scores.shape
+    bins = (scores.float() * num_bins).floor_().clamp_(0, num_bins - 1).long()
+    bins += torch.arange(l, device=scores.device).mul_(num_bins)
+    flat = bins.reshape(-1)
+    all_hist = torch.bincount(flat, minlength=l * num_bins)
+    pos_hist = torch.bincount(flat[targets.reshape(-1) > 0], minlength=l * num_bins)
+    return pos_hist.view(l, num_bins), all_hist.view(l, num_bins)
+
+
+def _binned_ap(pos_hist: torch.Tensor, all_hist: torch.Tensor, average: str, empty: str) -> torch.Tensor:
+    """AP from (L, T) histograms: exact AP of the scores rounded down to the bin grid."""
+    if average == "micro":
+        pos_hist, all_hist = pos_hist.sum(0, keepdim=True), all_hist.sum(0, keepdim=True)
+    pos_hist, all_hist = pos_hist.double(), all_hist.double()
+    pos_ge = pos_hist.flip(1).cumsum(1).flip(1)
+    all_ge = all_hist.flip(1).cumsum(1).flip(1)
+    prec = torch.where(pos_hist > 0, pos_ge / all_ge.clamp_min(1), torch.zeros_like(pos_ge))
+    return _ap_from_counts((pos_hist * prec).sum(1), pos_hist.sum(1), average, empty)
+
+
+def _per_label_ap_sum(scores: np.ndarray, pos: _Positives) -> np.ndarray:
+    lab, _, pos_ge, all_ge = _ap_tie_counts(scores, pos)
+    return np.bincount(lab, weights=pos_ge / all_ge, minlength=scores.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# Functional metrics
+# --------------------------------------------------------------------------------------------
+
+
+def average_precision(
+    scores,
+    targets,
+    *,
+    average: Literal["macro", "micro", "none"] = "macro",
+    empty: Literal["ignore", "zero"] = "ignore",
+) -> torch.Tensor:
+    """Exact average precision (area under the step-wise precision-recall curve).
+
+    ``AP = sum_n (R_n - R_{n-1}) P_n`` over distinct score thresholds, as in scikit-learn:
+    equal scores form one step. Computed as the mean over positives of the precision at
+    that positive's score, for all labels at once.
+
+    Args:
+        scores: ``(N, L)`` probabilities.
+        targets: ``(N, L)`` {0, 1} dense or scipy sparse.
+        average: ``"macro"`` (mean of per-label AP), ``"micro"`` (AP of all entries pooled),
+            ``"none"`` (per-label ``(L,)``).
+        empty: policy for labels with no positive: ``"ignore"`` (left out of macro; NaN under
+            ``"none"``) or ``"zero"`` (AP = 0).
+
+    Returns:
+        Scalar float32 tensor, or ``(L,)`` for ``average="none"``. NaN if no label has a positive
+        under ``"ignore"``.
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.1], [0.4, 0.8], [0.4, 0.3]])
+        >>> t = torch.tensor([[1, 0], [0, 1], [1, 0]])
+        >>> average_precision(s, t, average="none")
+        tensor([0.8333, 1.0000])
+    """
+    _check_choice("average", average, _AVERAGES)
+    _check_choice("empty", empty, _EMPTY)
+    s = _scores_np(scores)
+    _check_finite(s)
+    pos = _positives(targets, s.shape)
+    if average == "micro":
+        _, pos_ge, all_ge = _micro_tie_counts(s, pos)
+        ap_sum = torch.tensor([np.sum(pos_ge / all_ge)])
+        return _ap_from_counts(ap_sum, torch.tensor([pos.rows.size]), "micro", empty)
+    ap_sum = torch.from_numpy(_per_label_ap_sum(s, pos))
+    return _ap_from_counts(ap_sum, torch.from_numpy(pos.counts), average, empty)
+
+
+def binned_average_precision(
+    scores,
+    targets,
+    *,
+    thresholds: int = 1000,
+    average: Literal["macro", "micro", "none"] = "macro",
+    empty: Literal["ignore", "zero"] = "ignore",
+) -> torch.Tensor:
+    """Average precision on a grid of ``thresholds`` equal-width score bins over [0, 1].
+
+    Equals the exact AP of the scores rounded down to the grid (ties within a bin merge), so
+    it can only lose resolution inside a bin; see :class:`BinnedAveragePrecision` for the
+    streaming form and the measured distance from exact.
+    """
+    _check_choice("average", average, _AVERAGES)
+    _check_choice("empty", empty, _EMPTY)
+    s = torch.as_tensor(scores)
+    t = _dense_targets(targets, s.shape).to(s.device)
+    pos_hist, all_hist = _binned_counts(s, t, thresholds)
+    return _binned_ap(pos_hist, all_hist, average, empty)
+
+
+def _dense_targets(targets, shape) -> torch.Tensor:
+    if sp.issparse(targets):
+        targets = targets.toarray()
+    t = torch.as_tensor(targets)
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"targets shape {tuple(t.shape)} does not match scores shape {tuple(shape)}")
+    return t
+
+
+def _topk_hits(scores: np.ndarray, pos: _Positives, k: int) -> np.ndarray:
+    """(N, k) bool: whether the j-th highest-scored label of each example is a positive."""
+    n, l = scores.shape
+    k = min(k, l)
+    pos_keys = np.sort(pos.rows * l + pos.cols)
+    out = np.empty((n, k), dtype=bool)
+    st = torch.from_numpy(scores)
+    for r0 in range(0, n, _ROW_CHUNK):
+        idx = torch.topk(st[r0:r0 + _ROW_CHUNK], k, dim=1, sorted=True).indices.numpy()
+        keys = (np.arange(r0, r0 + idx.shape[0])[:, None] * l + idx).ravel()
+        loc = np.searchsorted(pos_keys, keys).clip(max=max(pos_keys.size - 1, 0))
+        hit = pos_keys[loc] == keys if pos_keys.size else np.zeros(keys.size, bool)
+        out[r0:r0 + idx.shape[0]] = hit.reshape(idx.shape)
+    return out
+
+
+def precision_at_k(scores, targets, k: int) -> float:
+    """P@k = mean over examples of (#positives among the k top-scored labels) / k.
+
+    Examples without positives count as 0 (Extreme Classification Repository convention).
+    Score ties inside the top k are broken by ``torch.topk``.
+    """
+    s = _scores_np(scores)
+    return float(_topk_hits(s, _positives(targets, s.shape), _check_k(k)).sum(1).mean() / k)
+
+
+def _check_k(k) -> int:
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    return int(k)
+
+
+def _ndcg(hits: np.ndarray, n_pos: np.ndarray, k: int) -> float:
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = hits[:, :k] @ disc[: hits[:, :k].shape[1]]
+    ideal = np.concatenate([[0.0], np.cumsum(disc)])[np.minimum(n_pos, k)]
+    return float(np.mean(np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1), 0.0)))
+
+
+def ndcg_at_k(scores, targets, k: int) -> float:
+    """nDCG@k = DCG@k / ideal DCG@k with DCG@k = sum_{r<=k} y_(r) / log2(r + 1).
+
+    The ideal DCG uses ``min(k, #positives)`` positives; examples without positives count as 0.
+    """
+    s = _scores_np(scores)
+    pos = _positives(targets, s.shape)
+    k = _check_k(k)
+    n_pos = np.bincount(pos.rows, minlength=s.shape[0])
+    return _ndcg(_topk_hits(s, pos, k).astype(np.float64), n_pos, k)
+
+
+def _psp(scores: np.ndarray, pos: _Positives, k: int, prop: np.ndarray) -> float:
+    n, l = scores.shape
+    inv = 1.0 / prop.astype(np.float64)
+    k_ = min(k, l)
+    pos_keys = np.sort(pos.rows * l + pos.cols)
+    num = 0.0
+    st = torch.from_numpy(scores)
+    for r0 in range(0, n, _ROW_CHUNK):
+        idx = torch.topk(st[r0:r0 + _ROW_CHUNK], k_, dim=1).indices.numpy()
+        keys = (np.arange(r0, r0 + idx.shape[0])[:, None] * l + idx).ravel()
+        loc = np.searchsorted(pos_keys, keys).clip(max=max(pos_keys.size - 1, 0))
+        hit = pos_keys[loc] == keys if pos_keys.size else np.zeros(keys.size, bool)
+        num += float(inv[idx.ravel()][hit].sum())
+    # best achievable: each example's k positives with the largest 1/propensity
+    w = inv[pos.cols]
+    order = np.lexsort((-w, pos.rows))
+    rows_sorted, w_sorted = pos.rows[order], w[order]
+    start = np.searchsorted(rows_sorted, rows_sorted, side="left")
+    rank = np.arange(rows_sorted.size) - start
+    den = float(w_sorted[rank < k].sum())
+    return num / den if den > 0 else float("nan")
+
+
+def psp_at_k(scores, targets, k: int, propensities) -> float:
+    """Propensity-scored precision PSP@k (Jain et al., 2016), normalised.
+
+    ``sum_i sum_{l in top-k(i)} y_il / p_l`` divided by its best achievable value (each
+    example's positives with the k largest ``1/p_l``), as in pyxclib and the Extreme
+    Classification Repository tables. ``propensities``: ``(L,)``, e.g. ``xmlc.stats.propensity``.
+    """
+    s = _scores_np(scores)
+    prop = _propensities_np(propensities, s.shape[1])
+    return _psp(s, _positives(targets, s.shape), _check_k(k), prop)
+
+
+def _propensities_np(propensities, num_labels: int) -> np.ndarray:
+    p = np.asarray(propensities.detach().cpu() if isinstance(propensities, torch.Tensor) else propensities,
+                   dtype=np.float64)
+    if p.shape != (num_labels,):
+        raise ValueError(f"propensities must have shape ({num_labels},), got {p.shape}")
+    if not np.all(p > 0):
+        raise ValueError(f"propensities must be > 0, found {p[~(p > 0)][0]!r}")
+    return p
+
+
+def _decision_counts(scores: np.ndarray, pos: _Positives, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """Per label: (#predicted positives, #true positives among them) at ``score >= threshold``."""
+    n, l = scores.shape
+    thr = _thresholds_np(thresholds, l)
+    predicted = np.zeros(l, dtype=np.int64)
+    for r0 in range(0, n, _ROW_CHUNK):
+        predicted += (scores[r0:r0 + _ROW_CHUNK] >= thr).sum(0)
+    ps = scores[pos.rows, pos.cols]
+    hit = ps >= (thr[pos.cols] if thr.size > 1 else thr[0])
+    tp = np.bincount(pos.cols[hit], minlength=l)
+    return predicted, tp
+
+
+def _f1_from_counts(predicted, tp, n_pos, average: str, empty: str):
+    fp, fn = predicted - tp, n_pos - tp
+    if average == "micro":
+        den = 2 * tp.sum() + fp.sum() + fn.sum()
+        return float(2 * tp.sum() / den) if den > 0 else 0.0
+    den = 2 * tp + fp + fn
+    f1 = np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
+    if empty == "ignore":
+        f1 = np.where(n_pos > 0, f1, np.nan)
+    if average == "none":
+        return torch.from_numpy(f1.astype(np.float32))
+    return float(np.nanmean(f1)) if np.any(~np.isnan(f1)) else float("nan")
+
+
+def f1_score(
+    scores,
+    targets,
+    thresholds=0.5,
+    *,
+    average: Literal["micro", "macro", "none"] = "micro",
+    empty: Literal["ignore", "zero"] = "ignore",
+):
+    """F1 of the decisions ``score >= thresholds`` (scalar or per label ``(L,)``).
+
+    Micro pools TP/FP/FN over all labels. Macro averages per-label F1; a label with no
+    positive is left out (``empty="ignore"``, NaN under ``"none"``) or counted with its F1,
+    which is 0 (``"zero"``, scikit-learn's ``zero_division=0``).
+
+    Returns:
+        float for micro/macro, ``(L,)`` float32 tensor for ``average="none"``.
+    """
+    _check_choice("average", average, _AVERAGES)
+    _check_choice("empty", empty, _EMPTY)
+    s = _scores_np(scores)
+    pos = _positives(targets, s.shape)
+    predicted, tp = _decision_counts(s, pos, thresholds)
+    return _f1_from_counts(predicted, tp, pos.counts, average, empty)
+
+
+def _rate_ratio(predicted, n_pos) -> float:
+    total = n_pos.sum()
+    return float(predicted.sum() / total) if total > 0 else float("nan")
+
+
+def positive_rate_ratio(scores, targets, thresholds=0.5, *, buckets=None):
+    """Predicted positives / true positives at ``score >= thresholds``; > 1 means over-predicting.
+
+    Args:
+        buckets: optional int array ``(L,)`` of bucket ids (0 head, 1 torso, 2 tail, as from
+            ``xmlc.stats.frequency_buckets``).
+
+    Returns:
+        float, or with ``buckets`` a dict ``{"all": r, "head": r, "torso": r, "tail": r}``.
+        NaN where the (bucket's) labels have no true positive.
+    """
+    s = _scores_np(scores)
+    pos = _positives(targets, s.shape)
+    predicted, _ = _decision_counts(s, pos, thresholds)
+    overall = _rate_ratio(predicted, pos.counts)
+    if buckets is None:
+        return overall
+    b = _buckets_np(buckets, s.shape[1])
+    out = {"all": overall}
+    for i, name in enumerate(BUCKET_NAMES):
+        out[name] = _rate_ratio(predicted[b == i], pos.counts[b == i])
+    return out
+
+
+def _buckets_np(buckets, num_labels: int) -> np.ndarray:
+    b = np.asarray(buckets.detach().cpu() if isinstance(buckets, torch.Tensor) else buckets)
+    if b.shape != (num_labels,):
+        raise ValueError(f"buckets must have shape ({num_labels},), got {b.shape}")
+    if b.size and (b.min() < 0 or b.max() >= len(BUCKET_NAMES)):
+        raise ValueError(f"buckets must be in 0..{len(BUCKET_NAMES) - 1}, got values {np.unique(b)}")
+    return b
+
+
+def evaluate_all(
+    scores,
+    targets,
+    *,
+    thresholds=0.5,
+    ks: Sequence[int] = (1, 3, 5),
+    buckets=None,
+    propensities=None,
+    empty: Literal["ignore", "zero"] = "ignore",
+    prefix: str = "",
+) -> dict[str, float]:
+    """All evaluation numbers in one flat dict with stable names.
+
+    Keys (each with ``prefix`` prepended): ``auprc_micro``, ``auprc_macro``, ``p@k``, ``ndcg@k``
+    for k in ``ks``, ``psp@k`` (only with ``propensities``), ``f1_micro``, ``f1_macro``,
+    ``positive_rate_ratio``, ``num_labels_no_positive``, and with ``buckets``
+    ``auprc_macro_{head,torso,tail}`` and ``positive_rate_ratio_{head,torso,tail}``.
+
+    Args:
+        scores: ``(N, L)`` probabilities. targets: ``(N, L)`` {0,1} dense or CSR.
+        thresholds: decision threshold(s) for F1 and the positive-rate ratio, scalar or ``(L,)``.
+        buckets: int array ``(L,)`` (0 head, 1 torso, 2 tail). propensities: ``(L,)``.
+        empty: empty-label policy for the macro averages (see module docstring).
+    """
+    _check_choice("empty", empty, _EMPTY)
+    s = _scores_np(scores)
+    _check_finite(s)
+    n, l = s.shape
+    pos = _positives(targets, s.shape)
+    out: dict[str, float] = {}
+
+    ap_sum = torch.from_numpy(_per_label_ap_sum(s, pos))
+    n_pos = torch.from_numpy(pos.counts)
+    per_label = _ap_from_counts(ap_sum, n_pos, "none", empty)
+    _, pos_ge, all_ge = _micro_tie_counts(s, pos)
+    micro = _ap_from_counts(torch.tensor([np.sum(pos_ge / all_ge)]), torch.tensor([pos.rows.size]), "micro", empty)
+    out["auprc_micro"] = float(micro)
+    out["auprc_macro"] = _nanmean(per_label.numpy())
+
+    kmax = max(ks) if ks else 0
+    if kmax:
+        hits = _topk_hits(s, pos, kmax).astype(np.float64)
+        n_pos_row = np.bincount(pos.rows, minlength=n)
+        for k in ks:
+            out[f"p@{k}"] = float(hits[:, :k].sum(1).mean() / k)
+        for k in ks:
+            out[f"ndcg@{k}"] = _ndcg(hits, n_pos_row, k)
+        if propensities is not None:
+            prop = _propensities_np(propensities, l)
+            for k in ks:
+                out[f"psp@{k}"] = _psp(s, pos, k, prop)
+
+    predicted, tp = _decision_counts(s, pos, thresholds)
+    out["f1_micro"] = _f1_from_counts(predicted, tp, pos.counts, "micro", empty)
+    out["f1_macro"] = _f1_from_counts(predicted, tp, pos.counts, "macro", empty)
+    out["positive_rate_ratio"] = _rate_ratio(predicted, pos.counts)
+    if buckets is not None:
+        b = _buckets_np(buckets, l)
+        for i, name in enumerate(BUCKET_NAMES):
+            out[f"auprc_macro_{name}"] = _nanmean(per_label.numpy()[b == i])
+        for i, name in enumerate(BUCKET_NAMES):
+            out[f"positive_rate_ratio_{name}"] = _rate_ratio(predicted[b == i], pos.counts[b == i])
+    out["num_labels_no_positive"] = int((pos.counts == 0).sum())
+    return {prefix + k: v for k, v in out.items()}
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# torchmetrics.Metric classes (same math; work in Lightning and sync under DDP)
+# --------------------------------------------------------------------------------------------
+
+
+class MultilabelAUPRC(Metric):
+    """Exact AUPRC accumulated over batches (states are concatenated; DDP gathers them).
+
+    Args:
+        num_labels: L. average, empty: as in :func:`average_precision`.
+
+    Example:
+        >>> m = MultilabelAUPRC(num_labels=2)
+        >>> m.update(torch.tensor([[0.9, 0.1]]), torch.tensor([[1, 0]]))
+        >>> m.update(torch.tensor([[0.4, 0.8]]), torch.tensor([[0, 1]]))
+        >>> m.compute()
+        tensor(1.)
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, num_labels: int, *, average: str = "macro", empty: str = "ignore", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_labels, int) or num_labels < 1:
+            raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
+        _check_choice("average", average, _AVERAGES)
+        _check_choice("empty", empty, _EMPTY)
+        self.num_labels, self.average, self.empty = num_labels, average, empty
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("targets", default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: torch.Tensor, targets) -> None:
+        t = _dense_targets(targets, scores.shape)
+        if scores.ndim != 2 or scores.shape[1] != self.num_labels:
+            raise ValueError(f"scores must have shape (B, {self.num_labels}), got {tuple(scores.shape)}")
+        self.scores.append(scores.detach().float())
+        self.targets.append(t.detach().to(torch.uint8))
+
+    def compute(self) -> torch.Tensor:
+        s = torch.cat(self.scores) if isinstance(self.scores, list) else self.scores
+        t = torch.cat(self.targets) if isinstance(self.targets, list) else self.targets
+        return average_precision(s, t, average=self.average, empty=self.empty).to(self.device)
+
+
+class BinnedAveragePrecision(Metric):
+    """Streaming AUPRC over ``thresholds`` equal-width score bins; state ``2 x (L, T)`` int64.
+
+    Each update histograms the batch with one ``bincount`` on ``label * T + bin`` indices (no
+    ``(B, L, T)`` tensor). The result is the exact AP of the scores rounded down to the bin
+    grid, i.e. scores in the same bin tie. States are summed across processes under DDP.
+
+    Args:
+        num_labels: L. thresholds: number of bins T. average, empty: as in
+            :func:`average_precision`.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, num_labels: int, *, thresholds: int = 1000, average: str = "macro",
+                 empty: str = "ignore", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_labels, int) or num_labels < 1:
+            raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
+        if not isinstance(thresholds, int) or thresholds < 2:
+            raise ValueError(f"thresholds must be an int >= 2, got {thresholds!r}")
+        _check_choice("average", average, _AVERAGES)
+        _check_choice("empty", empty, _EMPTY)
+        self.num_labels, self.num_bins, self.average, self.empty = num_labels, thresholds, average, empty
+        zeros = torch.zeros(num_labels, thresholds, dtype=torch.long)
+        self.add_state("pos_hist", default=zeros.clone(), dist_reduce_fx="sum")
+        self.add_state("all_hist", default=zeros.clone(), dist_reduce_fx="sum")
+
+    def update(self, scores: torch.Tensor, targets) -> None:
+        if scores.ndim != 2 or scores.shape[1] != self.num_labels:
+            raise ValueError(f"scores must have shape (B, {self.num_labels}), got {tuple(scores.shape)}")
+        t = _dense_targets(targets, scores.shape).to(scores.device)
+        pos_hist, all_hist = _binned_counts(scores.detach(), t, self.num_bins)
+        self.pos_hist += pos_hist
+        self.all_hist += all_hist
+
+    def compute(self) -> torch.Tensor:
+        return _binned_ap(self.pos_hist, self.all_hist, self.average, self.empty)
