@@ -166,8 +166,8 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [1, 3, 5])
     # Per-label thresholds fitted on validation at the end: f1 | rate | prior | none (0.5 everywhere).
     calibration: Literal["f1", "rate", "prior", "none"] = "f1"
-    # Labels with fewer validation positives than this keep a fallback threshold (see xmlc.calibrate).
-    min_positives: int = 1
+    # Labels with fewer validation positives than this get the global (micro-F1) threshold.
+    min_positives: int = 5
     # Number of (score, target) entries subsampled for the TensorBoard PR curve.
     pr_curve_samples: int = 100_000
 

@@ -1,0 +1,766 @@
+"""Train a multilabel classifier: ``python -m xmlc.train [--config FILE] [section.key=value ...]``.
+
+With no arguments it trains the default MLP on the built-in synthetic data set. The flow,
+top to bottom:
+
+1. resolve the config (defaults <- YAML file <- dotted overrides; or a checkpoint with ``--resume``);
+2. load train / val / test (XMC files or a synthetic preset), label statistics on train;
+3. build model, loss, AdamW, warmup + cosine/constant schedule;
+4. per epoch: :func:`train_one_epoch`, then :func:`evaluate` on validation, TensorBoard,
+   ``last.pt`` / ``best.pt``, early stopping;
+5. at the end: best weights, per-label thresholds fitted on validation (``xmlc.calibrate``),
+   test scored at 0.5 and at the calibrated thresholds, ``metrics.json`` and a short table.
+
+Under ``torchrun --nproc_per_node=N -m xmlc.train ...`` the same code runs data parallel:
+``data.batch_size`` is the global batch, each process trains on its shard
+(``DistributedSampler``), gradients are all-reduced (DDP), validation scores are gathered so
+metrics cover the whole split, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import resource
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from xmlc import calibrate, data as xdata, losses, metrics, stats
+from xmlc.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from xmlc.config import Config, ConfigError, apply_overrides, dump_config, from_dict, load_config, to_dict
+from xmlc.models import build_model, init_output_bias
+
+__all__ = ["main", "run", "train_one_epoch", "evaluate", "predict_scores", "load_splits"]
+
+EXIT_OK, EXIT_NONFINITE, EXIT_USAGE = 0, 1, 2
+
+
+class DataFileError(ValueError):
+    """A data file named in the config is missing or malformed (raised before training starts)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m xmlc.train",
+        description="Train a multilabel classifier. Without arguments: the default MLP on "
+                    "built-in synthetic data. Overrides look like optim.lr=3e-4 or "
+                    "data.train=path/train.txt (values are parsed as YAML).")
+    parser.add_argument("--config", help="YAML config file (sections: data, model, loss, optim, "
+                                         "train, eval, output)")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run saved in RUN (a run "
+                        "directory or a .pt checkpoint) with its own config; overrides still apply")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """CLI entry point; returns the process exit status."""
+    args = parse_args(argv)
+    try:
+        cfg, resume = resolve_config(args)
+        if args.print_config:
+            print(dump_config(cfg), end="")
+            return EXIT_OK
+        result = run(cfg, resume=resume)
+    except (ConfigError, DataFileError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return result["exit_code"]
+
+
+def resolve_config(args) -> tuple[Config, dict | None]:
+    """Config from (``--resume`` checkpoint | ``--config`` file | defaults) plus overrides."""
+    if args.resume is None:
+        return load_config(args.config, args.overrides), None
+    if args.config is not None:
+        raise ConfigError("give either --config or --resume (a resumed run keeps its own config; "
+                          "change it with overrides)")
+    path = Path(args.resume)
+    ckpt = load_checkpoint(path)
+    cfg = from_dict(Config, ckpt["config"])
+    cfg.output.dir = str(path if path.is_dir() else path.parent)
+    return apply_overrides(cfg, args.overrides), ckpt
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in every checkpoint."""
+
+    step: int = 0                # optimizer steps done
+    epoch: int = 0               # epoch in progress (0-based)
+    batch_in_epoch: int = 0      # batches of `epoch` done: the data-order state
+    best_value: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0          # epochs since the last improvement
+    history: list = field(default_factory=list)   # per-epoch validation metrics
+
+
+def run(cfg: Config, *, resume: dict | None = None) -> dict:
+    """Train, calibrate and test as configured; return ``{"status", "exit_code", "metrics", "dir"}``."""
+    env = setup_distributed(cfg.train.device)
+    out = Path(cfg.output.dir)
+    say = _printer(env.rank == 0)
+    seed_everything(cfg.train.seed)
+    check_early_stopping_metric(cfg)
+
+    # -- data and label statistics (train split only) --
+    train_set, val_set, test_set = load_splits(cfg.data, seed=cfg.train.seed)
+    num_features, num_labels = train_set.num_features, train_set.num_labels
+    counts, num_train = stats.count_labels(train_set.labels, num_labels)
+    pos_weight, label_weight = loss_weights(cfg.loss, counts, num_train)
+    buckets = stats.frequency_buckets(counts)
+    propensities = stats.propensity(counts, num_train)
+    say(f"data: train {len(train_set):,} / val {len(val_set):,} / test "
+        f"{len(test_set) if test_set is not None else 0:,} examples, {num_features:,} features, "
+        f"{num_labels:,} labels")
+
+    # -- model, loss, optimizer, schedule --
+    device = env.device
+    model = build_model(cfg.model, num_features, num_labels)
+    if cfg.model.output_bias == "prior":
+        init_output_bias(model, torch.as_tensor(counts, dtype=torch.float32) / max(num_train, 1))
+    model.to(device)
+    loss_fn = losses.build_loss(cfg.loss, pos_weight=pos_weight, weight=label_weight).to(device)
+    if cfg.data.batch_size % env.world_size:
+        raise ConfigError(f"config key 'data.batch_size' ({cfg.data.batch_size}) must be divisible "
+                          f"by the number of processes ({env.world_size})")
+    sampler = ResumableSampler(train_set, env, seed=cfg.train.seed,
+                               batch_size=cfg.data.batch_size // env.world_size)
+    train_loader = make_loader(train_set, cfg.data.batch_size // env.world_size, sampler, cfg, env)
+    val_loader = make_eval_loader(val_set, cfg, env)
+    steps_per_epoch = math.ceil(len(sampler.indices_for_epoch(0)) / sampler.batch_size)
+    optimizer = build_optimizer(cfg.optim, model)
+    scheduler = build_scheduler(cfg.optim, optimizer, total_steps=steps_per_epoch * cfg.train.epochs)
+
+    progress, best_state = Progress(), None
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        progress = Progress(**resume["progress"])
+        best_path = out / "best.pt"
+        if best_path.is_file():
+            best_state = load_checkpoint(best_path, map_location=device)["model"]
+        set_rng_state(resume["rng"])
+        say(f"resumed from {out} at epoch {progress.epoch + 1}, step {progress.step}")
+    train_model = nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None) if env.world_size > 1 else model
+
+    # -- outputs --
+    writer = None
+    if env.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(dump_config(cfg))
+        writer = open_writer(cfg, out, resumed=resume is not None, step=progress.step)
+        if writer is not None and resume is None:
+            log_run_start(writer, cfg, counts, num_train, pos_weight)
+    label_stats = {"counts": torch.as_tensor(counts, dtype=torch.int64), "num_examples": int(num_train),
+                   "pos_weight": pos_weight}
+
+    def checkpoint(thresholds=None) -> dict:
+        return {
+            "format": 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "progress": vars(progress).copy(),
+            "step": progress.step, "epoch": progress.epoch, "rng": rng_state(),
+            "config": to_dict(cfg), "num_features": num_features, "num_labels": num_labels,
+            "label_stats": label_stats, "thresholds": thresholds,
+            "best": {"metric": cfg.train.early_stopping_metric, "value": progress.best_value,
+                     "epoch": progress.best_epoch},
+        }
+
+    # -- training --
+    status, epoch_times = "completed", []
+    with StopOnSignal() as stop:
+        while progress.epoch < cfg.train.epochs:
+            sampler.set_epoch(progress.epoch, skip_batches=progress.batch_in_epoch)
+            start = time.perf_counter()
+            status = train_one_epoch(train_model, train_loader, loss_fn, optimizer, scheduler,
+                                     progress=progress, cfg=cfg, env=env, stop=stop, writer=writer)
+            if status != "completed":
+                break
+            epoch_times.append(time.perf_counter() - start)
+            val_metrics, val_scores = evaluate(model, val_loader, val_set.labels, cfg=cfg, env=env,
+                                               buckets=buckets, propensities=propensities)
+            thresholds = fit_thresholds(cfg.eval, val_scores, val_set.labels, pos_weight)
+            val_metrics |= _prefixed(threshold_metrics(val_scores, val_set.labels, thresholds, buckets),
+                                     "calibrated/")
+            value = val_metrics[cfg.train.early_stopping_metric]
+            improved = value > progress.best_value   # False for NaN
+            progress.history.append({"epoch": progress.epoch + 1, "step": progress.step, **val_metrics})
+            if improved:
+                progress.best_value, progress.best_epoch, progress.bad_epochs = value, progress.epoch + 1, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                progress.bad_epochs += 1
+            progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+            say(f"epoch {progress.epoch}/{cfg.train.epochs}: {cfg.train.early_stopping_metric} "
+                f"{value:.4f} (best {progress.best_value:.4f} @ epoch {progress.best_epoch}), "
+                f"{epoch_times[-1]:.1f} s")
+            if env.rank == 0:
+                log_epoch(writer, cfg, progress.step, val_metrics, val_scores, val_set.labels,
+                          epoch_times[-1])
+                save_checkpoint(checkpoint(), out / "last.pt")
+                if improved:
+                    save_checkpoint(checkpoint(), out / "best.pt")
+            if cfg.train.patience and progress.bad_epochs >= cfg.train.patience:
+                say(f"early stopping: no improvement in {cfg.train.early_stopping_metric} for "
+                    f"{progress.bad_epochs} epochs")
+                break
+            if any_process(stop.requested, env):
+                status = "interrupted"
+                break
+
+    if status != "completed":
+        return stop_run(status, stop, progress, checkpoint, out, env, writer, say)
+
+    # -- final: best weights, calibrated thresholds, test --
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    results = finalize(model, cfg, env, val_set, val_loader, test_set, buckets, propensities, pos_weight)
+    results |= {
+        "best_epoch": progress.best_epoch, "best_metric": {cfg.train.early_stopping_metric: progress.best_value},
+        "epochs": progress.epoch, "steps": progress.step,
+        "epoch_time_s": float(np.mean(epoch_times)) if epoch_times else None,
+        "train_examples_per_s": (len(train_set) / float(np.mean(epoch_times))) if epoch_times else None,
+        "peak_rss_mb": peak_rss_mb(),
+        "num_train": len(train_set), "num_val": len(val_set),
+        "num_test": len(test_set) if test_set is not None else 0,
+        "num_features": num_features, "num_labels": num_labels,
+    }
+    if env.rank == 0:
+        thresholds = results.pop("_thresholds")
+        save_checkpoint(checkpoint(thresholds), out / "best.pt")
+        (out / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+        if writer is not None:
+            log_final(writer, cfg, results)
+            writer.close()
+        say(results_table(results))
+        say(f"outputs: {out}/ (config.yaml, best.pt, last.pt, metrics.json"
+            f"{', TensorBoard events: tensorboard --logdir ' + str(out) if cfg.output.tensorboard else ''})")
+    else:
+        results.pop("_thresholds")
+    teardown_distributed(env)
+    return {"status": "completed", "exit_code": EXIT_OK, "metrics": results, "dir": str(out)}
+
+
+def stop_run(status, stop, progress, checkpoint, out, env, writer, say) -> dict:
+    """Leave a run that did not complete: save last.pt (except after a non-finite loss)."""
+    if status == "nonfinite":
+        last = out / "last.pt"
+        say(f"error: non-finite loss at step {progress.step + 1} (epoch {progress.epoch + 1}); "
+            f"stopped without updating. Last good checkpoint: "
+            f"{last if last.is_file() else 'none (no epoch finished)'}")
+        code = EXIT_NONFINITE
+    else:
+        if env.rank == 0:
+            save_checkpoint(checkpoint(), out / "last.pt")
+        why = f"signal {stop.signum}" if status == "interrupted" else f"train.max_steps={progress.step}"
+        say(f"stopped by {why} at step {progress.step} (epoch {progress.epoch + 1}); saved "
+            f"{out / 'last.pt'}. Continue with: python -m xmlc.train --resume {out}")
+        code = 128 + stop.signum if status == "interrupted" else EXIT_OK
+    if writer is not None:
+        writer.close()
+    teardown_distributed(env)
+    return {"status": status, "exit_code": code, "metrics": None, "dir": str(out)}
+
+
+# ---------------------------------------------------------------------------------------
+# One epoch
+
+
+def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: Progress, cfg: Config,
+                    env, stop, writer) -> str:
+    """One pass over ``loader`` (from where ``progress`` says); returns why it ended.
+
+    "completed" at the end of the data; "interrupted" after a SIGINT/SIGTERM;
+    "max_steps" at ``train.max_steps``; "nonfinite" on a NaN/inf loss, before that
+    step touches the parameters.
+    """
+    model.train()
+    device, tcfg = env.device, cfg.train
+    amp = tcfg.amp and device.type == "cuda"
+    bar = tqdm(loader, desc=f"epoch {progress.epoch + 1}/{tcfg.epochs}", leave=False, dynamic_ncols=True,
+               disable=env.rank != 0 or not tcfg.progress, mininterval=0.5)
+    window_start, window_examples, loss_sum = time.perf_counter(), 0, 0.0
+    for batch in bar:
+        if tcfg.max_steps is not None and progress.step >= tcfg.max_steps:
+            return "max_steps"
+        batch = batch.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(batch)
+        loss = loss_fn(logits.float(), batch.targets)
+        loss_value, nonfinite, stop_now = agree(loss.detach(), stop.requested, env)
+        if nonfinite:
+            return "nonfinite"
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)
+        optimizer.step()
+        scheduler.step()
+        progress.step += 1
+        progress.batch_in_epoch += 1
+        window_examples += len(batch) * env.world_size
+        loss_sum += loss_value
+        if progress.step % tcfg.log_every == 0:
+            elapsed = time.perf_counter() - window_start
+            rate = window_examples / max(elapsed, 1e-9)
+            bar.set_postfix(loss=f"{loss_sum / tcfg.log_every:.4f}", ex_s=f"{rate:,.0f}", refresh=False)
+            if writer is not None:
+                writer.add_scalar("train/loss", loss_sum / tcfg.log_every, progress.step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], progress.step)
+                writer.add_scalar("train/grad_norm", float(grad_norm), progress.step)
+                writer.add_scalar("train/examples_per_s", rate, progress.step)
+            window_start, window_examples, loss_sum = time.perf_counter(), 0, 0.0
+        if stop_now:
+            return "interrupted"
+    return "completed"
+
+
+def agree(loss: torch.Tensor, stop_requested: bool, env) -> tuple[float, bool, bool]:
+    """Mean loss over processes, whether any is non-finite, whether any process must stop.
+
+    One small all-reduce per step under DDP, so every process takes the same decision.
+    """
+    if env.world_size == 1:
+        value = loss.item()
+        return value, not math.isfinite(value), stop_requested
+    flags = torch.stack([loss.float(), (~torch.isfinite(loss)).float(),
+                         torch.tensor(float(stop_requested), device=loss.device)])
+    dist.all_reduce(flags)
+    value, nonfinite, stop_now = flags.tolist()
+    return value / env.world_size, nonfinite > 0 or not math.isfinite(value), stop_now > 0
+
+
+def any_process(flag: bool, env) -> bool:
+    """True on every process if ``flag`` is true on any (a collective under DDP)."""
+    if env.world_size == 1:
+        return flag
+    t = torch.tensor(float(flag), device=env.device)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, loader, num_rows: int, *, device: torch.device, amp: bool = True,
+                   env=None) -> torch.Tensor:
+    """Probabilities (sigmoid of logits) for every row of the loader's data set: (N, L) float32, CPU.
+
+    Under DDP each process scores its shard and the shards are all-gathered, so every
+    process returns the scores of the whole split.
+    """
+    model.eval()
+    amp = amp and device.type == "cuda"
+    rows, probs = [], []
+    for batch in loader:
+        batch = batch.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(batch)
+        probs.append(torch.sigmoid(logits.float()))
+        rows.append(batch.row_ids)
+    rows, probs = torch.cat(rows), torch.cat(probs)
+    if env is not None and env.world_size > 1:   # DistributedSampler pads shards to equal length
+        all_rows = [torch.empty_like(rows) for _ in range(env.world_size)]
+        all_probs = [torch.empty_like(probs) for _ in range(env.world_size)]
+        dist.all_gather(all_rows, rows)
+        dist.all_gather(all_probs, probs)
+        rows, probs = torch.cat(all_rows), torch.cat(all_probs)
+    scores = torch.empty((num_rows, probs.shape[1]), dtype=torch.float32)
+    scores[rows.cpu()] = probs.cpu()
+    return scores
+
+
+def evaluate(model, loader, labels, *, cfg: Config, env, buckets=None, propensities=None,
+             thresholds=0.5) -> tuple[dict, torch.Tensor]:
+    """Score ``loader`` and compute :func:`xmlc.metrics.evaluate_all` against CSR ``labels``.
+
+    Returns (metrics, scores (N, L)).
+    """
+    scores = predict_scores(model, loader, labels.shape[0], device=env.device, amp=cfg.train.amp, env=env)
+    result = metrics.evaluate_all(scores, labels, thresholds=thresholds, ks=tuple(cfg.eval.ks),
+                                  buckets=buckets, propensities=propensities)
+    return {k: float(v) for k, v in result.items()}, scores
+
+
+def fit_thresholds(ecfg, scores, labels, pos_weight) -> torch.Tensor:
+    """Per-label probability thresholds (L,) by ``eval.calibration``; 0.5 everywhere for "none"."""
+    if ecfg.calibration == "none" or (ecfg.calibration == "prior" and pos_weight is None):
+        return torch.full((scores.shape[1],), 0.5)
+    return calibrate.fit_thresholds(scores, labels, method=ecfg.calibration, min_positives=ecfg.min_positives,
+                                    pos_weight=None if pos_weight is None else pos_weight.cpu())
+
+
+def threshold_metrics(scores, labels, thresholds, buckets=None) -> dict:
+    """The threshold-dependent metrics (F1, positive-rate ratio) at ``thresholds``."""
+    out = {"f1_micro": metrics.f1_score(scores, labels, thresholds, average="micro"),
+           "f1_macro": metrics.f1_score(scores, labels, thresholds, average="macro")}
+    ratio = metrics.positive_rate_ratio(scores, labels, thresholds, buckets=buckets)
+    if isinstance(ratio, dict):   # {"all": r, "head": r, ...}
+        out |= {"positive_rate_ratio" if k == "all" else f"positive_rate_ratio_{k}": v for k, v in ratio.items()}
+    else:
+        out["positive_rate_ratio"] = ratio
+    return {k: float(v) for k, v in out.items()}
+
+
+def finalize(model, cfg: Config, env, val_set, val_loader, test_set, buckets, propensities, pos_weight) -> dict:
+    """Fit thresholds on validation with the best weights; score test at 0.5, calibrated and prior."""
+    val_metrics, val_scores = evaluate(model, val_loader, val_set.labels, cfg=cfg, env=env,
+                                       buckets=buckets, propensities=propensities)
+    thresholds = fit_thresholds(cfg.eval, val_scores, val_set.labels, pos_weight)
+    results = {"val": val_metrics,
+               "val_calibrated": val_metrics | threshold_metrics(val_scores, val_set.labels, thresholds, buckets)}
+    del val_scores
+    if test_set is not None:
+        test_loader = make_eval_loader(test_set, cfg, env)
+        test_metrics, test_scores = evaluate(model, test_loader, test_set.labels, cfg=cfg, env=env,
+                                             buckets=buckets, propensities=propensities)
+        results["test"] = test_metrics
+        results["test_calibrated"] = test_metrics | threshold_metrics(test_scores, test_set.labels,
+                                                                      thresholds, buckets)
+        if pos_weight is not None:   # the ln(pos_weight) logit correction, for comparison
+            prior = calibrate.prior_thresholds(pos_weight.cpu())
+            results["test_prior"] = test_metrics | threshold_metrics(test_scores, test_set.labels, prior, buckets)
+    results["_thresholds"] = thresholds.float().cpu()
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+
+
+def load_splits(dcfg, *, seed: int = 0):
+    """Train, validation and test :class:`xmlc.data.XMCData` (test may be None), features normalised.
+
+    Every named file is checked before any is read, so a typo fails at once, naming the key
+    and the path. Without ``data.train`` the synthetic preset ``data.synthetic`` is generated
+    and split (stratified) into train / test; without ``data.val`` a stratified validation
+    split is carved from train.
+    """
+    for key in ("train", "val", "test"):
+        path = getattr(dcfg, key)
+        if path is not None and not Path(path).is_file():
+            raise DataFileError(f"data.{key}: file not found: {path}")
+
+    def read(key, **dims):
+        try:
+            return xdata.read_xmc(getattr(dcfg, key), **dims)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataFileError(f"data.{key}: cannot read {getattr(dcfg, key)}: {exc}") from exc
+
+    if dcfg.train is None:
+        presets = getattr(xdata, "SYNTHETIC_PRESETS", {})
+        if presets and dcfg.synthetic not in presets:
+            raise ConfigError(f"config key 'data.synthetic' must be one of {', '.join(presets)}; "
+                              f"got {dcfg.synthetic!r}")
+        full = xdata.synthetic_preset(dcfg.synthetic, seed=seed)
+        if dcfg.test is None:
+            rest, held = xdata.stratified_split(full.labels, dcfg.test_fraction, seed=seed)
+            train, test = full.subset(rest), full.subset(held)
+        else:
+            train, test = full, None
+    else:
+        train, test = read("train"), None
+    dims = {"num_features": train.num_features, "num_labels": train.num_labels}
+    if dcfg.test is not None:
+        test = read("test", **dims)
+    if dcfg.val is not None:
+        val = read("val", **dims)
+    else:
+        fit, held = xdata.stratified_split(train.labels, dcfg.val_fraction, seed=seed + 1)
+        train, val = train.subset(fit), train.subset(held)
+    splits = [train, val, test]
+    for part in splits:
+        if part is not None and dcfg.normalize != "none":
+            part.features = xdata.normalize_rows(part.features, dcfg.normalize)
+    return tuple(splits)
+
+
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` whose epoch can start after its first ``skip_batches`` batches.
+
+    The order of epoch ``e`` is a permutation seeded by ``seed + e``, identical for any number
+    of processes: with one process, batch ``i`` holds positions ``[i*B, (i+1)*B)`` of it; with
+    ``W`` processes of ``B/W`` each, the same positions are spread over the processes. Skipping
+    is what makes a mid-epoch ``--resume`` see exactly the batches it would have seen.
+    """
+
+    def __init__(self, dataset, env, *, seed: int, batch_size: int):
+        super().__init__(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed)
+        self.batch_size = batch_size
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.skip = skip_batches * self.batch_size
+
+    def indices_for_epoch(self, epoch: int) -> list[int]:
+        saved, self.epoch = self.epoch, epoch
+        try:
+            return list(super().__iter__())
+        finally:
+            self.epoch = saved
+
+    def __iter__(self):
+        return islice(super().__iter__(), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(super().__len__() - self.skip, 0)
+
+
+def make_loader(dataset, batch_size: int, sampler, cfg: Config, env):
+    loader = xdata.make_loader(dataset, batch_size, shuffle=False, seed=cfg.train.seed,
+                               num_workers=cfg.data.num_workers, pin_memory=env.device.type == "cuda",
+                               sampler=sampler)
+    # Loader iterators draw a base seed from `loader.generator` (the global RNG when None);
+    # a private generator keeps the global RNG, and so dropout, independent of when iterators
+    # are created, which a mid-epoch resume changes.
+    loader.generator = torch.Generator().manual_seed(cfg.train.seed)
+    return loader
+
+
+def make_eval_loader(dataset, cfg: Config, env):
+    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=False)
+    return make_loader(dataset, cfg.data.eval_batch_size, sampler, cfg, env)
+
+
+def loss_weights(lcfg, counts, num_examples) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(pos_weight (L,) or None, per-label loss weight (L,) or None) from the ``loss`` section."""
+    pos_weight = None
+    if lcfg.pos_weight == "neg_pos":
+        pos_weight = stats.pos_weight_from_counts(counts, num_examples, power=lcfg.pos_weight_power,
+                                                  max_value=lcfg.pos_weight_max)
+    weight = None
+    if lcfg.label_weight == "class_balanced":
+        weight = stats.class_balanced_weights(counts)
+    elif lcfg.label_weight == "propensity":
+        inverse = 1.0 / stats.propensity(counts, num_examples)
+        weight = inverse / inverse.mean()   # normalised to mean 1, like class_balanced
+    return pos_weight, (None if weight is None else weight.float())
+
+
+# ---------------------------------------------------------------------------------------
+# Optimizer and schedule
+
+
+def build_optimizer(ocfg, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW; weight decay on weight matrices only (not biases, not norm parameters)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": ocfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=ocfg.lr)
+
+
+def build_scheduler(ocfg, optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over ``optim.warmup`` of the steps, then cosine to 0 or constant."""
+    warmup = int(round(ocfg.warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if ocfg.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(total_steps - warmup, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------------------------------
+# TensorBoard
+
+
+def open_writer(cfg: Config, out: Path, *, resumed: bool, step: int):
+    if not cfg.output.tensorboard:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    if not resumed:   # a fresh run in an existing directory replaces that directory's run
+        for old in out.glob("events.out.tfevents.*"):
+            old.unlink()
+        for old in (out / "hparams").glob("events.out.tfevents.*"):
+            old.unlink()
+    # purge_step drops events logged after the checkpoint a resumed run restarts from
+    return SummaryWriter(log_dir=str(out), purge_step=step if resumed else None)
+
+
+def log_run_start(writer, cfg: Config, counts, num_train: int, pos_weight) -> None:
+    writer.add_text("config", "    " + dump_config(cfg).replace("\n", "\n    "), 0)
+    neg_pos = stats.pos_weight_from_counts(counts, num_train)
+    writer.add_histogram("label_stats/pos_weight_neg_pos", neg_pos, 0)
+    if pos_weight is not None:
+        writer.add_histogram("label_stats/pos_weight_used", pos_weight, 0)
+    writer.add_histogram("label_stats/label_count", torch.as_tensor(counts, dtype=torch.float32), 0)
+
+
+def log_epoch(writer, cfg: Config, step: int, val_metrics: dict, scores, labels, epoch_time: float) -> None:
+    if writer is None:
+        return
+    for name, value in val_metrics.items():
+        if "/" in name:   # "calibrated/f1_micro" -> val_calibrated/f1_micro
+            prefix, name = name.split("/", 1)
+            writer.add_scalar(f"val_{prefix}/{name}", value, step)
+        else:
+            writer.add_scalar(f"val/{name}", value, step)
+    writer.add_scalar("train/epoch_time_s", epoch_time, step)
+    per_label_ap = metrics.average_precision(scores, labels, average="none")
+    per_label_ap = torch.as_tensor(per_label_ap, dtype=torch.float32)
+    per_label_ap = per_label_ap[torch.isfinite(per_label_ap)]
+    if per_label_ap.numel():
+        writer.add_histogram("val/ap_per_label", per_label_ap, step)
+    # micro PR curve over a fixed subsample of rows (every entry of those rows)
+    num_rows = scores.shape[0]
+    take = min(num_rows, max(1, cfg.eval.pr_curve_samples // max(scores.shape[1], 1)))
+    rows = np.sort(np.random.default_rng(cfg.train.seed).choice(num_rows, take, replace=False))
+    targets = torch.from_numpy(np.asarray(labels[rows].todense())).flatten() > 0
+    writer.add_pr_curve("val/pr_curve_micro", targets, scores[torch.from_numpy(rows)].flatten(), step)
+    writer.flush()
+
+
+def log_final(writer, cfg: Config, results: dict) -> None:
+    split = "test_calibrated" if "test_calibrated" in results else "val_calibrated"
+    hparams = {}
+    for section, values in to_dict(cfg).items():
+        for key, value in values.items():
+            hparams[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    final = {f"hparams/{split}/{k}": v for k, v in results[split].items()
+             if isinstance(v, (int, float)) and math.isfinite(v)}
+    writer.add_hparams(hparams, final, run_name="hparams")
+
+
+# ---------------------------------------------------------------------------------------
+# Small helpers
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+
+def setup_distributed(device_choice: str) -> DistEnv:
+    """Device from ``train.device``; under torchrun (WORLD_SIZE > 1) join the process group."""
+    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
+    if device_choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'train.device' is 'cuda' but no CUDA device is available")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistEnv(device=torch.device("cuda" if use_cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return DistEnv(rank=dist.get_rank(), world_size=world_size,
+                   device=torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
+
+
+def teardown_distributed(env: DistEnv) -> None:
+    if env.world_size > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_early_stopping_metric(cfg: Config) -> None:
+    names = ["auprc_micro", "auprc_macro", "f1_micro", "f1_macro",
+             *[f"{m}@{k}" for m in ("p", "ndcg", "psp") for k in cfg.eval.ks],
+             *[f"auprc_macro_{b}" for b in stats.BUCKET_NAMES]]
+    if cfg.train.early_stopping_metric not in names:
+        raise ConfigError(f"config key 'train.early_stopping_metric' must be one of {', '.join(names)}; "
+                          f"got {cfg.train.early_stopping_metric!r}")
+
+
+class StopOnSignal:
+    """Context manager: SIGINT/SIGTERM set ``requested`` (the loop saves and exits) instead of killing."""
+
+    def __init__(self):
+        self.requested, self.signum, self._old = False, None, {}
+
+    def _handle(self, signum, frame):
+        if self.requested:   # a second signal: stop now
+            raise KeyboardInterrupt
+        self.requested, self.signum = True, signum
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:   # not the main thread: leave signals alone
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _prefixed(d: dict, prefix: str) -> dict:
+    return {prefix + k: v for k, v in d.items()}
+
+
+def _printer(enabled: bool):
+    def say(message: str) -> None:
+        if enabled:
+            tqdm.write(message)
+    return say
+
+
+TABLE_METRICS = ("auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", "f1_macro",
+                 "positive_rate_ratio")
+
+
+def results_table(results: dict) -> str:
+    """A short Markdown table of the final metrics (test if there is a test split, else val)."""
+    split = "test" if "test" in results else "val"
+    columns = [(f"{split} @0.5", results[split]), (f"{split} calibrated", results[f"{split}_calibrated"])]
+    if f"{split}_prior" in results:
+        columns.append((f"{split} ln(pos_weight)", results[f"{split}_prior"]))
+    names = [n for n in TABLE_METRICS if n in results[split]]
+    lines = ["| metric | " + " | ".join(c for c, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(f"{col.get(name, float('nan')):.4f}" for _, col in columns) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
