@@ -44,7 +44,7 @@ from xmlc.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng
 from xmlc.config import Config, ConfigError, apply_overrides, dump_config, from_dict, load_config, to_dict
 from xmlc.models import build_model, init_output_bias
 
-__all__ = ["main", "run", "train_one_epoch", "evaluate", "predict_scores", "load_splits"]
+__all__ = ["main", "run", "train_one_epoch", "evaluate", "predict_scores", "load_splits", "read_data"]
 
 EXIT_OK, EXIT_NONFINITE, EXIT_USAGE = 0, 1, 2
 
@@ -467,39 +467,40 @@ def load_splits(dcfg, *, seed: int = 0):
         path = getattr(dcfg, key)
         if path is not None and not Path(path).is_file():
             raise DataFileError(f"data.{key}: file not found: {path}")
-
-    def read(key, **dims):
-        try:
-            return xdata.read_xmc(getattr(dcfg, key), **dims)
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataFileError(f"data.{key}: cannot read {getattr(dcfg, key)}: {exc}") from exc
-
     if dcfg.train is None:
-        presets = getattr(xdata, "SYNTHETIC_PRESETS", {})
-        if presets and dcfg.synthetic not in presets:
-            raise ConfigError(f"config key 'data.synthetic' must be one of {', '.join(presets)}; "
-                              f"got {dcfg.synthetic!r}")
-        full = xdata.synthetic_preset(dcfg.synthetic, seed=seed)
+        if dcfg.synthetic not in xdata.SYNTHETIC_PRESETS:
+            raise ConfigError(f"config key 'data.synthetic' must be one of "
+                              f"{', '.join(xdata.SYNTHETIC_PRESETS)}; got {dcfg.synthetic!r}")
+        train, test = xdata.synthetic_preset(dcfg.synthetic, seed=seed), None
         if dcfg.test is None:
-            rest, held = xdata.stratified_split(full.labels, dcfg.test_fraction, seed=seed)
-            train, test = full.subset(rest), full.subset(held)
-        else:
-            train, test = full, None
+            rest, held = xdata.stratified_split(train.labels, dcfg.test_fraction, seed=seed)
+            train, test = train.subset(rest), train.subset(held)
+        train.features = xdata.normalize_rows(train.features, dcfg.normalize)
+        if test is not None:
+            test.features = xdata.normalize_rows(test.features, dcfg.normalize)
     else:
-        train, test = read("train"), None
+        train, test = read_data(dcfg.train, dcfg, key="data.train"), None
     dims = {"num_features": train.num_features, "num_labels": train.num_labels}
     if dcfg.test is not None:
-        test = read("test", **dims)
+        test = read_data(dcfg.test, dcfg, key="data.test", **dims)
     if dcfg.val is not None:
-        val = read("val", **dims)
+        val = read_data(dcfg.val, dcfg, key="data.val", **dims)
     else:
         fit, held = xdata.stratified_split(train.labels, dcfg.val_fraction, seed=seed + 1)
         train, val = train.subset(fit), train.subset(held)
-    splits = [train, val, test]
-    for part in splits:
-        if part is not None and dcfg.normalize != "none":
-            part.features = xdata.normalize_rows(part.features, dcfg.normalize)
-    return tuple(splits)
+    return train, val, test
+
+
+def read_data(path, dcfg, *, key: str = "data", num_features=None, num_labels=None) -> "xdata.XMCData":
+    """Read one XMC file and normalise its rows as ``data.normalize`` says; errors name ``key`` and the file."""
+    if not Path(path).is_file():
+        raise DataFileError(f"{key}: file not found: {path}")
+    try:
+        data = xdata.read_xmc(path, num_features=num_features, num_labels=num_labels)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataFileError(f"{key}: cannot read {path}: {exc}") from exc
+    data.features = xdata.normalize_rows(data.features, dcfg.normalize)
+    return data
 
 
 class ResumableSampler(DistributedSampler):
@@ -751,14 +752,20 @@ TABLE_METRICS = ("auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", 
 def results_table(results: dict) -> str:
     """A short Markdown table of the final metrics (test if there is a test split, else val)."""
     split = "test" if "test" in results else "val"
-    columns = [(f"{split} @0.5", results[split]), (f"{split} calibrated", results[f"{split}_calibrated"])]
+    columns = [("@0.5", results[split]), ("calibrated", results[f"{split}_calibrated"])]
     if f"{split}_prior" in results:
-        columns.append((f"{split} ln(pos_weight)", results[f"{split}_prior"]))
-    names = [n for n in TABLE_METRICS if n in results[split]]
-    lines = ["| metric | " + " | ".join(c for c, _ in columns) + " |",
+        columns.append(("ln(pos_weight)", results[f"{split}_prior"]))
+    return metrics_table(columns, title=split)
+
+
+def metrics_table(columns: list[tuple[str, dict]], title: str = "metric") -> str:
+    """Markdown table: one row per metric in :data:`TABLE_METRICS`, one column per (name, metrics)."""
+    lines = [f"| {title} | " + " | ".join(name for name, _ in columns) + " |",
              "|---|" + "---:|" * len(columns)]
-    for name in names:
-        lines.append(f"| {name} | " + " | ".join(f"{col.get(name, float('nan')):.4f}" for _, col in columns) + " |")
+    for metric in TABLE_METRICS:
+        if metric in columns[0][1]:
+            cells = " | ".join(f"{values.get(metric, float('nan')):.4f}" for _, values in columns)
+            lines.append(f"| {metric} | {cells} |")
     return "\n".join(lines)
 
 
