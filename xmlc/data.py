@@ -239,7 +239,7 @@ def _parse_body(buf: bytes, name: str, first_line_no: int, header, num_features,
     finite = np.isfinite(feat_val)
     if not finite.all():
         k = int(np.flatnonzero(~finite)[0])
-        body.fail(int(pair_words[k]), f"non-finite value {feat_val[k]}")
+        body.fail(int(pair_words[k]), f"non-finite value {float(feat_val[k])}")
     L = L if L is not None else int(labels_int.max(initial=-1)) + 1
     D = D if D is not None else int(feat_int.max(initial=-1)) + 1
 
@@ -247,11 +247,11 @@ def _parse_body(buf: bytes, name: str, first_line_no: int, header, num_features,
     feat_rows = line_of_word[pair_words]
     labels = _build_csr(
         label_rows, labels_int, np.ones(labels_int.size, np.float32), num_lines, L,
-        lambda k: body.fail(label_word_of(k), f"duplicate label {labels_int[k]}"),
+        lambda k: body.fail(label_word_of(k), f"duplicate label {int(labels_int[k])}"),
     )
     features = _build_csr(
         feat_rows, feat_int, feat_val.astype(np.float32), num_lines, D,
-        lambda k: body.fail(int(pair_words[k]), f"duplicate feature index {feat_int[k]}"),
+        lambda k: body.fail(int(pair_words[k]), f"duplicate feature index {int(feat_int[k])}"),
     )
     return XMCData(features, labels, D, L)
 
@@ -268,6 +268,7 @@ def _resolve_bound(name, arg_name, given, from_header):
 
 
 def _index_problem(value: float, bound, kind: str) -> str:
+    value = float(value)
     if value != math.floor(value) or value < 0:
         return f"{kind} index {value!r} is not a non-negative integer"
     return f"{kind} index {int(value)} is out of range [0, {bound})"
@@ -381,7 +382,7 @@ def _format_numbers(values: np.ndarray) -> np.ndarray:
     is_int = (values == np.round(values)) & (np.abs(values) < 2**53)
     text = values.astype("S")
     if is_int.any():
-        text = np.where(is_int, values.astype(np.int64).astype("S"), text)
+        text[is_int] = values[is_int].astype(np.int64).astype("S")
     return text
 
 
