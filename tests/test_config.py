@@ -1,0 +1,101 @@
+"""xmlc.config: strict typed loading from YAML and dotted overrides."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xmlc.config import Config, ConfigError, apply_overrides, dump_config, from_dict, load_config, to_dict
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_without_file():
+    cfg = load_config()
+    assert cfg == Config()
+    assert cfg.data.train is None and cfg.data.synthetic == "default"
+    assert cfg.model.name == "mlp" and cfg.optim.schedule == "cosine"
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 0.01\nmodel:\n  hidden: [64, 32]\ntrain:\n  epochs: 3\n")
+    cfg = load_config(path, ["train.epochs=5", "loss.name=focal", "loss.alpha=0.25"])
+    assert cfg.optim.lr == 0.01 and cfg.model.hidden == [64, 32]
+    assert cfg.train.epochs == 5 and cfg.loss.name == "focal" and cfg.loss.alpha == 0.25
+    assert cfg.optim.weight_decay == Config().optim.weight_decay   # untouched default
+
+
+def test_override_values_are_yaml():
+    cfg = load_config(None, ["optim.lr=3e-4", "eval.ks=[1, 10]", "optim.grad_clip=null",
+                             "loss.pos_weight_max=none", "train.amp=false", "data.train=a/b.txt",
+                             "train.max_steps=7"])
+    assert cfg.optim.lr == pytest.approx(3e-4)      # "3e-4" is a YAML string; accepted for floats
+    assert cfg.eval.ks == [1, 10]
+    assert cfg.optim.grad_clip is None and cfg.loss.pos_weight_max is None
+    assert cfg.train.amp is False and cfg.data.train == "a/b.txt" and cfg.train.max_steps == 7
+
+
+def test_int_accepted_for_float_but_not_float_for_int():
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
+    with pytest.raises(ConfigError, match=r"'train\.epochs' expects int, got 1\.5"):
+        load_config(None, ["train.epochs=1.5"])
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("optim.lrr=1", r"unknown config key 'optim\.lrr'; valid keys here: lr, weight_decay, warmup"),
+    ("optimizer.lr=1", r"unknown config key 'optimizer'; valid keys here: data, model, loss, optim"),
+    ("optim.lr=fast", r"'optim\.lr' expects float, got 'fast'"),
+    ("train.amp=1", r"'train\.amp' expects bool, got 1"),
+    ("model.norm=group", r"'model\.norm' must be one of 'layer', 'batch', 'none'; got 'group'"),
+    ("model.hidden=[64, x]", r"'model\.hidden\[1\]' expects int"),
+    ("model.hidden=64", r"'model\.hidden' expects list\[int\], got 64"),
+    ("optim=1", r"'optim' is a section"),
+    ("optim.lr.x=1", r"'optim\.lr' is a value, not a section"),
+    ("epochs", r"must look like section\.key=value"),
+])
+def test_bad_overrides_name_the_key(override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("optim:\n  learning_rate: 0.1\n", r"unknown config key 'optim\.learning_rate'; valid keys here: lr"),
+    ("trainer:\n  epochs: 1\n", r"unknown config key 'trainer'"),
+    ("train:\n  epochs: ten\n", r"'train\.epochs' expects int, got 'ten'"),
+    ("loss:\n  pos_weight: sqrt\n", r"'loss\.pos_weight' must be one of 'none', 'neg_pos'"),
+    ("data: 3\n", r"section 'data' must be a mapping"),
+    ("- 1\n- 2\n", r"must hold a mapping"),
+])
+def test_bad_yaml_names_the_key_and_file(tmp_path, text, pattern):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_dump_round_trip(tmp_path):
+    cfg = load_config(None, ["model.hidden=[128, 64]", "loss.pos_weight=neg_pos", "optim.grad_clip=null"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    assert from_dict(Config, to_dict(cfg)) == cfg
+
+
+def test_whole_section_override_is_strict():
+    cfg = apply_overrides(Config(), ["optim={lr: 0.5, schedule: constant}"])
+    assert cfg.optim.lr == 0.5 and cfg.optim.schedule == "constant"
+    with pytest.raises(ConfigError, match="optim.bogus"):
+        apply_overrides(Config(), ["optim={bogus: 1}"])
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "seed.yaml"])
+def test_shipped_configs_load(name):
+    raw = yaml.safe_load((CONFIGS / name).read_text())
+    cfg = load_config(CONFIGS / name)
+    assert isinstance(cfg, Config) and raw   # every key in the file is valid
