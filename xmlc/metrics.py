@@ -123,11 +123,18 @@ def _positives(targets, shape: tuple[int, int]) -> _Positives:
         )
     if targets.shape != (n, l):
         raise ValueError(f"targets shape {targets.shape} does not match scores shape {(n, l)}")
-    if targets.dtype != np.bool_:
-        bad = (targets != 0) & (targets != 1)
-        if bad.any():
-            raise ValueError(f"targets must hold only 0/1, found {targets[bad].flat[0]!r}")
-    rows, cols = np.nonzero(targets)
+    rows, cols = [], []
+    for r0 in range(0, n, _ROW_CHUNK):
+        block = targets[r0:r0 + _ROW_CHUNK]
+        r, c = np.nonzero(block)
+        if targets.dtype != np.bool_ and r.size:
+            vals = block[r, c]
+            if not np.all(vals == 1):
+                raise ValueError(f"targets must hold only 0/1, found {vals[vals != 1][0]!r}")
+        rows.append(r + r0)
+        cols.append(c)
+    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
     return _Positives(rows, cols, shape)
 
 
@@ -146,7 +153,10 @@ def _thresholds_np(thresholds, num_labels: int) -> np.ndarray:
 def _order_key(x: np.ndarray) -> np.ndarray:
     """uint32 keys that sort like the float32 values ``x`` (``-0.0`` must be normalised first)."""
     u = x.view(np.uint32)
-    return np.where(u >> 31, ~u, u | np.uint32(0x80000000))
+    mask = (x.view(np.int32) >> 31).view(np.uint32)  # all ones for negative values
+    mask |= np.uint32(0x80000000)
+    mask ^= u
+    return mask
 
 
 def _check_finite(x: np.ndarray, name: str = "scores") -> None:
@@ -162,9 +172,10 @@ def _check_finite(x: np.ndarray, name: str = "scores") -> None:
 def _ap_tie_counts(scores: np.ndarray, pos: _Positives, chunk_bytes: int = _LABEL_CHUNK_BYTES):
     """Per positive entry: its label, score, #positives and #entries with score >= its score.
 
-    Only positives need a rank. Labels are processed in chunks: the chunk is transposed,
-    each label's scores sorted (numpy's vectorised sort), and every positive's score located
-    with one ``searchsorted`` on ``(label, score)`` keys, so no Python loop runs over labels.
+    Only positives need a rank. Labels are processed in chunks: the chunk is transposed and
+    each label's scores sorted (numpy's vectorised sort, several times faster than torch.sort
+    on CPU); the positives of the chunk, padded to ``(chunk, max positives)``, are located in
+    the sorted rows with one batched ``torch.searchsorted``. No Python loop over labels.
 
     Returns:
         labels (P,) int64, scores (P,) float32, pos_ge (P,) int64, all_ge (P,) int64, sorted
@@ -179,22 +190,23 @@ def _ap_tie_counts(scores: np.ndarray, pos: _Positives, chunk_bytes: int = _LABE
         if p1 == p0:
             continue
         block = np.ascontiguousarray(scores[:, c0:c1].T)
-        block += np.float32(0.0)  # -0.0 -> 0.0 so that bit keys agree with float equality
         block.sort(axis=1)
-        local = np.arange(c1 - c0, dtype=np.uint64)[:, None] << np.uint64(32)
-        block_keys = (local | _order_key(block)).ravel()
-        del block
         lab = pos.cols[p0:p1]
-        ps = scores[pos.rows[p0:p1], lab] + np.float32(0.0)
-        keys = ((lab - c0).astype(np.uint64) << np.uint64(32)) | _order_key(ps)
-        order = np.argsort(keys, kind="stable")
-        keys, lab, ps = keys[order], lab[order], ps[order]
-        all_ge = (lab - c0 + 1) * n - np.searchsorted(block_keys, keys, side="left")
-        pos_ge = pos.ptr[lab + 1] - p0 - np.searchsorted(keys, keys, side="left")
+        ps = scores[pos.rows[p0:p1], lab]
+        order = np.lexsort((ps, lab))
+        lab, ps = lab[order], ps[order]
+        row = lab - c0
+        start = pos.ptr[lab] - p0
+        rank = np.arange(p1 - p0) - start
+        padded = np.full((c1 - c0, int(pos.counts[c0:c1].max())), np.inf, dtype=np.float32)
+        padded[row, rank] = ps
+        tp = torch.from_numpy(padded)
+        below_all = torch.searchsorted(torch.from_numpy(block), tp, side="left").numpy()[row, rank]
+        below_pos = torch.searchsorted(tp, tp, side="left").numpy()[row, rank]
         out_lab.append(lab)
         out_score.append(ps)
-        out_pos.append(pos_ge)
-        out_all.append(all_ge)
+        out_pos.append(pos.counts[lab] - below_pos)
+        out_all.append(n - below_all)
     if not out_lab:
         e = np.zeros(0, dtype=np.int64)
         return e, np.zeros(0, dtype=np.float32), e, e
@@ -202,28 +214,45 @@ def _ap_tie_counts(scores: np.ndarray, pos: _Positives, chunk_bytes: int = _LABE
             np.concatenate(out_all))
 
 
-def _micro_tie_counts(scores: np.ndarray, pos: _Positives):
+def _micro_tie_counts(scores: np.ndarray, pos: _Positives, max_cells: int = 1 << 22):
     """Per positive entry: its score, #positives and #entries (all labels) with score >= it.
+
+    Every entry is assigned its gap ``g = #distinct positive scores <= entry`` and the gaps are
+    histogrammed; a suffix sum then gives the counts. ``g`` comes from a lookup table over
+    equal cells of the (order-preserving integer) key range; only entries in the few cells
+    that contain a positive's key are located with a binary search. No sort of all entries.
 
     Returns:
         scores (P,) float32 ascending, pos_ge (P,) int64, all_ge (P,) int64.
     """
     ps = np.sort(scores[pos.rows, pos.cols] + np.float32(0.0))
+    if ps.size == 0:
+        e = np.zeros(0, dtype=np.int64)
+        return ps, e, e
     pkeys = _order_key(ps)
     pos_ge = ps.size - np.searchsorted(pkeys, pkeys, side="left")
-    # count all entries >= each distinct positive score: histogram of every entry over the
-    # gaps between sorted positive keys, then a suffix sum
-    ukeys = np.unique(pkeys)
-    hist = np.zeros(ukeys.size + 1, dtype=np.int64)
-    n = scores.shape[0]
-    rows = max(1, _LABEL_CHUNK_BYTES // max(1, 4 * scores.shape[1]))
-    for r0 in range(0, n, rows):
-        block = scores[r0:r0 + rows] + np.float32(0.0)
-        k = _order_key(block).ravel()
-        k.sort()
-        hist += np.diff(np.searchsorted(k, ukeys, side="left"), prepend=0, append=k.size)
-    ge = np.cumsum(hist[::-1])[::-1][1:]  # ge[i] = #entries with key >= ukeys[i]
-    all_ge = ge[np.searchsorted(ukeys, pkeys, side="left")]
+    u = pkeys[np.r_[True, pkeys[1:] != pkeys[:-1]]]  # distinct keys, already sorted
+    m = u.size
+    lo_key, hi_key = np.uint32(u[0] - 1), u[-1]  # u[0] >= 1: key 0 would be a NaN
+    span = int(hi_key) - int(lo_key) + 1
+    shift = max(0, (span - 1).bit_length() - max_cells.bit_length() + 1)
+    cells = ((span - 1) >> shift) + 1
+    starts = int(lo_key) + (np.arange(cells, dtype=np.int64) << shift)
+    ends = np.minimum(starts + (1 << shift) - 1, int(hi_key))
+    g_start = np.searchsorted(u, starts, side="right")
+    table = np.where(np.searchsorted(u, ends, side="right") == g_start, g_start, -1).astype(np.int32)
+    hist = np.zeros(m + 1, dtype=np.int64)
+    rows = max(1, (_LABEL_CHUNK_BYTES // 4) // max(1, 4 * scores.shape[1]))
+    for r0 in range(0, scores.shape[0], rows):
+        k = _order_key(scores[r0:r0 + rows] + np.float32(0.0)).ravel()
+        np.clip(k, lo_key, hi_key, out=k)
+        k -= lo_key
+        g = table[k >> np.uint32(shift)]
+        miss = np.flatnonzero(g < 0)
+        g[miss] = np.searchsorted(u, k[miss] + lo_key, side="right")
+        hist += np.bincount(g, minlength=m + 1)
+    ge = np.cumsum(hist[::-1])[::-1][1:]  # ge[i] = #entries with key >= u[i]
+    all_ge = ge[np.searchsorted(u, pkeys, side="left")]
     return ps, pos_ge, all_ge
 
 
