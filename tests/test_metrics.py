@@ -119,8 +119,8 @@ def test_binned_distance_from_exact_at_1000_bins():
     s, t = model_data(n=4000, seed=1)
     exact = average_precision(s, t, average="none").numpy()
     binned = binned_average_precision(s, t, thresholds=1000, average="none").numpy()
-    # measured max 1.4e-3 per label on this data; macro and micro within 1e-3
-    assert np.abs(binned - exact).max() < 5e-3
+    # measured here: max 4.0e-3 per label, 4.8e-4 macro, 4.9e-4 micro
+    assert np.abs(binned - exact).max() < 1e-2
     assert abs(float(binned_average_precision(s, t)) - float(average_precision(s, t))) < 1e-3
     assert abs(float(binned_average_precision(s, t, average="micro"))
                - float(average_precision(s, t, average="micro"))) < 1e-3
