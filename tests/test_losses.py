@@ -146,7 +146,7 @@ def test_no_grad_path_equals_grad_path():
 
 
 @pytest.mark.parametrize(
-    "gamma_pos,gamma_neg,clip", [(0.0, 4.0, 0.05), (1.0, 4.0, 0.05), (0.5, 0.5, 0.2), (0.0, 0.0, 0.1), (2.0, 1.0, 0.0)]
+    "gamma_pos,gamma_neg,clip", [(0.0, 4.0, 0.05), (1.0, 4.0, 0.05), (0.5, 0.5, 0.2), (0.0, 0.0, 0.1), (2.0, 1.0, 0.0), (0.0, 1.0, 0.1), (3.7, 2.5, 0.05)]
 )
 def test_asymmetric_matches_paper_formula_value_and_gradient(gamma_pos, gamma_neg, clip):
     x, y, pw, w = _data(seed=6)

@@ -205,14 +205,110 @@ def _side_coefficients(
     return c_pos, c_neg, elem_weight
 
 
-def _pow(base: Tensor, log_base: Tensor, gamma: float) -> Tensor:
-    """``base ** gamma`` for ``base`` in [0, 1]; integer powers by multiplication, else
-    ``exp(gamma * log_base)`` (accurate where ``base`` underflows, never ``0 ** negative``)."""
-    if gamma == 1.0:
-        return base.clone()
-    if gamma == 2.0:
-        return base * base
-    return torch.exp(log_base * gamma)
+def _pow(t: Tensor, gamma: float) -> Tensor:
+    """``t ** gamma`` for ``t`` in [0, 1], ``gamma >= 0``, as a new tensor. PyTorch has fast
+    kernels for exponents 0, 0.5, 1, 2, 3; its generic CPU ``pow`` is several times slower
+    than ``exp(gamma * log(t))`` (``log 0 = -inf`` gives ``0``, as it should for gamma > 0)."""
+    if gamma in (0.0, 0.5, 1.0, 2.0, 3.0):
+        return torch.pow(t, gamma)
+    if gamma == 4.0:
+        sq = t * t
+        return sq.mul_(sq)
+    return torch.log(t).mul_(gamma).exp_()
+
+
+def _positive_indices(targets: Tensor) -> Tensor:
+    """Sorted flat indices of ``targets > 0.5``. Labels are sparse, so the bool mask is first
+    scanned eight bytes at a time (as int64 words) and only non-zero words are expanded; a
+    plain ``nonzero`` over every byte is several times slower."""
+    flat = (targets > 0.5).reshape(-1)
+    n_words = flat.numel() // 8
+    if n_words == 0:
+        return flat.nonzero().squeeze(1)
+    words = flat[: n_words * 8].view(torch.int64).nonzero().squeeze(1)
+    if words.numel() * 4 > n_words:  # dense targets: the plain scan is cheaper
+        return flat.nonzero().squeeze(1)
+    offsets = torch.arange(8, device=flat.device)
+    cand = (words.unsqueeze(1) * 8 + offsets).reshape(-1)
+    idx = cand[flat[cand]]
+    if flat.numel() > n_words * 8:
+        tail = flat[n_words * 8 :].nonzero().squeeze(1) + n_words * 8
+        idx = torch.cat([idx, tail])
+    return idx
+
+
+def _softplus(x: Tensor) -> Tensor:
+    """``log(1 + exp(x)) = -log(1 - sigmoid(x))``, finite for every finite ``x``."""
+    return F.softplus(x, threshold=20.0 if x.dtype != torch.float64 else 40.0)
+
+
+# The dense (N, L) steps below work in place on as few buffers as possible: every fresh
+# (N, L) tensor costs a first-touch page fault per 4 KiB, which on large batches outweighs
+# the arithmetic. Each function allocates at most four (N, L) tensors and returns two.
+
+
+def _negative_terms(x: Tensor, gamma: float, need_grad: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """Every element as a negative: ``p ** gamma * -log(1 - p)`` and its derivative
+    ``p ** gamma * (p + gamma (1 - p) (-log(1 - p)))``; ``p = sigmoid(x)``. Dense ``(N, L)``."""
+    p = torch.sigmoid(x)
+    sp = _softplus(x)  # -log(1 - p)
+    if gamma == 0.0:
+        return sp, p if need_grad else None
+    mod = _pow(p, gamma)  # 0 ** gamma = 0: never a negative power
+    grad = None
+    if need_grad:  # p - gamma p sp + gamma sp, then times mod; in place: p is done after this
+        grad = p.addcmul_(p, sp, value=-gamma).add_(sp, alpha=gamma).mul_(mod)
+    return mod.mul_(sp), grad
+
+
+def _shifted_negative_terms(
+    x: Tensor, gamma: float, clip: float, need_grad: bool
+) -> tuple[Tensor, Optional[Tensor]]:
+    """Every element as a shifted negative (Ridnik et al.): ``p_m = max(p - clip, 0)``,
+    ``p_m ** gamma * -log(1 - p_m)`` and its derivative
+
+        p (1 - p) p_m ** (gamma - 1) [p_m / (1 - p_m) - gamma log(1 - p_m)]   (p_m > 0),
+        0                                                                    (p_m = 0).
+
+    ``1 - p_m >= clip`` keeps the log finite. For gamma < 1 the second term is written as
+    ``gamma p_m ** gamma * (log(1 - p_m) / p_m)`` (limit -1 at 0), so no ``0 ** negative``."""
+    p = torch.sigmoid(x)
+    p_m = F.softshrink(p, clip)  # max(p - clip, 0) for p >= 0
+    one_m = torch.rsub(p_m, 1.0)  # 1 - p_m, in [clip, 1]
+    if gamma >= 1.0:
+        base = None if gamma == 1.0 else _pow(p_m, gamma - 1.0)
+        if need_grad:
+            grad = p.addcmul_(p, p, value=-1.0)  # p (1 - p)
+            if base is not None:
+                grad.mul_(base)
+        mod = p_m.clone() if base is None else base.mul_(p_m)  # p_m ** gamma
+        if need_grad:
+            p_m.div_(one_m)  # p_m / (1 - p_m)
+        log_r = one_m.log_()  # log(1 - p_m) <= 0
+        if need_grad:
+            grad.mul_(p_m.add_(log_r, alpha=-gamma))
+        return mod.mul_(log_r).neg_(), grad if need_grad else None
+    log_r = torch.log(one_m)
+    mod = _pow(p_m, gamma)  # 0 ** 0 = 1
+    grad = None
+    if need_grad:
+        active = p_m > 0
+        ratio = torch.where(active, log_r / p_m, -1.0)  # log(1 - p_m) / p_m, -1 in the limit
+        grad = ratio.mul_(-gamma).add_(one_m.reciprocal_()).mul_(mod).mul_(p.addcmul_(p, p, value=-1.0))
+        grad = torch.where(active, grad, 0.0)
+    return mod.mul_(log_r).neg_(), grad
+
+
+def _positive_terms(x: Tensor, gamma: float, need_grad: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """Elements as positives: ``(1 - p) ** gamma * -log(p)`` and its derivative
+    ``-(1 - p) ** gamma * (gamma p (-log p) + 1 - p)``. Called on the positives only."""
+    q = torch.sigmoid(-x)  # 1 - p
+    ce = _softplus(-x)  # -log(p)
+    mod = _pow(q, gamma)
+    grad = None
+    if need_grad:
+        grad = torch.rsub(q, 1.0).mul_(ce).mul_(gamma).add_(q).mul_(mod).neg_()
+    return mod * ce, grad
 
 
 def _focal_core(
@@ -229,82 +325,46 @@ def _focal_core(
 ) -> tuple[Tensor, Optional[Tensor]]:
     """Per-element focal / asymmetric loss and, if asked, its derivative wrt the logits.
 
-    With ``z = x`` for positives and ``z = -x`` for negatives, ``u = sigmoid(z)`` (the
-    probability of the true class, p_t in Lin et al.) and ``r = min(u + s, 1)`` where the
-    shift ``s`` is ``clip`` for negatives and 0 for positives (Ridnik et al.: ``p_m = max(p -
-    clip, 0)`` is ``1 - r``), the term is ``T = -(1 - r) ** gamma * log r`` and
-
-        dT/dz = u (1 - u) [gamma (1 - r) ** (gamma - 1) log r - (1 - r) ** gamma / r].
-
-    For ``s = 0`` this is ``(1 - u) ** gamma (gamma u log u - (1 - u))``: no negative
-    power, finite for every gamma >= 0 including ``u = 1``. For shifted negatives, ``(1 - r)
-    ** (gamma - 1) log r = (1 - r) ** gamma * log1p(-q) / q`` with ``q = 1 - r``, whose limit
-    at ``q = 0`` is ``-(1 - r) ** gamma``; inactive elements (``q = 0``) get 0.
+    Labels are sparse, so the core evaluates every element as a negative on the dense
+    ``(N, L)`` logits (no per-element sign or branch), then overwrites the positives, found
+    with one ``nonzero``, from a computation on those few elements. The cost of the second
+    step grows with the number of positives; the dense step reads the logits once more than
+    BCE does.
 
     Returns ``(loss (N, L), dloss/dlogits (N, L) or None)`` in float32 / float64, unreduced.
     """
     dtype = _compute_dtype(logits)
-    x = logits.detach().to(dtype)
-    pos = targets > 0.5
-    sign = torch.where(pos, 1.0, -1.0).to(dtype)
-    z = x * sign
-    log_u = F.logsigmoid(z)  # log p_t
-    log_1mu = log_u - z  # log(1 - p_t) = logsigmoid(-z)
-    one_m_u = torch.exp(log_1mu)  # 1 - p_t
-    same_gamma = gamma_pos == gamma_neg
-
-    # Positive side (and negatives when unshifted): T = -(1 - u)^g log u.
-    if same_gamma:
-        mod = _pow(one_m_u, log_1mu, gamma_pos) if gamma_pos != 0.0 else None
-    else:
-        mod_pos = _pow(one_m_u, log_1mu, gamma_pos) if gamma_pos != 0.0 else torch.ones_like(x)
-        mod_neg = _pow(one_m_u, log_1mu, gamma_neg) if gamma_neg != 0.0 else torch.ones_like(x)
-        mod = torch.where(pos, mod_pos, mod_neg)
-        del mod_pos, mod_neg
-    gamma_el: float | Tensor = gamma_pos if same_gamma else torch.where(pos, gamma_pos, gamma_neg).to(dtype)
-
-    loss = -log_u if mod is None else mod * log_u.neg()
-    grad = None
-    if need_grad:
-        u = 1.0 - one_m_u
-        if isinstance(gamma_el, float) and gamma_el == 0.0:
-            grad = one_m_u.neg()
-        else:
-            grad = (u * log_u).mul_(gamma_el).sub_(one_m_u)
-            if mod is not None:
-                grad.mul_(mod)
-
+    x = logits.detach().to(dtype).contiguous()
     if clip > 0.0:
-        # Shifted negatives: q = max(p - clip, 0) (p = 1 - u), r = 1 - q.
-        neg = ~pos
-        q = (one_m_u - clip).clamp_(min=0.0)
-        log_r = torch.log1p(-q)
-        mod_s = q if gamma_neg == 1.0 else q.pow(gamma_neg)
-        loss_s = mod_s * log_r.neg()
-        loss = torch.where(neg, loss_s, loss)
-        if need_grad:
-            # dT/dz = u (1 - u) (1 - r)^g [gamma log1p(-q) / q - 1 / r]
-            ratio = torch.where(q > 0, log_r / q, -1.0)
-            inner = ratio.mul_(gamma_neg).sub_(torch.reciprocal(1.0 - q))
-            grad_s = (u * one_m_u).mul_(mod_s).mul_(inner)
-            grad_s = torch.where(q > 0, grad_s, 0.0)
-            grad = torch.where(neg, grad_s, grad)
+        loss, grad = _shifted_negative_terms(x, gamma_neg, clip, need_grad)
+    else:
+        loss, grad = _negative_terms(x, gamma_neg, need_grad)
 
     c_pos, c_neg, elem_weight = _side_coefficients(alpha, pos_weight, weight, dtype)
-    if c_pos is not None or c_neg is not None:
-        one = torch.ones((), dtype=dtype, device=x.device)
-        c_pos_t = one if c_pos is None else torch.as_tensor(c_pos, dtype=dtype, device=x.device)
-        c_neg_t = one if c_neg is None else torch.as_tensor(c_neg, dtype=dtype, device=x.device)
-        coef = torch.where(pos, c_pos_t, c_neg_t)
-        loss.mul_(coef)
-        if grad is not None:
-            grad.mul_(coef)
     if elem_weight is not None:
-        loss.mul_(elem_weight)
+        c_neg = elem_weight if c_neg is None else elem_weight * c_neg
+    if c_neg is not None:
+        loss = loss.mul_(c_neg)
         if grad is not None:
-            grad.mul_(elem_weight)
-    if grad is not None:
-        grad.mul_(sign)  # dz/dx = sign
+            grad = grad.mul_(c_neg)
+
+    idx = _positive_indices(targets)
+    if idx.numel() > 0:
+        loss_p, grad_p = _positive_terms(x.reshape(-1)[idx], gamma_pos, need_grad)
+        coef = None
+        if isinstance(c_pos, Tensor):
+            coef = c_pos[idx % x.shape[1]]
+        elif c_pos is not None:
+            coef = torch.full_like(loss_p, c_pos)
+        if elem_weight is not None:
+            ew = elem_weight.reshape(-1)[idx]
+            coef = ew if coef is None else coef * ew
+        if coef is not None:
+            loss_p = loss_p * coef
+            grad_p = None if grad_p is None else grad_p * coef
+        loss.view(-1)[idx] = loss_p
+        if grad is not None:
+            grad.view(-1)[idx] = grad_p
     return loss, grad
 
 
@@ -499,19 +559,49 @@ def _check_ohem_args(keep_ratio: float, mode: str, min_kept: int, keep_positives
         raise TypeError(f"keep_positives must be a bool, got {keep_positives!r}")
 
 
+def _order_keys(values: Tensor) -> Tensor:
+    """int32 keys with the order of the float32 ``values`` (IEEE bits, negative ones flipped)."""
+    bits = values.view(torch.int32)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+def _radix_kth_largest(keys: Tensor, k: int) -> tuple[int, int]:
+    """The k-th largest of int32 ``keys`` (1-D) by a two-level radix select: a 65,536-bin
+    histogram of the high 16 bits finds the bin holding it, a second of the low 16 bits of
+    that bin's keys finds the key. Returns ``(key, number of keys >= key)``. Two passes of
+    bincount instead of a sort or a quickselect over a copy with int64 indices."""
+    high = torch.bitwise_right_shift(keys, 16).add_(32768)  # in [0, 65536)
+    counts = torch.bincount(high, minlength=65536).flip(0).cumsum_(0)  # keys in bins >= 65535 - j
+    j = int(torch.searchsorted(counts, k))
+    above = int(counts[j - 1]) if j > 0 else 0
+    bin_high = 65535 - j
+    low = torch.bitwise_and(keys[high == bin_high], 0xFFFF)
+    counts_low = torch.bincount(low, minlength=65536).flip(0).cumsum_(0)
+    j_low = int(torch.searchsorted(counts_low, k - above))
+    key = ((bin_high - 32768) << 16) | (65535 - j_low)
+    return key, above + int(counts_low[j_low])
+
+
 def _top_k_mask(values: Tensor, k: int) -> Tensor:
     """Bool mask of the ``k`` largest entries of ``values``; ties at the threshold are broken
-    by flat (row-major) index, lowest first. No sort: one ``kthvalue`` gives the threshold."""
+    by flat (row-major) index, lowest first. No sort: the threshold comes from a radix select
+    (float32) or ``kthvalue`` (other dtypes), then one comparison builds the mask."""
     flat = values.reshape(-1)
     n = flat.numel()
     if k >= n:
         return torch.ones_like(values, dtype=torch.bool)
     if k <= 0:
         return torch.zeros_like(values, dtype=torch.bool)
-    threshold = torch.kthvalue(flat, n - k + 1).values
-    mask = flat >= threshold
-    surplus = int(mask.sum()) - k
-    if surplus > 0:  # more ties at the threshold than places: drop the last ones by index
+    if flat.dtype == torch.float32:
+        flat = _order_keys(flat.contiguous())
+        threshold, n_ge = _radix_kth_largest(flat, k)
+        mask = flat >= threshold
+    else:
+        threshold = torch.kthvalue(flat, n - k + 1).values
+        mask = flat >= threshold
+        n_ge = int(mask.sum())
+    surplus = n_ge - k
+    if surplus > 0:  # more ties at the threshold than places left: drop the last by index
         tied = torch.nonzero(flat == threshold).squeeze(1)
         mask[tied[tied.numel() - surplus :]] = False
     return mask.view_as(values)
