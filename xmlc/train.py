@@ -319,6 +319,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)
+        lr = optimizer.param_groups[0]["lr"]   # the rate this step used
         optimizer.step()
         scheduler.step()
         progress.step += 1
@@ -331,7 +332,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
             bar.set_postfix(loss=f"{loss_sum / tcfg.log_every:.4f}", ex_s=f"{rate:,.0f}", refresh=False)
             if writer is not None:
                 writer.add_scalar("train/loss", loss_sum / tcfg.log_every, progress.step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], progress.step)
+                writer.add_scalar("train/lr", lr, progress.step)
                 writer.add_scalar("train/grad_norm", float(grad_norm), progress.step)
                 writer.add_scalar("train/examples_per_s", rate, progress.step)
             window_start, window_examples, loss_sum = time.perf_counter(), 0, 0.0

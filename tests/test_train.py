@@ -1,0 +1,275 @@
+"""xmlc.train / evaluate / predict: CLI smoke runs on tiny generated data, resume equivalence,
+TensorBoard events read back, NaN stop, signals, bad config and data, 2-process DDP."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from xmlc import data as xdata, losses
+from xmlc import evaluate as xevaluate, predict as xpredict, train as xtrain
+from xmlc.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+STABLE_NAMES = {"auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", "f1_macro",
+                "positive_rate_ratio", "auprc_macro_head", "auprc_macro_torso", "auprc_macro_tail"}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Tiny XMC files: 240 train / 64 val / 64 test rows, 40 features, 12 labels."""
+    root = tmp_path_factory.mktemp("data")
+    full = xdata.synthetic(368, 40, 12, mean_labels=2.0, seed=0)
+    paths = {}
+    for name, rows in (("train", slice(0, 240)), ("val", slice(240, 304)), ("test", slice(304, 368))):
+        paths[name] = root / f"{name}.txt"
+        xdata.write_xmc(paths[name], full.features[rows], full.labels[rows])
+    return paths
+
+
+def tiny(files, out, *extra):
+    """Overrides for a run of a couple of seconds: 4 steps per epoch, 2 epochs."""
+    return [f"data.train={files['train']}", f"data.val={files['val']}", f"data.test={files['test']}",
+            "model.hidden=[16]", "data.batch_size=64", "data.eval_batch_size=50", "train.epochs=2",
+            "train.progress=false", "train.log_every=1", "eval.min_positives=1", "eval.pr_curve_samples=120",
+            "optim.lr=0.01", f"output.dir={out}", *extra]
+
+
+def params(path) -> dict:
+    return load_checkpoint(path)["model"]
+
+
+@pytest.fixture(scope="module")
+def trained(files, tmp_path_factory):
+    """One finished in-process run with pos_weight, reused by several tests."""
+    out = tmp_path_factory.mktemp("run")
+    assert xtrain.main(tiny(files, out, "loss.pos_weight=neg_pos", "loss.pos_weight_power=0.5")) == 0
+    return out
+
+
+def test_cli_smoke_run_writes_all_outputs(files, tmp_path):
+    out = tmp_path / "cli"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "xmlc.train", *tiny(files, out, "output.tensorboard=false")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"outputs: {out}" in proc.stdout
+    assert "| test | @0.5 | calibrated |" in proc.stdout
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "last.pt", "best.pt", "metrics.json"}
+    result = json.loads((out / "metrics.json").read_text())
+    for split in ("val", "val_calibrated", "test", "test_calibrated"):
+        assert STABLE_NAMES <= set(result[split]), split
+    assert result["epochs"] == 2 and result["steps"] == 8 and result["peak_rss_mb"] > 0
+    best = load_checkpoint(out / "best.pt")
+    assert best["thresholds"].shape == (12,) and best["config"]["output"]["dir"] == str(out)
+
+
+def test_metrics_json_and_prior_column(trained):
+    result = json.loads((trained / "metrics.json").read_text())
+    assert "test_prior" in result                                   # pos_weight was used
+    assert result["test"]["auprc_macro"] == result["test_calibrated"]["auprc_macro"]
+    assert 0.0 <= result["test"]["auprc_micro"] <= 1.0
+    assert result["best_epoch"] in (1, 2)
+
+
+def test_tensorboard_events_read_back(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(trained), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    expected = {"train/loss", "train/lr", "train/grad_norm", "train/examples_per_s", "val/auprc_micro",
+                "val/auprc_macro", "val/p@1", "val/p@5", "val/f1_micro", "val/positive_rate_ratio",
+                "val/auprc_macro_head", "val/auprc_macro_tail", "val_calibrated/f1_micro",
+                "val_calibrated/f1_macro", "val_calibrated/positive_rate_ratio"}
+    assert expected <= set(tags["scalars"]), expected - set(tags["scalars"])
+    assert {"val/ap_per_label", "label_stats/pos_weight_neg_pos", "label_stats/pos_weight_used"} <= set(tags["histograms"])
+    assert "val/pr_curve_micro" in tags["tensors"] and "config/text_summary" in tags["tensors"]
+
+    history = load_checkpoint(trained / "last.pt")["progress"]["history"]
+    logged = acc.Scalars("val/auprc_macro")
+    assert [e.step for e in logged] == [h["step"] for h in history] == [4, 8]
+    for event, h in zip(logged, history):
+        assert event.value == pytest.approx(h["auprc_macro"], rel=1e-6)
+    losses_logged = acc.Scalars("train/loss")
+    assert [e.step for e in losses_logged] == list(range(1, 9))
+    assert all(math.isfinite(e.value) and e.value > 0 for e in losses_logged)
+    lrs = [e.value for e in acc.Scalars("train/lr")]
+    assert max(lrs) == pytest.approx(0.01) and lrs[-1] < 1e-3        # warmup + cosine to 0
+
+    hp = EventAccumulator(str(trained / "hparams"))
+    hp.Reload()
+    result = json.loads((trained / "metrics.json").read_text())
+    f1 = hp.Scalars("hparams/test_calibrated/f1_micro")[0].value
+    assert f1 == pytest.approx(result["test_calibrated"]["f1_micro"], rel=1e-6)
+
+
+def test_evaluate_and_predict_from_checkpoint_alone(trained, files, tmp_path, capsys):
+    out_json = tmp_path / "eval.json"
+    assert xevaluate.main(["--checkpoint", str(trained), "--data", str(files["test"]), "--out", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    assert "| metric | @0.5 | calibrated | ln(pos_weight) |" in printed
+    evaluated = json.loads(out_json.read_text())
+    reference = json.loads((trained / "metrics.json").read_text())
+    for name in ("auprc_macro", "p@1", "f1_micro"):   # same model, same file, same thresholds
+        assert evaluated["calibrated"][name] == pytest.approx(reference["test_calibrated"][name], abs=1e-6)
+
+    pred = tmp_path / "pred.jsonl"
+    assert xpredict.main(["--checkpoint", str(trained / "best.pt"), "--data", str(files["test"]),
+                          "--top-k", "3", "--out", str(pred)]) == 0
+    rows = [json.loads(line) for line in pred.read_text().splitlines()]
+    assert [r["row"] for r in rows] == list(range(64))
+    assert all(len(r["top_k"]) == 3 and r["top_k"][0][1] >= r["top_k"][-1][1] for r in rows)
+    thresholds = load_checkpoint(trained / "best.pt")["thresholds"]
+    first = rows[0]
+    assert all(s >= thresholds[l] for l, s in first["top_k"] if l in first["predicted"])
+    n_predicted = sum(len(r["predicted"]) for r in rows)
+    ratio = evaluated["calibrated"]["positive_rate_ratio"]
+    n_true = xdata.read_xmc(files["test"]).labels.nnz
+    assert n_predicted == pytest.approx(ratio * n_true, abs=0.5)
+
+
+def test_resume_matches_uninterrupted_run(files, tmp_path):
+    extra = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=false")
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert xtrain.main(tiny(files, full, *extra)) == 0
+    # stop mid-way through epoch 2 (step 6 of 8), after one evaluation and best.pt
+    assert xtrain.main(tiny(files, part, *extra, "train.max_steps=6")) == 0
+    stopped = load_checkpoint(part / "last.pt")
+    assert (stopped["step"], stopped["epoch"], stopped["progress"]["batch_in_epoch"]) == (6, 1, 2)
+    assert not (part / "metrics.json").exists()
+    assert xtrain.main(["--resume", str(part), "train.max_steps=null"]) == 0
+    a, b = params(full / "last.pt"), params(part / "last.pt")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (full, part))
+    assert ma["test_calibrated"] == mb["test_calibrated"]
+
+
+def _faulty_loss(monkeypatch, at_call: int, action):
+    """Make build_loss return the real loss, except that call ``at_call`` runs ``action(loss)``."""
+    real = losses.build_loss
+    calls = {"n": 0}
+
+    def build(*args, **kwargs):
+        inner = real(*args, **kwargs)
+
+        class Faulty(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, logits, targets):
+                calls["n"] += 1
+                loss = self.inner(logits, targets)
+                return action(loss) if calls["n"] == at_call else loss
+
+        return Faulty()
+
+    monkeypatch.setattr(losses, "build_loss", build)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(files, tmp_path, monkeypatch, capsys):
+    _faulty_loss(monkeypatch, 6, lambda loss: loss * float("nan"))
+    out = tmp_path / "nan"
+    assert xtrain.main(tiny(files, out, "output.tensorboard=false")) == xtrain.EXIT_NONFINITE
+    printed = capsys.readouterr()
+    assert "non-finite loss at step 6" in printed.out + printed.err
+    last = load_checkpoint(out / "last.pt")
+    assert last["step"] == 4                         # end of epoch 1: the last good state
+    assert all(torch.isfinite(t).all() for t in last["model"].values())
+    assert not (out / "metrics.json").exists()
+
+
+def test_sigint_saves_and_resume_finishes(files, tmp_path, monkeypatch, capsys):
+    def interrupt(loss):
+        os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    _faulty_loss(monkeypatch, 3, interrupt)
+    out = tmp_path / "sig"
+    assert xtrain.main(tiny(files, out, "output.tensorboard=false")) == 128 + signal.SIGINT
+    assert "stopped by signal" in capsys.readouterr().out
+    assert load_checkpoint(out / "last.pt")["step"] == 3   # the step in flight finished, then saved
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+    monkeypatch.undo()
+    assert xtrain.main(["--resume", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 8
+
+
+def test_early_stopping(files, tmp_path):
+    out = tmp_path / "early"   # lr 0: the metric never improves after epoch 1
+    assert xtrain.main(tiny(files, out, "optim.lr=0", "train.epochs=6", "train.patience=2",
+                            "output.tensorboard=false")) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["epochs"] == 3 and result["best_epoch"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train.epochz=3"], "unknown config key 'train.epochz'; valid keys here: epochs, max_steps"),
+    (["optim.lr=fast"], "'optim.lr' expects float"),
+    (["train.early_stopping_metric=loss"], "'train.early_stopping_metric' must be one of auprc_micro"),
+    (["data.synthetic=huge"], "'data.synthetic' must be one of default, seed"),
+])
+def test_bad_config_is_a_clean_error(args, message, capsys, tmp_path):
+    assert xtrain.main([*args, f"output.dir={tmp_path / 'x'}"]) == xtrain.EXIT_USAGE
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_key_in_yaml_file(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  hiden: [8]\n")
+    assert xtrain.main(["--config", str(path)]) == xtrain.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "unknown config key 'model.hiden'" in err and "hidden" in err and str(path) in err
+
+
+def test_missing_and_malformed_data_fail_before_training(files, tmp_path, capsys):
+    missing = tmp_path / "nope.txt"
+    assert xtrain.main(tiny(files, tmp_path / "a", f"data.test={missing}")) == xtrain.EXIT_USAGE
+    assert f"data.test: file not found: {missing}" in capsys.readouterr().err
+    bad = tmp_path / "bad.txt"
+    bad.write_text("3 10 2\n0 1:0.5\n1 2:x\n0,1 3:1\n")
+    assert xtrain.main(tiny(files, tmp_path / "b", f"data.train={bad}")) == xtrain.EXIT_USAGE
+    assert str(bad) in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_print_config(capsys):
+    assert xtrain.main(["--print-config", "optim.lr=0.5"]) == 0
+    assert "lr: 0.5" in capsys.readouterr().out
+
+
+def test_ddp_two_processes_match_one(files, tmp_path):
+    pytest.importorskip("torch.distributed")
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("gloo backend not available")
+    extra = ("model.dropout=0.0", "output.tensorboard=false", "train.device=cpu")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert xtrain.main(tiny(files, one, *extra)) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "xmlc.train", *tiny(files, two, *extra)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    a, b = params(one / "last.pt"), params(two / "last.pt")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=2e-5, rtol=1e-4)
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert mb["num_val"] == 64 and mb["steps"] == ma["steps"] == 8
+    for name in ("auprc_macro", "p@1"):   # scores gathered from both processes: the whole val set
+        assert mb["val"][name] == pytest.approx(ma["val"][name], abs=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_run(files, tmp_path):
+    out = tmp_path / "cuda"
+    assert xtrain.main(tiny(files, out, "train.device=cuda", "train.amp=true")) == 0
+    assert json.loads((out / "metrics.json").read_text())["test"]["auprc_micro"] > 0
