@@ -629,7 +629,9 @@ SYNTHETIC_PRESETS: dict[str, dict] = {
     "default": dict(num_examples=8_000, num_features=2_000, num_labels=500, mean_labels=5.0, max_freq=0.25),
     # The seed scenario: 80k examples, 7,900 labels, ~130 labels per example, label
     # frequencies ~1%..15%; learnable but hard (moderate AUPRC, not 1.0).
-    "seed": dict(num_examples=80_000, num_features=5_000, num_labels=7_900, mean_labels=130.0, max_freq=0.15),
+    "seed": dict(
+        num_examples=80_000, num_features=5_000, num_labels=7_900, mean_labels=130.0, max_freq=0.15, words_per_label=1.0
+    ),
 }
 
 
