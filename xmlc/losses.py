@@ -268,7 +268,9 @@ def _shifted_negative_terms(
     ``p_m ** gamma * -log(1 - p_m)`` and its derivative
 
         p (1 - p) p_m ** (gamma - 1) [p_m / (1 - p_m) - gamma log(1 - p_m)]   (p_m > 0),
-        0                                                                    (p_m = 0).
+        0                                                                    (p_m = 0),
+
+    in place on four (N, L) buffers.
 
     ``1 - p_m >= clip`` keeps the log finite. For gamma < 1 the second term is written as
     ``gamma p_m ** gamma * (log(1 - p_m) / p_m)`` (limit -1 at 0), so no ``0 ** negative``."""
@@ -284,19 +286,19 @@ def _shifted_negative_terms(
         mod = p_m.clone() if base is None else base.mul_(p_m)  # p_m ** gamma
         if need_grad:
             p_m.div_(one_m)  # p_m / (1 - p_m)
-        log_r = one_m.log_()  # log(1 - p_m) <= 0
+        nlog_r = one_m.reciprocal_().log_()  # -log(1 - p_m) >= +0 (never -0.0)
         if need_grad:
-            grad.mul_(p_m.add_(log_r, alpha=-gamma))
-        return mod.mul_(log_r).neg_(), grad if need_grad else None
-    log_r = torch.log(one_m)
+            grad.mul_(p_m.add_(nlog_r, alpha=gamma))
+        return mod.mul_(nlog_r), grad if need_grad else None
+    nlog_r = torch.reciprocal(one_m).log_()
     mod = _pow(p_m, gamma)  # 0 ** 0 = 1
     grad = None
     if need_grad:
         active = p_m > 0
-        ratio = torch.where(active, log_r / p_m, -1.0)  # log(1 - p_m) / p_m, -1 in the limit
-        grad = ratio.mul_(-gamma).add_(one_m.reciprocal_()).mul_(mod).mul_(p.addcmul_(p, p, value=-1.0))
+        ratio = torch.where(active, nlog_r / p_m, 1.0)  # -log(1 - p_m) / p_m, 1 in the limit
+        grad = ratio.mul_(gamma).add_(one_m.reciprocal_()).mul_(mod).mul_(p.addcmul_(p, p, value=-1.0))
         grad = torch.where(active, grad, 0.0)
-    return mod.mul_(log_r).neg_(), grad
+    return mod.mul_(nlog_r), grad
 
 
 def _positive_terms(x: Tensor, gamma: float, need_grad: bool) -> tuple[Tensor, Optional[Tensor]]:
@@ -559,17 +561,22 @@ def _check_ohem_args(keep_ratio: float, mode: str, min_kept: int, keep_positives
         raise TypeError(f"keep_positives must be a bool, got {keep_positives!r}")
 
 
-def _order_keys(values: Tensor) -> Tensor:
-    """int32 keys with the order of the float32 ``values`` (IEEE bits, negative ones flipped)."""
-    bits = values.view(torch.int32)
+def _sortable_keys(flat: Tensor) -> Tensor:
+    """int32 keys that sort like the float32 ``flat``: the IEEE bits themselves when every
+    value is >= +0.0 (losses; no copy), else with the magnitude bits of negatives flipped
+    (``-0.0`` is first made ``+0.0`` so that it ties with it)."""
+    bits = flat.view(torch.int32)
+    if int(bits.min()) >= 0:
+        return bits
+    bits = (flat + 0.0).view(torch.int32)
     return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
 
 
 def _radix_kth_largest(keys: Tensor, k: int) -> tuple[int, int]:
     """The k-th largest of int32 ``keys`` (1-D) by a two-level radix select: a 65,536-bin
     histogram of the high 16 bits finds the bin holding it, a second of the low 16 bits of
-    that bin's keys finds the key. Returns ``(key, number of keys >= key)``. Two passes of
-    bincount instead of a sort or a quickselect over a copy with int64 indices."""
+    that bin's keys finds the key. Returns ``(key, number of keys >= key)``. Two bincounts
+    instead of a sort, a ``topk`` or a quickselect over a copy with int64 indices."""
     high = torch.bitwise_right_shift(keys, 16).add_(32768)  # in [0, 65536)
     counts = torch.bincount(high, minlength=65536).flip(0).cumsum_(0)  # keys in bins >= 65535 - j
     j = int(torch.searchsorted(counts, k))
@@ -583,27 +590,30 @@ def _radix_kth_largest(keys: Tensor, k: int) -> tuple[int, int]:
 
 
 def _top_k_mask(values: Tensor, k: int) -> Tensor:
-    """Bool mask of the ``k`` largest entries of ``values``; ties at the threshold are broken
-    by flat (row-major) index, lowest first. No sort: the threshold comes from a radix select
-    (float32) or ``kthvalue`` (other dtypes), then one comparison builds the mask."""
+    """0/1 mask (dtype of ``values``) of the ``k`` largest entries of ``values``; ties at the
+    threshold are broken by flat (row-major) index, lowest first. No sort: the threshold
+    comes from a radix select (float32) or ``kthvalue`` (other dtypes), then one comparison
+    writes the mask."""
     flat = values.reshape(-1)
     n = flat.numel()
     if k >= n:
-        return torch.ones_like(values, dtype=torch.bool)
+        return torch.ones_like(values)
     if k <= 0:
-        return torch.zeros_like(values, dtype=torch.bool)
+        return torch.zeros_like(values)
+    mask = torch.empty_like(flat)
     if flat.dtype == torch.float32:
-        flat = _order_keys(flat.contiguous())
-        threshold, n_ge = _radix_kth_largest(flat, k)
-        mask = flat >= threshold
+        keys = _sortable_keys(flat.contiguous())
+        threshold, n_ge = _radix_kth_largest(keys, k)
+        torch.ge(keys, threshold, out=mask)
     else:
+        keys = flat
         threshold = torch.kthvalue(flat, n - k + 1).values
-        mask = flat >= threshold
+        torch.ge(flat, threshold, out=mask)
         n_ge = int(mask.sum())
     surplus = n_ge - k
     if surplus > 0:  # more ties at the threshold than places left: drop the last by index
-        tied = torch.nonzero(flat == threshold).squeeze(1)
-        mask[tied[tied.numel() - surplus :]] = False
+        tied = torch.nonzero(keys == threshold).squeeze(1)
+        mask[tied[tied.numel() - surplus :]] = 0.0
     return mask.view_as(values)
 
 
@@ -661,38 +671,38 @@ def ohem(
     total = loss.numel()
     if total == 0:
         raise ValueError(f"loss is empty, shape {tuple(loss.shape)}")
-
-    if mode == "element":
-        k = min(max(math.ceil(keep_ratio * total), min_kept), total)
-        if k >= total:
-            return loss.mean()
-        with torch.no_grad():
-            if keep_positives:
-                pos = targets > 0.5
-                n_pos = int(pos.sum())
-                # Positives rank last (-inf) so the top-(k - P) are the hardest negatives.
-                mask = _top_k_mask(loss.detach().masked_fill(pos, -math.inf), max(k - n_pos, 0))
-                mask |= pos
-                n_kept = max(k, n_pos)
-            else:
-                mask = _top_k_mask(loss.detach(), k)
-                n_kept = k
-        return torch.where(mask, loss, 0.0).sum() / n_kept
-
-    k = min(max(math.ceil(keep_ratio * n_rows), min_kept), n_rows)
-    if k >= n_rows:
+    n = total if mode == "element" else n_rows
+    k = min(max(math.ceil(keep_ratio * n), min_kept), n)
+    if k >= n:
         return loss.mean()
+
+    if mode == "example" and not keep_positives:
+        row_loss = loss.sum(dim=1)
+        with torch.no_grad():
+            order = torch.sort(row_loss.detach(), descending=True, stable=True).indices
+            rows = torch.zeros(n_rows, dtype=loss.dtype, device=loss.device)
+            rows[order[:k]] = 1.0
+        return torch.dot(row_loss, rows) / (k * n_labels)
+
     with torch.no_grad():
-        row_loss = loss.detach().sum(dim=1)
-        order = torch.sort(row_loss, descending=True, stable=True).indices
-        rows = torch.zeros(n_rows, dtype=torch.bool, device=loss.device)
-        rows[order[:k]] = True
-        mask = rows.unsqueeze(1)
-        n_kept = k * n_labels
-        if keep_positives:
-            mask = mask | (targets > 0.5)
+        pos = (targets > 0.5).to(loss.dtype) if keep_positives else None
+        if mode == "element":
+            values = loss.detach()
+            n_kept = k
+            if pos is not None:  # positives rank above every loss; then the top max(k, P)
+                n_kept = max(k, int(pos.sum()))
+                values = torch.addcmul(values, pos, pos, value=_RANK_FIRST[values.dtype])
+            mask = _top_k_mask(values, n_kept)
+        else:
+            order = torch.sort(loss.detach().sum(dim=1), descending=True, stable=True).indices
+            rows = torch.zeros(n_rows, dtype=loss.dtype, device=loss.device)
+            rows[order[:k]] = 1.0
+            mask = torch.maximum(pos, rows.unsqueeze(1))
             n_kept = int(mask.sum())
-    return torch.where(mask, loss, 0.0).sum() / n_kept
+    return torch.dot(loss.reshape(-1), mask.reshape(-1)) / n_kept
+
+
+_RANK_FIRST = {torch.float16: 6e4, torch.bfloat16: 1e38, torch.float32: 1e38, torch.float64: 1e300}
 
 
 # --------------------------------------------------------------------------- modules
