@@ -126,7 +126,7 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     # AdamW learning rate (peak, after warmup).
-    lr: float = 1e-3
+    lr: float = 3e-3
     # AdamW decoupled weight decay, applied to weight matrices only (not biases or norms).
     weight_decay: float = 0.01
     # Linear warmup length as a fraction of all training steps.

@@ -572,12 +572,15 @@ def loss_weights(lcfg, counts, num_examples) -> tuple[torch.Tensor | None, torch
 
 
 def build_optimizer(ocfg, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW; weight decay on weight matrices only (not biases, not norm parameters)."""
+    """AdamW (fused where supported); weight decay on weight matrices only (not biases, not norms)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": ocfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=ocfg.lr)
+    try:   # the fused kernel (CPU and CUDA) is several times faster than the per-tensor loop
+        return torch.optim.AdamW(groups, lr=ocfg.lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=ocfg.lr)
 
 
 def build_scheduler(ocfg, optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
