@@ -24,6 +24,7 @@ from xmlc.losses import (
     focal_loss,
     ohem,
 )
+from xmlc.losses import _positive_indices, _top_k_mask
 
 N, L = 6, 7
 
@@ -232,27 +233,29 @@ def test_ohem_keep_ratio_one_equals_base_loss_exactly():
     assert torch.equal(module(x, y), FocalLoss()(x, y))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # radix select / kthvalue
 @pytest.mark.parametrize("keep_ratio", [0.01, 0.1, 0.25, 0.5, 0.9])
-def test_ohem_element_selects_brute_force_top_k_with_ties(keep_ratio):
+def test_ohem_element_selects_brute_force_top_k_with_ties(keep_ratio, dtype):
     g = torch.Generator().manual_seed(11)
-    loss = torch.randint(0, 4, (9, 11), generator=g).double()  # heavy ties
+    loss = torch.randint(0, 4, (9, 11), generator=g).to(dtype)  # heavy ties
     y = torch.zeros_like(loss)
     k = math.ceil(keep_ratio * loss.numel())
     sel, out = _selected(lambda t: ohem(t, y, keep_ratio=keep_ratio), loss)
-    expect = brute_force_element_mask(loss, k)
+    expect = brute_force_element_mask(loss.double(), k)
     # An element of loss 0 gets gradient too (1/k), so compare masks via the gradient pattern.
     assert torch.equal(sel, expect)
     torch.testing.assert_close(out, loss[expect].sum() / k)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("keep_ratio", [0.05, 0.3, 0.6])
-def test_ohem_element_keep_positives(keep_ratio):
+def test_ohem_element_keep_positives(keep_ratio, dtype):
     g = torch.Generator().manual_seed(12)
-    loss = torch.randint(0, 3, (8, 10), generator=g).double()
-    y = (torch.rand(8, 10, generator=g) < 0.2).double()
+    loss = torch.randint(0, 3, (8, 10), generator=g).to(dtype)
+    y = (torch.rand(8, 10, generator=g) < 0.2).to(dtype)
     k = math.ceil(keep_ratio * loss.numel())
     n_pos = int(y.sum())
-    neg_loss = torch.where(y == 1, -math.inf, loss)
+    neg_loss = torch.where(y == 1, -math.inf, loss.double())
     expect = brute_force_element_mask(neg_loss, max(k - n_pos, 0)) | (y == 1)
     sel, out = _selected(lambda t: ohem(t, y, keep_ratio=keep_ratio, keep_positives=True), loss)
     assert torch.equal(sel, expect)
@@ -265,13 +268,43 @@ def test_ohem_example_mode_with_ties_and_positives():
     # row sums 2, 2, 1, 4, 0.1 -> k = ceil(0.6 * 5) = 3: rows 3, 0, 1 (0 before 1 on the tie).
     sel, out = _selected(lambda t: ohem(t, y, keep_ratio=0.6, mode="example"), loss)
     rows = torch.tensor([True, True, False, True, False])
-    assert torch.equal(sel, rows[:, None].expand(5, 2) & (loss != 0)) or torch.equal(
-        sel.any(1), rows
-    )
+    assert torch.equal(sel, rows[:, None].expand(5, 2).clone())
     torch.testing.assert_close(out, loss[rows].sum() / 6)
     # keep_ratio 0.4 -> k = 2: rows 3, 0; positives of rows 2 and 4 join.
     _, out = _selected(lambda t: ohem(t, y, keep_ratio=0.4, mode="example", keep_positives=True), loss)
     torch.testing.assert_close(out, (loss[3].sum() + loss[0].sum() + 0.5 + 0.1) / 6)
+
+
+def test_ohem_float32_radix_select_matches_brute_force_on_wide_ranges():
+    g = torch.Generator().manual_seed(19)
+    for scale in (1e-30, 1e-3, 1.0, 1e4, 1e30):
+        loss = (torch.rand(13, 17, generator=g) * scale).float()
+        loss[0, :5] = 0.0
+        loss[1, :3] = loss[2, 3]  # ties inside
+        for k in (1, 7, 100, 220):
+            mask = _top_k_mask(loss, k)
+            assert torch.equal(mask.bool(), brute_force_element_mask(loss.double(), k)), (scale, k)
+
+
+def test_ohem_top_k_with_negative_values_and_signed_zeros():
+    loss = torch.tensor([[-1.0, -0.0, 0.0, 2.0], [-3.0, float("-inf"), 0.5, -0.0]])
+    for k in range(1, 9):
+        mask = _top_k_mask(loss, k)
+        assert torch.equal(mask.bool(), brute_force_element_mask(loss.double(), k)), k
+        torch.testing.assert_close(mask, _top_k_mask(loss.double(), k).float())
+
+
+def test_positive_indices_match_nonzero():
+    g = torch.Generator().manual_seed(20)
+    for shape, rate in (((7, 13), 0.02), ((64, 300), 0.01), ((64, 300), 0.6), ((3, 5), 0.5), ((1, 3), 1.0)):
+        y = (torch.rand(*shape, generator=g) < rate).float()
+        assert torch.equal(_positive_indices(y), y.reshape(-1).nonzero().squeeze(1))
+
+
+def test_bool_targets_equal_float_targets():
+    x, y, pw, _ = _data(seed=21)
+    for fn in (focal_loss, asymmetric_loss, bce_with_logits):
+        torch.testing.assert_close(fn(x, y.bool(), pos_weight=pw), fn(x, y, pos_weight=pw))
 
 
 def test_ohem_min_kept_floor():
