@@ -26,11 +26,15 @@ Conventions shared by all losses:
 * Focal and asymmetric losses take binary targets ``{0, 1}`` (``targets > 0.5`` is read as
   positive; soft targets are not supported). BCE accepts soft targets in ``[0, 1]``.
 
-Focal and asymmetric losses share one core (:func:`_focal_core`, a positive and a negative
-focusing exponent plus a probability shift for negatives) with a closed-form backward: the
-forward computes log-probabilities with ``logsigmoid`` (never ``log(sigmoid(x))``) and the
-modulating factor ``(1 - p_t) ** gamma`` from them, and writes the gradient in a form with no
-negative powers, so ``gamma`` in ``(0, 1)``, ``p_t = 1`` and logits of ``+-1e4`` stay finite.
+Focal and asymmetric losses share one core (:func:`_focal_core`: a focusing exponent per
+side and a probability shift for negatives) wrapped in one ``torch.autograd.Function``. Its
+forward computes the loss from ``sigmoid`` and ``softplus`` (never ``log(sigmoid(x))``),
+the modulating factor ``(1 - p_t) ** gamma`` from them, and, when the logits need a
+gradient, the closed-form derivative from the same intermediates, saved as one ``(N, L)``
+tensor (logits and targets are not kept); the backward is one multiplication. The derivative
+is written with no negative power, so ``gamma`` in ``(0, 1)`` at ``p_t = 1`` and logits of
+``+-1e4`` stay finite (the ``x ** gamma`` gradient at 0 is what makes textbook focal losses
+NaN). ``gradcheck`` verifies it in float64. Under ``torch.no_grad()`` no gradient is computed.
 """
 
 from __future__ import annotations
@@ -301,6 +305,26 @@ def _shifted_negative_terms(
     return mod.mul_(nlog_r), grad
 
 
+def _flipped_terms(x: Tensor, pos: Tensor, gamma: float, need_grad: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """Focal terms with one gamma for both sides, dense: with ``w = x`` for negatives and
+    ``w = -x`` for positives (``pos`` is a 0/1 float mask), ``q = sigmoid(w) = 1 - p_t`` and
+    ``softplus(w) = -log p_t``, the term is ``q ** gamma * softplus(w)``, its derivative wrt
+    ``w`` is ``q ** gamma * (q + gamma (1 - q) softplus(w))`` and ``dw/dx = 1 - 2 pos``.
+    Three (N, L) buffers; nothing is done per positive."""
+    w = torch.addcmul(x, x, pos, value=-2.0)
+    sp = _softplus(w)  # -log p_t
+    q = w.sigmoid_()  # 1 - p_t, in place: w is done
+    if gamma == 0.0:
+        loss, grad = sp, (q if need_grad else None)
+    else:
+        mod = _pow(q, gamma)
+        grad = q.addcmul_(q, sp, value=-gamma).add_(sp, alpha=gamma).mul_(mod) if need_grad else None
+        loss = mod.mul_(sp)
+    if grad is not None:
+        grad.addcmul_(grad, pos, value=-2.0)  # times dw/dx
+    return loss, grad
+
+
 def _positive_terms(x: Tensor, gamma: float, need_grad: bool) -> tuple[Tensor, Optional[Tensor]]:
     """Elements as positives: ``(1 - p) ** gamma * -log(p)`` and its derivative
     ``-(1 - p) ** gamma * (gamma p (-log p) + 1 - p)``. Called on the positives only."""
@@ -327,22 +351,38 @@ def _focal_core(
 ) -> tuple[Tensor, Optional[Tensor]]:
     """Per-element focal / asymmetric loss and, if asked, its derivative wrt the logits.
 
-    Labels are sparse, so the core evaluates every element as a negative on the dense
-    ``(N, L)`` logits (no per-element sign or branch), then overwrites the positives, found
-    with one ``nonzero``, from a computation on those few elements. The cost of the second
-    step grows with the number of positives; the dense step reads the logits once more than
-    BCE does.
+    Focal (one gamma, no shift) flips the sign of the logits of positives and evaluates one
+    formula densely (:func:`_flipped_terms`). The asymmetric loss has a different formula per
+    side; labels are sparse, so it evaluates every element as a negative on the dense ``(N, L)``
+    logits, then overwrites the positives, found with one scan, from a computation on those
+    few elements (its cost grows with the number of positives).
 
     Returns ``(loss (N, L), dloss/dlogits (N, L) or None)`` in float32 / float64, unreduced.
     """
     dtype = _compute_dtype(logits)
     x = logits.detach().to(dtype).contiguous()
+    c_pos, c_neg, elem_weight = _side_coefficients(alpha, pos_weight, weight, dtype)
+
+    if clip == 0.0 and gamma_pos == gamma_neg:  # focal: both sides alike, no per-positive step
+        pos = torch.gt(targets, 0.5, out=torch.empty_like(x))  # 0/1 float
+        loss, grad = _flipped_terms(x, pos, gamma_pos, need_grad)
+        coef = elem_weight
+        if c_pos is not None or c_neg is not None:
+            cp = 1.0 if c_pos is None else c_pos
+            cn = 1.0 if c_neg is None else c_neg
+            coef = pos.mul_(cp - cn).add_(cn)  # c_neg + (c_pos - c_neg) pos, in place
+            if elem_weight is not None:
+                coef.mul_(elem_weight)
+        if coef is not None:
+            loss.mul_(coef)
+            if grad is not None:
+                grad.mul_(coef)
+        return loss, grad
+
     if clip > 0.0:
         loss, grad = _shifted_negative_terms(x, gamma_neg, clip, need_grad)
     else:
         loss, grad = _negative_terms(x, gamma_neg, need_grad)
-
-    c_pos, c_neg, elem_weight = _side_coefficients(alpha, pos_weight, weight, dtype)
     if elem_weight is not None:
         c_neg = elem_weight if c_neg is None else elem_weight * c_neg
     if c_neg is not None:
@@ -640,9 +680,17 @@ def ohem(
       (if there are more than ``k`` positives, all positives and no negative are kept); in
       example mode the positives of the examples not selected are added.
 
-    The result is ``sum(kept losses) / number of kept elements``, so ``keep_ratio=1`` returns
-    exactly ``loss.mean()``. Ties are broken deterministically by index, lowest first: flat
-    row-major index in element mode, row index in example mode.
+    The result is ``sum(kept losses) / number of kept elements`` (the mean over the kept
+    elements, not over the batch; with per-label weights in the base loss, over the kept
+    weighted losses), and ``keep_ratio=1`` returns exactly ``loss.mean()``. Ties are broken
+    deterministically by index, lowest first: flat row-major index in element mode, row index
+    in example mode; equal means equal value (``-0.0`` ties with ``0.0``).
+
+    Selection, no sort: element mode finds the k-th largest loss with a two-level radix
+    select (two 65,536-bin histograms of the float32 bits; ``kthvalue`` for other dtypes)
+    and writes a 0/1 mask with one comparison; example mode sorts the N row sums. The kept
+    sum is a dot product with the mask, so the only ``(N, L)`` temporaries are the int32
+    high-bit keys and the mask.
 
     Args:
         loss: ``(N, L)`` per-element losses (a loss called with ``reduction="none"``).
