@@ -6,15 +6,15 @@ config file or the training data::
     {
       "format": 1,
       "model": state_dict, "optimizer": state_dict, "scheduler": state_dict,
-      "step": int, "epoch": int,                 # optimizer steps done; epoch in progress
-      "batch_in_epoch": int,                     # batches of `epoch` done (data-order state)
-      "rng": {"torch": ByteTensor, "cuda": [...], "numpy": {...}, "python": tuple},
+      "step": int, "epoch": int,                 # optimizer steps done; epoch in progress (0-based)
+      "progress": {"step", "epoch", "batch_in_epoch", "best_value", "best_epoch", "bad_epochs",
+                   "history": [per-epoch validation metrics]},   # batch_in_epoch: the data-order state
+      "rng": {"torch": ByteTensor, "cuda": [...], "numpy": {...}, "python": [...]},
       "config": dict,                            # the resolved config tree (xmlc.config.to_dict)
       "num_features": int, "num_labels": int,
       "label_stats": {"counts": LongTensor (L,), "num_examples": int, "pos_weight": Tensor (L,) | None},
-      "thresholds": Tensor (L,) | None,          # per-label probability thresholds, once calibrated
-      "best": {"metric": str, "value": float, "epoch": int, "bad_epochs": int},
-      "history": [ {epoch metrics}, ... ],
+      "thresholds": Tensor (L,) | None,          # calibrated probability thresholds (best.pt, end of run)
+      "best": {"metric": str, "value": float, "epoch": int},
     }
 
 Only tensors and plain Python containers are stored, so :func:`load_checkpoint` reads it

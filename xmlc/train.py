@@ -203,11 +203,9 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
             if status != "completed":
                 break
             epoch_times.append(time.perf_counter() - start)
-            val_metrics, val_scores = evaluate(model, val_loader, val_set.labels, cfg=cfg, env=env,
-                                               buckets=buckets, propensities=propensities)
-            thresholds = fit_thresholds(cfg.eval, val_scores, val_set.labels, pos_weight)
-            val_metrics |= _prefixed(threshold_metrics(val_scores, val_set.labels, thresholds, buckets),
-                                     "calibrated/")
+            eval_start = time.perf_counter()
+            val_metrics, val_scores = validate(model, val_loader, val_set.labels, cfg=cfg, env=env,
+                                               buckets=buckets, propensities=propensities, pos_weight=pos_weight)
             value = val_metrics[cfg.train.early_stopping_metric]
             improved = value > progress.best_value   # False for NaN
             progress.history.append({"epoch": progress.epoch + 1, "step": progress.step, **val_metrics})
@@ -218,14 +216,15 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
                 progress.bad_epochs += 1
             progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
             say(f"epoch {progress.epoch}/{cfg.train.epochs}: {cfg.train.early_stopping_metric} "
-                f"{value:.4f} (best {progress.best_value:.4f} @ epoch {progress.best_epoch}), "
-                f"{epoch_times[-1]:.1f} s")
+                f"{value:.4f} (best {progress.best_value:.4f} @ epoch {progress.best_epoch}); "
+                f"train {epoch_times[-1]:.1f} s, eval {time.perf_counter() - eval_start:.1f} s")
             if env.rank == 0:
                 log_epoch(writer, cfg, progress.step, val_metrics, val_scores, val_set.labels,
                           epoch_times[-1])
                 save_checkpoint(checkpoint(), out / "last.pt")
                 if improved:
                     save_checkpoint(checkpoint(), out / "best.pt")
+            del val_scores   # (N_val, L) dense: not kept alive into the final phase
             if cfg.train.patience and progress.bad_epochs >= cfg.train.patience:
                 say(f"early stopping: no improvement in {cfg.train.early_stopping_metric} for "
                     f"{progress.bad_epochs} epochs")
@@ -408,6 +407,19 @@ def evaluate(model, loader, labels, *, cfg: Config, env, buckets=None, propensit
     result = metrics.evaluate_all(scores, labels, thresholds=thresholds, ks=tuple(cfg.eval.ks),
                                   buckets=buckets, propensities=propensities)
     return {k: float(v) for k, v in result.items()}, scores
+
+
+def validate(model, loader, labels, *, cfg: Config, env, buckets, propensities, pos_weight):
+    """Per-epoch validation: :func:`evaluate` at 0.5, plus ``calibrated/f1_micro``, ``calibrated/f1_macro``
+    and ``calibrated/positive_rate_ratio*`` at thresholds fitted on these same scores.
+
+    Returns (metrics, scores (N, L)).
+    """
+    val_metrics, scores = evaluate(model, loader, labels, cfg=cfg, env=env, buckets=buckets,
+                                   propensities=propensities)
+    thresholds = fit_thresholds(cfg.eval, scores, labels, pos_weight)
+    val_metrics |= _prefixed(threshold_metrics(scores, labels, thresholds, buckets), "calibrated/")
+    return val_metrics, scores
 
 
 def fit_thresholds(ecfg, scores, labels, pos_weight) -> torch.Tensor:
