@@ -23,8 +23,9 @@ Conventions shared by all losses:
 * float16 / bfloat16 logits are computed in float32 and the loss is returned in float32 (as
   autocast does for BCE; a float16 sum over millions of elements overflows); the gradient
   reaching the logits has their dtype. float32 and float64 are computed in their own dtype.
-* Focal and asymmetric losses take binary targets ``{0, 1}`` (``targets > 0.5`` is read as
-  positive; soft targets are not supported). BCE accepts soft targets in ``[0, 1]``.
+* Focal and asymmetric losses take binary targets ``{0, 1}`` (float or bool). Other values
+  are not supported and not checked (a check is one more pass over ``(N, L)``). BCE accepts
+  soft targets in ``[0, 1]``.
 
 Focal and asymmetric losses share one core (:func:`_focal_core`: a focusing exponent per
 side and a probability shift for negatives) wrapped in one ``torch.autograd.Function``. Its
@@ -364,13 +365,13 @@ def _focal_core(
     c_pos, c_neg, elem_weight = _side_coefficients(alpha, pos_weight, weight, dtype)
 
     if clip == 0.0 and gamma_pos == gamma_neg:  # focal: both sides alike, no per-positive step
-        pos = torch.gt(targets, 0.5, out=torch.empty_like(x))  # 0/1 float
+        pos = targets.to(dtype)  # binary targets are their own 0/1 mask: no copy for float
         loss, grad = _flipped_terms(x, pos, gamma_pos, need_grad)
         coef = elem_weight
         if c_pos is not None or c_neg is not None:
             cp = 1.0 if c_pos is None else c_pos
             cn = 1.0 if c_neg is None else c_neg
-            coef = pos.mul_(cp - cn).add_(cn)  # c_neg + (c_pos - c_neg) pos, in place
+            coef = torch.mul(pos, cp - cn).add_(cn)  # c_neg + (c_pos - c_neg) y
             if elem_weight is not None:
                 coef.mul_(elem_weight)
         if coef is not None:
@@ -494,7 +495,7 @@ def focal_loss(
 
     Args:
         logits: ``(N, L)`` floating point.
-        targets: ``(N, L)`` binary ``{0, 1}`` (``> 0.5`` is positive).
+        targets: ``(N, L)`` binary ``{0, 1}``, float or bool.
         gamma: focusing parameter, ``>= 0``.
         alpha: weight of positives in ``[0, 1]`` (negatives get ``1 - alpha``), or None.
         pos_weight: ``(L,)`` or None.
@@ -553,7 +554,7 @@ def asymmetric_loss(
 
     Args:
         logits: ``(N, L)`` floating point.
-        targets: ``(N, L)`` binary ``{0, 1}`` (``> 0.5`` is positive).
+        targets: ``(N, L)`` binary ``{0, 1}``, float or bool.
         gamma_pos: focusing parameter of positives, ``>= 0``.
         gamma_neg: focusing parameter of negatives, ``>= 0``.
         clip: probability margin ``m`` in ``[0, 1)`` for negatives; 0 turns the shift off.
@@ -612,10 +613,11 @@ def _sortable_keys(flat: Tensor) -> Tensor:
     return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
 
 
-def _radix_kth_largest(keys: Tensor, k: int) -> tuple[int, int]:
+def _radix_kth_largest(keys: Tensor, k: int) -> tuple[int, int, Tensor]:
     """The k-th largest of int32 ``keys`` (1-D) by a two-level radix select: a 65,536-bin
     histogram of the high 16 bits finds the bin holding it, a second of the low 16 bits of
-    that bin's keys finds the key. Returns ``(key, number of keys >= key)``. Two bincounts
+    that bin's keys finds the key. Returns ``(key, number of keys >= key, scratch)`` where
+    ``scratch`` is the int32 buffer of high bits, free for the caller to reuse. Two bincounts
     instead of a sort, a ``topk`` or a quickselect over a copy with int64 indices."""
     high = torch.bitwise_right_shift(keys, 16).add_(32768)  # in [0, 65536)
     counts = torch.bincount(high, minlength=65536).flip(0).cumsum_(0)  # keys in bins >= 65535 - j
@@ -626,7 +628,7 @@ def _radix_kth_largest(keys: Tensor, k: int) -> tuple[int, int]:
     counts_low = torch.bincount(low, minlength=65536).flip(0).cumsum_(0)
     j_low = int(torch.searchsorted(counts_low, k - above))
     key = ((bin_high - 32768) << 16) | (65535 - j_low)
-    return key, above + int(counts_low[j_low])
+    return key, above + int(counts_low[j_low]), high
 
 
 def _top_k_mask(values: Tensor, k: int) -> Tensor:
@@ -640,12 +642,12 @@ def _top_k_mask(values: Tensor, k: int) -> Tensor:
         return torch.ones_like(values)
     if k <= 0:
         return torch.zeros_like(values)
-    mask = torch.empty_like(flat)
     if flat.dtype == torch.float32:
         keys = _sortable_keys(flat.contiguous())
-        threshold, n_ge = _radix_kth_largest(keys, k)
-        torch.ge(keys, threshold, out=mask)
+        threshold, n_ge, scratch = _radix_kth_largest(keys, k)
+        mask = torch.ge(keys, threshold, out=scratch.view(torch.float32))  # reuse the int32 buffer
     else:
+        mask = torch.empty_like(flat)
         keys = flat
         threshold = torch.kthvalue(flat, n - k + 1).values
         torch.ge(flat, threshold, out=mask)
@@ -675,7 +677,7 @@ def ohem(
       largest ``(example, label)`` losses.
     * ``mode="example"``: keeps the ``k = min(max(ceil(keep_ratio * N), min_kept), N)``
       examples with the largest summed loss, all ``L`` labels of each.
-    * ``keep_positives=True``: every positive element (``targets > 0.5``) is kept in addition.
+    * ``keep_positives=True``: every positive element (``targets == 1``) is kept in addition.
       In element mode the selection is filled with the hardest negatives up to ``k`` in all
       (if there are more than ``k`` positives, all positives and no negative are kept); in
       example mode the positives of the examples not selected are added.
