@@ -59,7 +59,7 @@ def test_cli_smoke_run_writes_all_outputs(files, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "xmlc.train", *tiny(files, out, "output.tensorboard=false")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"outputs: {out}" in proc.stdout
+    assert f"outputs: {out.resolve()}/" in proc.stdout
     assert "| test | @0.5 | calibrated |" in proc.stdout
     assert {p.name for p in out.iterdir()} >= {"config.yaml", "last.pt", "best.pt", "metrics.json"}
     result = json.loads((out / "metrics.json").read_text())
@@ -187,17 +187,19 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(files, tmp_path, monkeypa
     assert not (out / "metrics.json").exists()
 
 
-def test_sigint_saves_and_resume_finishes(files, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_and_resume_finishes(files, tmp_path, monkeypatch, capsys, signum):
     def interrupt(loss):
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signum)
         return loss
 
     _faulty_loss(monkeypatch, 3, interrupt)
     out = tmp_path / "sig"
-    assert xtrain.main(tiny(files, out, "output.tensorboard=false")) == 128 + signal.SIGINT
+    handler = signal.getsignal(signum)
+    assert xtrain.main(tiny(files, out, "output.tensorboard=false")) == 128 + signum
     assert "stopped by signal" in capsys.readouterr().out
     assert load_checkpoint(out / "last.pt")["step"] == 3   # the step in flight finished, then saved
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+    assert signal.getsignal(signum) is handler               # handler restored
     monkeypatch.undo()
     assert xtrain.main(["--resume", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["steps"] == 8

@@ -142,7 +142,10 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
     device = env.device
     model = build_model(cfg.model, num_features, num_labels)
     if cfg.model.output_bias == "prior":
-        init_output_bias(model, torch.as_tensor(counts, dtype=torch.float32) / max(num_train, 1))
+        prior = torch.as_tensor(counts, dtype=torch.float32) / max(num_train, 1)
+        if pos_weight is not None:   # the constant that minimises BCE with pos_weight w: w p / (w p + 1 - p)
+            prior = pos_weight * prior / (pos_weight * prior + 1 - prior)
+        init_output_bias(model, prior)
     model.to(device)
     loss_fn = losses.build_loss(cfg.loss, pos_weight=pos_weight, weight=label_weight).to(device)
     if cfg.data.batch_size % env.world_size:
@@ -258,8 +261,8 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
             log_final(writer, cfg, results)
             writer.close()
         say(results_table(results))
-        say(f"outputs: {out}/ (config.yaml, best.pt, last.pt, metrics.json"
-            f"{', TensorBoard events: tensorboard --logdir ' + str(out) if cfg.output.tensorboard else ''})")
+        say(f"outputs: {out.resolve()}/ (config.yaml, best.pt, last.pt, metrics.json"
+            f"{', TensorBoard events: tensorboard --logdir ' + str(out.resolve()) if cfg.output.tensorboard else ''})")
     else:
         results.pop("_thresholds")
     teardown_distributed(env)
