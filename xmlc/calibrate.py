@@ -130,22 +130,23 @@ def fit_thresholds(
     pos = _positives(targets, s.shape)
     n_pos = pos.counts
 
+    few = n_pos < min_positives
+    need_global = bool(np.any(few | (n_pos == 0)))
+    glob = np.inf
     if method == "rate":
         per_label = _rate_thresholds(s, n_pos)
         total = int(n_pos.sum())
-        glob = float(np.partition(s.ravel(), s.size - total)[s.size - total]) if total else np.inf
+        if need_global and total:
+            glob = float(np.partition(s.ravel(), s.size - total)[s.size - total])
     else:
         lab, ps, pos_ge, all_ge = _ap_tie_counts(s, pos)
         fb = (1 + b2) * pos_ge / (b2 * n_pos[lab] + all_ge)
         per_label = _best_per_label(lab, ps, fb, l)
-        mps, mpos_ge, mall_ge = _micro_tie_counts(s, pos)
-        if mps.size:
+        if need_global and pos.rows.size:  # the micro counts cost more than the per-label ones
+            mps, mpos_ge, mall_ge = _micro_tie_counts(s, pos)
             mf = (1 + b2) * mpos_ge / (b2 * mps.size + mall_ge)
             glob = float(mps[np.lexsort((-mps, -mf))[0]])
-        else:
-            glob = np.inf
 
-    few = n_pos < min_positives
     out = per_label.copy()
     if fallback == "global":
         out[few] = glob

@@ -233,23 +233,47 @@ def _micro_tie_counts(scores: np.ndarray, pos: _Positives, max_cells: int = 1 <<
     pos_ge = ps.size - np.searchsorted(pkeys, pkeys, side="left")
     u = pkeys[np.r_[True, pkeys[1:] != pkeys[:-1]]]  # distinct keys, already sorted
     m = u.size
-    lo_key, hi_key = np.uint32(u[0] - 1), u[-1]  # u[0] >= 1: key 0 would be a NaN
-    span = int(hi_key) - int(lo_key) + 1
+    # The table spans the keys from the 0.1 % quantile of the positive keys up; the sparse
+    # low tail would otherwise stretch the cells. Entries below it: binary search among the
+    # few positive keys there.
+    low = m // 1000
+    span = int(u[-1]) - int(u[low - 1] if low else u[0]) + 1
     shift = max(0, (span - 1).bit_length() - max_cells.bit_length() + 1)
-    cells = ((span - 1) >> shift) + 1
-    starts = int(lo_key) + (np.arange(cells, dtype=np.int64) << shift)
-    ends = np.minimum(starts + (1 << shift) - 1, int(hi_key))
-    g_start = np.searchsorted(u, starts, side="right")
-    table = np.where(np.searchsorted(u, ends, side="right") == g_start, g_start, -1).astype(np.int32)
+    # Keys relative to lo_key (just above u[low - 1]), cut into cells of 2**shift keys.
+    # For an entry in cell c, g = base[c] + (key >= first[c]) + (key >= second[c]), exact when
+    # the cell holds at most two distinct positive keys (first/second = those keys, or the
+    # maximum when absent); cells holding more have base = -1 and their entries are located
+    # by binary search.
+    lo_key, hi_key = (u[low - 1] + np.uint32(1) if low else u[0]), u[-1]
+    u_low = u[: low + 1]
+    cells = ((int(hi_key) - int(lo_key)) >> shift) + 1
+    upper = u[low:]
+    urel = upper - lo_key
+    ucell = urel >> np.uint32(shift)
+    per_cell = np.bincount(ucell, minlength=cells)
+    base = (np.cumsum(per_cell) - per_cell + low).astype(np.int32)
+    base[per_cell > 2] = -1
+    first = np.full(cells, np.iinfo(np.uint32).max, dtype=np.uint32)
+    second = first.copy()
+    start = np.r_[True, ucell[1:] != ucell[:-1]]  # first distinct key of its cell
+    first[ucell[start]] = urel[start]
+    nxt = np.flatnonzero(~start & np.r_[False, start[:-1]])  # second key of its cell
+    second[ucell[nxt]] = urel[nxt]
     hist = np.zeros(m + 1, dtype=np.int64)
     rows = max(1, (_LABEL_CHUNK_BYTES // 4) // max(1, 4 * scores.shape[1]))
     for r0 in range(0, scores.shape[0], rows):
         k = _order_key(scores[r0:r0 + rows] + np.float32(0.0)).ravel()
+        below = np.flatnonzero(k < lo_key)
+        g_below = np.searchsorted(u_low, k[below], side="right")
         np.clip(k, lo_key, hi_key, out=k)
         k -= lo_key
-        g = table[k >> np.uint32(shift)]
+        c = k >> np.uint32(shift)
+        g = base[c]
         miss = np.flatnonzero(g < 0)
-        g[miss] = np.searchsorted(u, k[miss] + lo_key, side="right")
+        g += k >= first[c]
+        g += k >= second[c]
+        g[miss] = low + np.searchsorted(urel, k[miss], side="right")
+        g[below] = g_below
         hist += np.bincount(g, minlength=m + 1)
     ge = np.cumsum(hist[::-1])[::-1][1:]  # ge[i] = #entries with key >= u[i]
     all_ge = ge[np.searchsorted(u, pkeys, side="left")]
