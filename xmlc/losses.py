@@ -306,23 +306,39 @@ def _shifted_negative_terms(
     return mod.mul_(nlog_r), grad
 
 
-def _flipped_terms(x: Tensor, pos: Tensor, gamma: float, need_grad: bool) -> tuple[Tensor, Optional[Tensor]]:
+def _flipped_terms(
+    x: Tensor, pos: Tensor, gamma: float, need_grad: bool, coef: Optional[tuple] = None
+) -> tuple[Tensor, Optional[Tensor]]:
     """Focal terms with one gamma for both sides, dense: with ``w = x`` for negatives and
-    ``w = -x`` for positives (``pos`` is a 0/1 float mask), ``q = sigmoid(w) = 1 - p_t`` and
-    ``softplus(w) = -log p_t``, the term is ``q ** gamma * softplus(w)``, its derivative wrt
-    ``w`` is ``q ** gamma * (q + gamma (1 - q) softplus(w))`` and ``dw/dx = 1 - 2 pos``.
-    Three (N, L) buffers; nothing is done per positive."""
+    ``w = -x`` for positives (``pos`` is the 0/1 float target), ``q = sigmoid(w) = 1 - p_t``
+    and ``softplus(w) = -log p_t``, the term is ``q ** gamma * softplus(w)``, its derivative
+    wrt ``w`` is ``q ** gamma * (q + gamma (1 - q) softplus(w))`` and ``dw/dx = 1 - 2 pos``.
+    ``coef = (c_pos, c_neg, elem_weight)`` weights the two sides (written into the softplus
+    buffer once it is free). Three (N, L) buffers; nothing is done per positive."""
     w = torch.addcmul(x, x, pos, value=-2.0)
     sp = _softplus(w)  # -log p_t
     q = w.sigmoid_()  # 1 - p_t, in place: w is done
     if gamma == 0.0:
-        loss, grad = sp, (q if need_grad else None)
+        loss, grad = sp.clone() if coef is not None else sp, (q if need_grad else None)
     else:
         mod = _pow(q, gamma)
         grad = q.addcmul_(q, sp, value=-gamma).add_(sp, alpha=gamma).mul_(mod) if need_grad else None
         loss = mod.mul_(sp)
     if grad is not None:
         grad.addcmul_(grad, pos, value=-2.0)  # times dw/dx
+    if coef is not None:
+        c_pos, c_neg, elem_weight = coef
+        if c_pos is None and c_neg is None:
+            weights = elem_weight
+        else:
+            cp = 1.0 if c_pos is None else c_pos
+            cn = 1.0 if c_neg is None else c_neg
+            weights = torch.mul(pos, cp - cn, out=sp).add_(cn)  # c_neg + (c_pos - c_neg) y
+            if elem_weight is not None:
+                weights.mul_(elem_weight)
+        loss.mul_(weights)
+        if grad is not None:
+            grad.mul_(weights)
     return loss, grad
 
 
@@ -366,19 +382,8 @@ def _focal_core(
 
     if clip == 0.0 and gamma_pos == gamma_neg:  # focal: both sides alike, no per-positive step
         pos = targets.to(dtype)  # binary targets are their own 0/1 mask: no copy for float
-        loss, grad = _flipped_terms(x, pos, gamma_pos, need_grad)
-        coef = elem_weight
-        if c_pos is not None or c_neg is not None:
-            cp = 1.0 if c_pos is None else c_pos
-            cn = 1.0 if c_neg is None else c_neg
-            coef = torch.mul(pos, cp - cn).add_(cn)  # c_neg + (c_pos - c_neg) y
-            if elem_weight is not None:
-                coef.mul_(elem_weight)
-        if coef is not None:
-            loss.mul_(coef)
-            if grad is not None:
-                grad.mul_(coef)
-        return loss, grad
+        weighted = c_pos is not None or c_neg is not None or elem_weight is not None
+        return _flipped_terms(x, pos, gamma_pos, need_grad, (c_pos, c_neg, elem_weight) if weighted else None)
 
     if clip > 0.0:
         loss, grad = _shifted_negative_terms(x, gamma_neg, clip, need_grad)
