@@ -442,9 +442,8 @@ class _FocalFunction(torch.autograd.Function):
             weight=weight,
             need_grad=ctx.needs_input_grad[0],
         )
-        if grad is not None and reduction == "mean":
-            grad.div_(grad.numel())
         ctx.save_for_backward(grad)
+        ctx.scale = 1.0 / loss.numel() if reduction == "mean" else 1.0
         ctx.logits_dtype = logits.dtype
         return _reduce(loss, reduction)
 
@@ -452,6 +451,8 @@ class _FocalFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
+        if ctx.scale != 1.0:
+            grad_output = grad_output * ctx.scale  # a scalar for "mean"
         grad_logits = (grad * grad_output).to(ctx.logits_dtype)
         return grad_logits, None, None, None, None, None, None, None, None
 
