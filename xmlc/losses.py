@@ -683,7 +683,8 @@ def ohem(
       largest ``(example, label)`` losses.
     * ``mode="example"``: keeps the ``k = min(max(ceil(keep_ratio * N), min_kept), N)``
       examples with the largest summed loss, all ``L`` labels of each.
-    * ``keep_positives=True``: every positive element (``targets == 1``) is kept in addition.
+    * ``keep_positives=True``: every positive element (``targets == 1``; targets are binary,
+      float or bool) is kept in addition.
       In element mode the selection is filled with the hardest negatives up to ``k`` in all
       (if there are more than ``k`` positives, all positives and no negative are kept); in
       example mode the positives of the examples not selected are added.
@@ -741,7 +742,7 @@ def ohem(
         return torch.dot(row_loss, rows) / (k * n_labels)
 
     with torch.no_grad():
-        pos = (targets > 0.5).to(loss.dtype) if keep_positives else None
+        pos = targets.to(loss.dtype) if keep_positives else None  # binary: its own 0/1 mask
         if mode == "element":
             values = loss.detach()
             n_kept = k
