@@ -651,7 +651,7 @@ def _top_k_mask(values: Tensor, k: int) -> Tensor:
     if flat.dtype == torch.float32:
         keys = _sortable_keys(flat.contiguous())
         threshold, n_ge, scratch = _radix_kth_largest(keys, k)
-        mask = torch.ge(keys, threshold, out=scratch.view(torch.float32))  # reuse the int32 buffer
+        mask = scratch.view(torch.float32).copy_(keys >= threshold)  # reuse the int32 buffer
     else:
         mask = torch.empty_like(flat)
         keys = flat
