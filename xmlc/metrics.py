@@ -29,7 +29,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Literal, Sequence
 
 import numpy as np
