@@ -305,41 +305,43 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
     model.train()
     device, tcfg = env.device, cfg.train
     amp = tcfg.amp and device.type == "cuda"
-    bar = tqdm(loader, desc=f"epoch {progress.epoch + 1}/{tcfg.epochs}", leave=False, dynamic_ncols=True,
-               disable=env.rank != 0 or not tcfg.progress, mininterval=0.5)
-    window_start, window_examples, loss_sum = time.perf_counter(), 0, 0.0
-    for batch in bar:
-        if tcfg.max_steps is not None and progress.step >= tcfg.max_steps:
-            return "max_steps"
-        batch = batch.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(batch)
-        loss = loss_fn(logits.float(), batch.targets)
-        loss_value, nonfinite, stop_now = agree(loss.detach(), stop.requested, env)
-        if nonfinite:
-            return "nonfinite"
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)
-        lr = optimizer.param_groups[0]["lr"]   # the rate this step used
-        optimizer.step()
-        scheduler.step()
-        progress.step += 1
-        progress.batch_in_epoch += 1
-        window_examples += len(batch) * env.world_size
-        loss_sum += loss_value
-        if progress.step % tcfg.log_every == 0:
-            elapsed = time.perf_counter() - window_start
-            rate = window_examples / max(elapsed, 1e-9)
-            bar.set_postfix(loss=f"{loss_sum / tcfg.log_every:.4f}", ex_s=f"{rate:,.0f}", refresh=False)
-            if writer is not None:
-                writer.add_scalar("train/loss", loss_sum / tcfg.log_every, progress.step)
-                writer.add_scalar("train/lr", lr, progress.step)
-                writer.add_scalar("train/grad_norm", float(grad_norm), progress.step)
-                writer.add_scalar("train/examples_per_s", rate, progress.step)
-            window_start, window_examples, loss_sum = time.perf_counter(), 0, 0.0
-        if stop_now:
-            return "interrupted"
+    window_start, window_examples, window_steps, loss_sum = time.perf_counter(), 0, 0, 0.0
+    with tqdm(loader, desc=f"epoch {progress.epoch + 1}/{tcfg.epochs}", leave=False, dynamic_ncols=True,
+              disable=env.rank != 0 or not tcfg.progress, mininterval=0.5) as bar:
+        for batch in bar:
+            if tcfg.max_steps is not None and progress.step >= tcfg.max_steps:
+                return "max_steps"
+            batch = batch.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(batch)
+            loss = loss_fn(logits.float(), batch.targets)
+            loss_value, nonfinite, stop_now = agree(loss.detach(), stop.requested, env)
+            if nonfinite:
+                return "nonfinite"
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)
+            lr = optimizer.param_groups[0]["lr"]   # the rate this step used
+            optimizer.step()
+            scheduler.step()
+            progress.step += 1
+            progress.batch_in_epoch += 1
+            window_examples += len(batch) * env.world_size
+            window_steps += 1
+            loss_sum += loss_value
+            if progress.step % tcfg.log_every == 0:
+                elapsed = time.perf_counter() - window_start
+                rate = window_examples / max(elapsed, 1e-9)
+                mean_loss = loss_sum / window_steps
+                bar.set_postfix(loss=f"{mean_loss:.4f}", ex_s=f"{rate:,.0f}", refresh=False)
+                if writer is not None:
+                    writer.add_scalar("train/loss", mean_loss, progress.step)
+                    writer.add_scalar("train/lr", lr, progress.step)
+                    writer.add_scalar("train/grad_norm", float(grad_norm), progress.step)
+                    writer.add_scalar("train/examples_per_s", rate, progress.step)
+                window_start, window_examples, window_steps, loss_sum = time.perf_counter(), 0, 0, 0.0
+            if stop_now:
+                return "interrupted"
     return "completed"
 
 
