@@ -554,14 +554,11 @@ class ResumableSampler(DistributedSampler):
 
 
 def make_loader(dataset, batch_size: int, sampler, cfg: Config, env):
-    loader = xdata.make_loader(dataset, batch_size, shuffle=False, seed=cfg.train.seed,
-                               num_workers=cfg.data.num_workers, pin_memory=env.device.type == "cuda",
-                               sampler=sampler)
-    # Loader iterators draw a base seed from `loader.generator` (the global RNG when None);
-    # a private generator keeps the global RNG, and so dropout, independent of when iterators
-    # are created, which a mid-epoch resume changes.
-    loader.generator = torch.Generator().manual_seed(cfg.train.seed)
-    return loader
+    # xdata.make_loader seeds the loader's own generator, so creating iterators never draws
+    # from the global RNG (dropout masks stay the same across a mid-epoch resume).
+    return xdata.make_loader(dataset, batch_size, shuffle=False, seed=cfg.train.seed,
+                             num_workers=cfg.data.num_workers, pin_memory=env.device.type == "cuda",
+                             sampler=sampler)
 
 
 def make_eval_loader(dataset, cfg: Config, env):
