@@ -626,7 +626,7 @@ def synthetic(
 
 SYNTHETIC_PRESETS: dict[str, dict] = {
     # Small: an MLP trains on it in about a minute on 2 CPU cores.
-    "default": dict(num_examples=8_000, num_features=2_000, num_labels=500, mean_labels=5.0, max_freq=0.25),
+    "default": dict(num_examples=20_000, num_features=2_000, num_labels=500, mean_labels=5.0, max_freq=0.25, words_per_label=2.0),
     # The seed scenario: 80k examples, 7,900 labels, ~130 labels per example, label
     # frequencies ~1%..15%; learnable but hard (moderate AUPRC, not 1.0).
     "seed": dict(
