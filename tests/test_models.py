@@ -8,7 +8,7 @@ from torch import nn
 
 from xmlc import data as xdata
 from xmlc.config import ModelConfig
-from xmlc.models import MLP, MODELS, SparseLinear, build_model, init_output_bias
+from xmlc.models import MLP, MODELS, Ensemble, SparseLinear, build_model, ensemble_loss, init_output_bias, probabilities
 
 
 def _sparse_batch(n=6, d=20, seed=0):
@@ -99,3 +99,46 @@ def test_prior_output_bias():
     init_output_bias(model, torch.tensor([0.5, 0.1, 0.0]))
     torch.testing.assert_close(model.head.bias[:2], torch.tensor([0.0, -2.1972246]))
     assert torch.isfinite(model.head.bias).all()
+
+
+def test_ensemble_members_are_independent_models():
+    torch.manual_seed(0)
+    X, batch = _sparse_batch()
+    model = build_model(ModelConfig(name="mlp", hidden=[8], ensemble=3), num_features=20, num_labels=3)
+    assert isinstance(model, Ensemble) and len(model.members) == 3
+    model.eval()
+    logits = model(batch)
+    assert logits.shape == (3, 6, 3)
+    for m, member in enumerate(model.members):   # each slice is that member's own forward
+        torch.testing.assert_close(logits[m], member(batch))
+    assert not torch.equal(logits[0], logits[1])  # different initialisations
+    # scores: the mean of member probabilities, not the sigmoid of the mean logit
+    torch.testing.assert_close(probabilities(logits), torch.sigmoid(logits).mean(0))
+    torch.testing.assert_close(probabilities(logits[0]), torch.sigmoid(logits[0]))
+    with pytest.raises(ValueError, match="ensemble"):
+        build_model(ModelConfig(ensemble=0), num_features=20, num_labels=3)
+
+
+def test_ensemble_loss_is_mean_of_member_losses_and_keeps_gradients_apart():
+    torch.manual_seed(0)
+    _, batch = _sparse_batch()
+    targets = (torch.rand(6, 3) < 0.4).float()
+    model = build_model(ModelConfig(name="linear", ensemble=2), num_features=20, num_labels=3)
+    loss_fn = nn.BCEWithLogitsLoss()
+    logits = model(batch)
+    loss = ensemble_loss(loss_fn, logits, targets)
+    torch.testing.assert_close(loss, (loss_fn(logits[0], targets) + loss_fn(logits[1], targets)) / 2)
+    loss.backward()
+    # member 0's gradient equals that of its own loss alone, halved: no coupling between members
+    g0 = model.members[0].head.bag.weight.grad.clone()
+    model.zero_grad()
+    (loss_fn(model.members[0](batch), targets) / 2).backward()
+    torch.testing.assert_close(g0, model.members[0].head.bag.weight.grad)
+
+
+def test_prior_output_bias_sets_every_ensemble_member():
+    model = build_model(ModelConfig(name="mlp", hidden=[4], ensemble=2), num_features=5, num_labels=3)
+    prior = torch.tensor([0.5, 0.1, 0.01])
+    init_output_bias(model, prior)
+    for member in model.members:
+        torch.testing.assert_close(member.output_bias, torch.log(prior / (1 - prior)))

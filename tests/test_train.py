@@ -135,6 +135,22 @@ def test_evaluate_and_predict_from_checkpoint_alone(trained, files, tmp_path, ca
     assert n_predicted == pytest.approx(ratio * n_true, abs=0.5)
 
 
+def test_ensemble_run_evaluates_and_predicts_from_checkpoint(files, tmp_path):
+    out = tmp_path / "ens"
+    assert xtrain.main(tiny(files, out, "model.ensemble=2", "output.tensorboard=false")) == 0
+    ckpt = load_checkpoint(out / "best.pt")
+    assert any(k.startswith("members.1.") for k in ckpt["model"])
+    out_json = tmp_path / "eval.json"
+    assert xevaluate.main(["--checkpoint", str(out), "--data", str(files["test"]), "--out", str(out_json)]) == 0
+    evaluated = json.loads(out_json.read_text())
+    reference = json.loads((out / "metrics.json").read_text())
+    assert evaluated["calibrated"]["auprc_macro"] == pytest.approx(reference["test_calibrated"]["auprc_macro"], abs=1e-6)
+    pred = tmp_path / "pred.jsonl"
+    assert xpredict.main(["--checkpoint", str(out / "best.pt"), "--data", str(files["test"]),
+                          "--top-k", "2", "--out", str(pred)]) == 0
+    assert all(0.0 <= s <= 1.0 for line in pred.read_text().splitlines() for _, s in json.loads(line)["top_k"])
+
+
 def test_resume_matches_uninterrupted_run(files, tmp_path):
     extra = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=false")
     full, part = tmp_path / "full", tmp_path / "part"

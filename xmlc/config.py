@@ -91,6 +91,8 @@ class ModelConfig:
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
     # Output bias at start: zero, or prior = log(p / (1 - p)) of each label's train frequency.
     output_bias: Literal["zero", "prior"] = "zero"
+    # Members of a deep ensemble (>1: M encoders, each with its own loss, scores averaged).
+    ensemble: int = 1
 
 
 @dataclass

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SparseLinear", "LinearModel", "MLP", "MODELS", "ACTIVATIONS", "build_model", "init_output_bias"]
+__all__ = ["SparseLinear", "LinearModel", "MLP", "Ensemble", "MODELS", "ACTIVATIONS", "build_model",
+           "init_output_bias", "probabilities", "ensemble_loss"]
 
 
 class SparseLinear(nn.Module):
@@ -154,6 +155,43 @@ class MLP(nn.Module):
         return self.head.bias
 
 
+class Ensemble(nn.Module):
+    """``M`` independently initialised members trained side by side on the same batches.
+
+    A deep ensemble (Lakshminarayanan et al., NeurIPS 2017): each member gets its own loss
+    (:func:`ensemble_loss`, the mean of the member losses, so no gradient flows between
+    members) and the ensemble's score is the mean of the member probabilities
+    (:func:`probabilities`). Members differ by initialisation and dropout masks.
+
+    ``forward`` returns the member logits ``(M, B, L)``; everything in xmlc that turns
+    logits into a loss or a score goes through the two functions above, which accept
+    ``(B, L)`` and ``(M, B, L)`` alike.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an Ensemble needs at least 2 members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x, offsets=None, weights=None) -> torch.Tensor:
+        """Returns member logits (M, B, L)."""
+        return torch.stack([member(x, offsets, weights) for member in self.members])
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Scores from logits: ``sigmoid`` of (B, L), or the member mean of (M, B, L); float32 (B, L)."""
+    p = torch.sigmoid(logits.float())
+    return p.mean(dim=0) if p.dim() == 3 else p
+
+
+def ensemble_loss(loss_fn: Callable, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``loss_fn(logits, targets)`` for (B, L) logits; the mean of the member losses for (M, B, L)."""
+    if logits.dim() == 3:
+        return torch.stack([loss_fn(member, targets) for member in logits.float()]).mean()
+    return loss_fn(logits.float(), targets)
+
+
 def build_linear(cfg, num_features: int, num_labels: int) -> nn.Module:
     return LinearModel(num_features, num_labels, input_dropout=cfg.input_dropout)
 
@@ -175,9 +213,16 @@ def build_model(cfg, num_features: int, num_labels: int) -> nn.Module:
         num_features: D. num_labels: L.
 
     Returns:
-        An ``nn.Module`` with ``forward(batch) -> logits (B, L)``.
+        An ``nn.Module`` with ``forward(batch) -> logits (B, L)``; with ``cfg.ensemble = M > 1``
+        an :class:`Ensemble` of M such encoders, ``forward(batch) -> (M, B, L)``.
     """
-    return _lookup(MODELS, cfg.name, "model")(cfg, num_features, num_labels)
+    builder = _lookup(MODELS, cfg.name, "model")
+    ensemble = getattr(cfg, "ensemble", 1)
+    if ensemble < 1:
+        raise ValueError(f"model.ensemble must be >= 1, got {ensemble!r}")
+    if ensemble == 1:
+        return builder(cfg, num_features, num_labels)
+    return Ensemble([builder(cfg, num_features, num_labels) for _ in range(ensemble)])
 
 
 def init_output_bias(model: nn.Module, prior: torch.Tensor) -> None:
@@ -185,9 +230,10 @@ def init_output_bias(model: nn.Module, prior: torch.Tensor) -> None:
 
     The model must expose its head bias as ``model.output_bias`` (the built-in ones do).
     """
-    bias = getattr(model, "output_bias", None)
-    if bias is None:
-        raise ValueError(f"{type(model).__name__} has no `output_bias`; cannot use output_bias='prior'")
-    p = prior.clamp(1e-6, 1 - 1e-6).to(bias.dtype)
-    with torch.no_grad():
-        bias.copy_(torch.log(p) - torch.log1p(-p))
+    for member in (model.members if isinstance(model, Ensemble) else [model]):
+        bias = getattr(member, "output_bias", None)
+        if bias is None:
+            raise ValueError(f"{type(member).__name__} has no `output_bias`; cannot use output_bias='prior'")
+        p = prior.clamp(1e-6, 1 - 1e-6).to(bias.dtype)
+        with torch.no_grad():
+            bias.copy_(torch.log(p) - torch.log1p(-p))

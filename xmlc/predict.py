@@ -22,6 +22,7 @@ import torch
 
 from xmlc import data as xdata
 from xmlc.checkpoint import load_checkpoint, model_from_checkpoint
+from xmlc.models import probabilities
 from xmlc.train import DataFileError, read_data
 
 __all__ = ["main", "predict_file"]
@@ -60,7 +61,7 @@ def predict_file(checkpoint: str | Path, data_path: str | Path, out_path: str | 
         for batch in loader:
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                probs = torch.sigmoid(model(batch).float())
+                probs = probabilities(model(batch))
             top_scores, top_labels = probs.topk(k, dim=1)
             chosen = probs >= thresholds
             for row, labels, scores, mask in zip(batch.row_ids.tolist(), top_labels.tolist(),

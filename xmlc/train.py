@@ -42,7 +42,7 @@ from tqdm import tqdm
 from xmlc import calibrate, data as xdata, losses, metrics, stats
 from xmlc.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from xmlc.config import Config, ConfigError, apply_overrides, dump_config, from_dict, load_config, to_dict
-from xmlc.models import build_model, init_output_bias
+from xmlc.models import build_model, ensemble_loss, init_output_bias, probabilities
 
 __all__ = ["main", "run", "train_one_epoch", "evaluate", "predict_scores", "load_splits", "read_data"]
 
@@ -314,7 +314,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(batch)
-            loss = loss_fn(logits.float(), batch.targets)
+            loss = ensemble_loss(loss_fn, logits, batch.targets)
             loss_value, nonfinite, stop_now = agree(loss.detach(), stop.requested, env)
             if nonfinite:
                 return "nonfinite"
@@ -388,7 +388,7 @@ def predict_scores(model: nn.Module, loader, num_rows: int, *, device: torch.dev
         batch = batch.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(batch)
-        probs.append(torch.sigmoid(logits.float()))
+        probs.append(probabilities(logits))
         rows.append(batch.row_ids)
     rows, probs = torch.cat(rows), torch.cat(probs)
     if env is not None and env.world_size > 1:   # DistributedSampler pads shards to equal length
