@@ -7,7 +7,7 @@ Methods of :func:`fit_thresholds`:
     * ``"f1"`` / ``"fbeta"``: per label, the threshold maximising F1 / F-beta on the validation
       set. The optimum always sits at a positive's score, so the candidates are the positives'
       scores; the counts come from the same step as exact AUPRC (``xmlc.metrics``), and the
-      per-label argmax is one lexsort, no loop over labels.
+      per-label argmax is a segmented maximum, no loop over labels.
     * ``"rate"``: per label, the P-th largest score, P = #validation positives, so the predicted
       count matches the true count (exactly, unless scores tie there).
     * ``"prior"``: the prior correction for BCE with ``pos_weight`` w: the weighted loss is
@@ -68,14 +68,20 @@ def apply_thresholds(scores, thresholds) -> torch.Tensor:
 
 
 def _best_per_label(lab: np.ndarray, score: np.ndarray, value: np.ndarray, num_labels: int) -> np.ndarray:
-    """For each label, the score of its candidate with the largest value (ties: higher score)."""
+    """For each label, the score of its candidate with the largest value (ties: higher score).
+
+    ``lab``/``score`` sorted by (label, score), as :func:`xmlc.metrics._ap_tie_counts` returns
+    them: two segmented maxima, no sort.
+    """
     best = np.full(num_labels, np.nan)
     if lab.size == 0:
         return best
-    order = np.lexsort((-score, -value, lab))
-    lab_s = lab[order]
-    first = np.flatnonzero(np.r_[True, lab_s[1:] != lab_s[:-1]])
-    best[lab_s[first]] = score[order][first]
+    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
+    seg = np.cumsum(np.r_[False, lab[1:] != lab[:-1]])
+    top = np.maximum.reduceat(value, starts)
+    # the last (highest-scored) candidate reaching its label's maximum
+    last = np.maximum.reduceat(np.where(value == top[seg], np.arange(lab.size), -1), starts)
+    best[lab[starts]] = score[last]
     return best
 
 

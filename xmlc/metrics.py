@@ -53,7 +53,10 @@ __all__ = [
 BUCKET_NAMES = ("head", "torso", "tail")
 _AVERAGES = ("macro", "micro", "none")
 _EMPTY = ("ignore", "zero")
-_LABEL_CHUNK_BYTES = 32 * 2**20  # scores copied per label chunk (transposed + sorted)
+_LABEL_CHUNK_BYTES = 32 * 2**20  # scores per row chunk of the micro counts
+_LABEL_BLOCK = 64  # labels per block of the per-label counts (their lookup tables stay in cache)
+_BLOCK_ENTRIES = 1 << 16  # entries per block (its temporaries stay in cache)
+_CROWDED = -(1 << 40)  # lookup-table mark of a cell that needs a binary search
 _ROW_CHUNK = 2048
 
 
@@ -85,15 +88,13 @@ def _scores_np(scores) -> np.ndarray:
 
 
 class _Positives:
-    """The positive entries of a target matrix: rows, cols (sorted by col) and per-label counts."""
+    """The positive entries of a target matrix: rows, cols (row-major order), per-label counts."""
 
     def __init__(self, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]):
-        order = np.argsort(cols, kind="stable")
-        self.rows = rows[order].astype(np.int64, copy=False)
-        self.cols = cols[order].astype(np.int64, copy=False)
+        self.rows = rows.astype(np.int64, copy=False)
+        self.cols = cols.astype(np.int64, copy=False)
         self.shape = shape
         self.counts = np.bincount(self.cols, minlength=shape[1]).astype(np.int64)
-        self.ptr = np.concatenate([[0], np.cumsum(self.counts)])
 
 
 def _positives(targets, shape: tuple[int, int]) -> _Positives:
@@ -122,18 +123,16 @@ def _positives(targets, shape: tuple[int, int]) -> _Positives:
         )
     if targets.shape != (n, l):
         raise ValueError(f"targets shape {targets.shape} does not match scores shape {(n, l)}")
-    rows, cols = [], []
+    flat = []
     for r0 in range(0, n, _ROW_CHUNK):
-        block = targets[r0:r0 + _ROW_CHUNK]
-        r, c = np.nonzero(block)
-        if targets.dtype != np.bool_ and r.size:
-            vals = block[r, c]
+        block = targets[r0:r0 + _ROW_CHUNK].reshape(-1)
+        f = np.flatnonzero(block if block.dtype == np.bool_ else block != 0)  # bool: SIMD fast path
+        if targets.dtype != np.bool_ and f.size:
+            vals = block[f]
             if not np.all(vals == 1):
                 raise ValueError(f"targets must hold only 0/1, found {vals[vals != 1][0]!r}")
-        rows.append(r + r0)
-        cols.append(c)
-    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+        flat.append(f + r0 * l)
+    rows, cols = np.divmod(np.concatenate(flat) if flat else np.zeros(0, np.int64), max(l, 1))
     return _Positives(rows, cols, shape)
 
 
@@ -159,7 +158,7 @@ def _order_key(x: np.ndarray) -> np.ndarray:
 
 
 def _check_finite(x: np.ndarray, name: str = "scores") -> None:
-    if np.isnan(x).any():
+    if x.size and np.isnan(x.min()):  # NaN propagates through min; no (N, L) temporary
         raise ValueError(f"{name} contain NaN")
 
 
@@ -168,49 +167,133 @@ def _check_finite(x: np.ndarray, name: str = "scores") -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _ap_tie_counts(scores: np.ndarray, pos: _Positives, chunk_bytes: int = _LABEL_CHUNK_BYTES):
+def _score_keys(scores: np.ndarray):
+    """Functions mapping float32 blocks to uint32 keys that sort like the scores, and back.
+
+    Non-negative scores (the usual probabilities, no ``-0.0``) are their own bit patterns, a
+    zero-copy view; otherwise :func:`_order_key` after normalising ``-0.0`` (which comes back
+    as ``0.0``).
+    """
+    if not scores.size or scores.view(np.int32).min() >= 0:  # no sign bit anywhere
+        return (lambda x: x.view(np.uint32)), (lambda k: k.view(np.float32))
+
+    def value_of(k: np.ndarray) -> np.ndarray:
+        neg = k < np.uint32(0x80000000)
+        return np.where(neg, ~k, k ^ np.uint32(0x80000000)).view(np.float32)
+
+    return (lambda x: _order_key(x + np.float32(0.0))), value_of
+
+
+def _ap_tie_counts(scores: np.ndarray, pos: _Positives, cells_per_key: int = 4):
     """Per positive entry: its label, score, #positives and #entries with score >= its score.
 
-    Only positives need a rank. Labels are processed in chunks: the chunk is transposed and
-    each label's scores sorted (numpy's vectorised sort, several times faster than torch.sort
-    on CPU); the positives of the chunk, padded to ``(chunk, max positives)``, are located in
-    the sorted rows with one batched ``torch.searchsorted``. No Python loop over labels.
+    No sort of the scores: only the positives need a rank. Per label j, with ``u_j`` its
+    sorted distinct positive keys (order-preserving uint32 keys of the float32 scores), every
+    entry of column j gets its gap ``g = #{u in u_j : u <= key}``; a histogram of the gaps and
+    a suffix sum per label give ``#entries >= u`` for every ``u``. The gap comes from a lookup
+    table over equal cells of label j's key range (about ``cells_per_key`` cells per distinct
+    key): ``g = base[cell] + (key >= first[cell])``, exact when the cell holds at most one
+    positive key; the few entries in cells holding more are binary-searched. The score
+    matrix is walked in blocks of ``_LABEL_BLOCK`` labels x rows, in place (no transpose),
+    so each block's slice of the table stays in cache. No Python loop over labels.
 
     Returns:
         labels (P,) int64, scores (P,) float32, pos_ge (P,) int64, all_ge (P,) int64, sorted
         by (label, score).
     """
     n, l = scores.shape
-    out_lab, out_score, out_pos, out_all = [], [], [], []
-    chunk = max(1, chunk_bytes // max(1, 4 * n))
-    for c0 in range(0, l, chunk):
-        c1 = min(l, c0 + chunk)
-        p0, p1 = pos.ptr[c0], pos.ptr[c1]
-        if p1 == p0:
-            continue
-        block = np.ascontiguousarray(scores[:, c0:c1].T)
-        block.sort(axis=1)
-        lab = pos.cols[p0:p1]
-        ps = scores[pos.rows[p0:p1], lab]
-        order = np.lexsort((ps, lab))
-        lab, ps = lab[order], ps[order]
-        row = lab - c0
-        start = pos.ptr[lab] - p0
-        rank = np.arange(p1 - p0) - start
-        padded = np.full((c1 - c0, int(pos.counts[c0:c1].max())), np.inf, dtype=np.float32)
-        padded[row, rank] = ps
-        tp = torch.from_numpy(padded)
-        below_all = torch.searchsorted(torch.from_numpy(block), tp, side="left").numpy()[row, rank]
-        below_pos = torch.searchsorted(tp, tp, side="left").numpy()[row, rank]
-        out_lab.append(lab)
-        out_score.append(ps)
-        out_pos.append(pos.counts[lab] - below_pos)
-        out_all.append(n - below_all)
-    if not out_lab:
-        e = np.zeros(0, dtype=np.int64)
-        return e, np.zeros(0, dtype=np.float32), e, e
-    return (np.concatenate(out_lab), np.concatenate(out_score), np.concatenate(out_pos),
-            np.concatenate(out_all))
+    key_of, value_of = _score_keys(scores)
+    # distinct (label, key) pairs of the positives, sorted; one uint64 per pair
+    pkey = key_of(scores[pos.rows, pos.cols])
+    pair = np.sort((pos.cols.astype(np.uint64) << np.uint64(32)) | pkey)
+    new = np.r_[True, pair[1:] != pair[:-1]] if pair.size else np.zeros(0, bool)
+    u = pair[new]
+    ulab = (u >> np.uint64(32)).astype(np.int64)
+    ukey = (u & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    d = np.bincount(ulab, minlength=l)  # distinct positive keys per label
+    uptr = np.r_[0, np.cumsum(d)]
+    goff = np.r_[0, np.cumsum(d + 1)]  # label j's gaps 0..d_j live at goff[j]..goff[j+1]-1
+    # per label cells of 2**shift keys from origin (one empty cell below the lowest key)
+    lo, hi = np.zeros(l, np.int64), np.zeros(l, np.int64)
+    has = d > 0
+    lo[has], hi[has] = ukey[uptr[:-1][has]], ukey[uptr[1:][has] - 1]
+    target = np.maximum(cells_per_key * d, 1)
+    shift = np.zeros(l, np.int64)
+    while np.any(too_many := ((hi - lo) >> shift) + 1 > target):
+        shift[too_many] += 1
+    origin = np.maximum(lo - (np.int64(1) << shift), 0)
+    cells = ((hi - origin) >> shift) + 1
+    coff = np.r_[0, np.cumsum(cells)]
+    ucell = coff[ulab] + ((ukey - origin[ulab]) >> shift[ulab])
+    per_cell = np.bincount(ucell, minlength=int(coff[-1]))
+    cell_lab = np.repeat(np.arange(l), cells)
+    base = np.cumsum(per_cell) - per_cell - uptr[cell_lab] + goff[cell_lab]  # global gap index
+    base[per_cell > 2] = _CROWDED  # more than two positive keys in the cell: binary search
+    first = np.full(per_cell.size, np.iinfo(np.uint32).max, dtype=np.uint32)
+    second = first.copy()
+    if ucell.size:
+        starts = np.r_[True, ucell[1:] != ucell[:-1]]
+        first[ucell[starts]] = ukey[starts]
+        seconds = np.flatnonzero(~starts & np.r_[False, starts[:-1]])
+        second[ucell[seconds]] = ukey[seconds]
+    del cell_lab, per_cell, ucell
+
+    hist = np.zeros(int(goff[-1]), dtype=np.int64)
+    origin32, hi32, shift32 = origin.astype(np.uint32), hi.astype(np.uint32), shift.astype(np.uint32)
+    w_max = min(l, _LABEL_BLOCK)
+    rows = max(1, _BLOCK_ENTRIES // w_max)
+    k_buf = np.empty(rows * w_max, np.uint32)
+    c_buf = np.empty(rows * w_max, np.intp)
+    g_buf = np.empty(rows * w_max, np.int64)
+    f_buf = np.empty(rows * w_max, np.uint32)
+    b_buf = np.empty(rows * w_max, np.bool_)
+    for c0 in range(0, l, w_max):
+        c1 = min(l, c0 + w_max)
+        w = c1 - c0
+        g0, g1 = int(goff[c0]), int(goff[c1])
+        u0 = int(uptr[c0])
+        u_c = u[u0:uptr[c1]]  # the block's distinct keys: binary searches stay in cache
+        base_c = base[coff[c0]:coff[c1]]
+        base_c = np.where(base_c < 0, _CROWDED, base_c - g0)  # gap index local to the label block
+        first_c, second_c = first[coff[c0]:coff[c1]], second[coff[c0]:coff[c1]]
+        cell0 = coff[c0:c1] - coff[c0]
+        lo_c, hi_c, sh_c = origin32[c0:c1], hi32[c0:c1], shift32[c0:c1]
+        h = np.zeros(g1 - g0, dtype=np.int64)
+        for r0 in range(0, n, rows):
+            raw = scores[r0:r0 + rows, c0:c1]
+            m = raw.shape[0]
+            key, cell, g, f, ge = (b[: m * w].reshape(m, w) for b in (k_buf, c_buf, g_buf, f_buf, b_buf))
+            np.clip(key_of(raw), lo_c, hi_c, out=key)
+            np.subtract(key, lo_c, out=f)
+            np.right_shift(f, sh_c, out=f)
+            np.add(f, cell0, out=cell)
+            base_c.take(cell, out=g)
+            first_c.take(cell, out=f)
+            np.greater_equal(key, f, out=ge)
+            g += ge
+            second_c.take(cell, out=f)
+            np.greater_equal(key, f, out=ge)
+            g += ge
+            miss = np.flatnonzero(g < 0)
+            if miss.size:
+                r, c = np.divmod(miss, w)
+                lab = c + c0
+                q = (lab.astype(np.uint64) << np.uint64(32)) | key_of(raw[r, c])
+                g.ravel()[miss] = np.searchsorted(u_c, q, side="right") + u0 - uptr[lab] + goff[lab] - g0
+            h += np.bincount(g.ravel(), minlength=g1 - g0)
+        hist[g0:g1] = h
+    # ge[t] = #entries of its label with key >= u[t]: suffix sums over gaps > t within the label
+    suffix = np.cumsum(hist[::-1])[::-1]
+    ge_gap = suffix - np.repeat(suffix[goff[1:] - 1] - hist[goff[1:] - 1], d + 1)
+    ge = ge_gap[np.arange(u.size) + ulab + 1]  # gap t+1 of label j is global gap goff[j] + t + 1
+
+    lab = (pair >> np.uint64(32)).astype(np.int64)
+    ps = value_of((pair & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+    uidx = np.cumsum(new) - 1  # each positive's distinct key
+    pos_ptr = np.r_[0, np.cumsum(pos.counts)]
+    rank_first = np.flatnonzero(new)  # position of the first positive of each distinct key
+    pos_ge = pos_ptr[lab + 1] - rank_first[uidx]
+    return lab, ps, pos_ge, ge[uidx]
 
 
 def _micro_tie_counts(scores: np.ndarray, pos: _Positives, max_cells: int = 1 << 22):
