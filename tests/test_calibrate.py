@@ -51,6 +51,22 @@ def test_fbeta_thresholds_reach_best_fbeta():
     assert np.allclose(got, brute_best_fbeta(s, t, beta), atol=1e-6)
 
 
+def test_f1_ties_pick_the_higher_threshold_and_edge_labels():
+    # label 0: F1 2/3 at 0.9 (1 of 1 predicted) and at 0.6 (2 of 4): the higher score wins;
+    # label 1: all positive (threshold at the lowest score, 0.0); label 2: no positive
+    # (falls back to the global threshold); label 3: one positive at exactly 1.0
+    s = np.array([[0.9, 1.0, 0.5, 1.0], [0.8, 0.0, 0.5, 0.2], [0.7, 0.5, 0.1, 0.2], [0.6, 1.0, 0.3, 0.0]],
+                 dtype=np.float32)
+    t = np.array([[1, 1, 0, 1], [0, 1, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0]], dtype=np.float32)
+    th = fit_thresholds(s, t, min_positives=1).numpy()
+    assert th[0] == np.float32(0.9) and th[1] == 0.0 and th[3] == 1.0
+    micro = [f1_score(s, t, c) for c in np.unique(s[t > 0])]
+    assert f1_score(s, t, th[2]) == pytest.approx(max(micro), abs=1e-9)
+    has = [0, 1, 3]
+    assert np.allclose(f1_score(s, t, th, average="none").numpy()[has],
+                       brute_best_fbeta(s[:, has], t[:, has]), atol=1e-6)
+
+
 def test_rate_thresholds_match_counts():
     s, t = data(seed=2)
     th = fit_thresholds(s, t, method="rate", min_positives=1)

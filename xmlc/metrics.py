@@ -192,10 +192,12 @@ def _ap_tie_counts(scores: np.ndarray, pos: _Positives, cells_per_key: int = 4):
     entry of column j gets its gap ``g = #{u in u_j : u <= key}``; a histogram of the gaps and
     a suffix sum per label give ``#entries >= u`` for every ``u``. The gap comes from a lookup
     table over equal cells of label j's key range (about ``cells_per_key`` cells per distinct
-    key): ``g = base[cell] + (key >= first[cell])``, exact when the cell holds at most one
-    positive key; the few entries in cells holding more are binary-searched. The score
-    matrix is walked in blocks of ``_LABEL_BLOCK`` labels x rows, in place (no transpose),
-    so each block's slice of the table stays in cache. No Python loop over labels.
+    key): ``g = base[cell] + (key >= first[cell]) + (key >= second[cell])``, exact when the
+    cell holds at most two positive keys; the few entries in cells holding more (0.6 % on
+    the benchmark data) are binary-searched. Any monotone cell map is exact; equal cells
+    only keep the table small. The score matrix is walked in blocks of ``_LABEL_BLOCK``
+    labels x rows, in place (no transpose), so each block's slice of the table and the
+    temporaries stay in cache. No Python loop over labels or examples.
 
     Returns:
         labels (P,) int64, scores (P,) float32, pos_ge (P,) int64, all_ge (P,) int64, sorted
