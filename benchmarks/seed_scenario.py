@@ -1,0 +1,110 @@
+"""The seed scenario: why a model trained with ``pos_weight = neg/pos`` over-predicts, and the fix.
+
+Trains xmlc on the seed-scenario synthetic data (``xmlc.data.synthetic_preset("seed")``:
+80,000 examples x 7,900 labels, ~130 labels per example, label frequencies ~1%-15%, 5,000
+sparse features) once per loss setting, each through the real CLI
+(``python -m xmlc.train --config configs/seed.yaml ...``) in its own process, so the epoch
+time and peak RSS in the table are those of one training run. Every trained model is then
+read three ways from its ``metrics.json`` (test split):
+
+* ``@0.5``: the default decision threshold;
+* ``prior``: the ln(pos_weight) correction (threshold ``w / (1 + w)``,
+  :func:`xmlc.calibrate.prior_thresholds`); identical to @0.5 when no pos_weight was used;
+* ``calibrated``: per-label F1-optimal thresholds fitted on the validation split
+  (:func:`xmlc.calibrate.fit_thresholds`, ``eval.min_positives`` positives at least, the
+  global threshold otherwise).
+
+Prints one Markdown table. Usage::
+
+    python benchmarks/seed_scenario.py                 # all settings, configs/seed.yaml epochs
+    python benchmarks/seed_scenario.py --epochs 2 --only bce,neg_pos
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: name -> (description, config overrides). The model, data and schedule come from configs/seed.yaml.
+SETTINGS: dict[str, tuple[str, list[str]]] = {
+    "bce": ("BCE", ["loss.name=bce", "loss.pos_weight=none"]),
+    "neg_pos": ("BCE + pos_weight neg/pos", ["loss.name=bce", "loss.pos_weight=neg_pos"]),
+    "sqrt": ("BCE + pos_weight sqrt(neg/pos)", ["loss.name=bce", "loss.pos_weight=neg_pos",
+                                                  "loss.pos_weight_power=0.5"]),
+    "clip": ("BCE + pos_weight neg/pos clipped at 10", ["loss.name=bce", "loss.pos_weight=neg_pos",
+                                                         "loss.pos_weight_max=10"]),
+    "focal": ("focal (gamma 2)", ["loss.name=focal", "loss.gamma=2.0", "loss.pos_weight=none"]),
+    "asymmetric": ("asymmetric (gamma- 4, clip 0.05)", ["loss.name=asymmetric", "loss.pos_weight=none"]),
+    "ohem": ("OHEM over BCE (keep 10%)", ["loss.name=bce", "loss.pos_weight=none", "loss.ohem_keep_ratio=0.1"]),
+}
+
+COLUMNS = [("auprc_micro", "micro AUPRC", "{:.3f}"), ("auprc_macro", "macro AUPRC", "{:.3f}"),
+           ("f1_micro", "micro F1", "{:.3f}"), ("f1_macro", "macro F1", "{:.3f}"),
+           ("positive_rate_ratio", "pos. rate ratio", "{:.2f}"), ("p@5", "P@5", "{:.3f}")]
+
+
+def train(name: str, overrides: list[str], out_dir: Path, extra: list[str]) -> dict:
+    """One training run through the CLI in a fresh process; returns its metrics.json."""
+    cmd = [sys.executable, "-m", "xmlc.train", "--config", str(ROOT / "configs" / "seed.yaml"),
+           f"output.dir={out_dir / name}", "train.progress=false", "output.tensorboard=false",
+           *overrides, *extra]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"setting {name!r} failed ({' '.join(cmd)}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    metrics = json.loads((out_dir / name / "metrics.json").read_text())
+    metrics["wall_s"] = wall
+    return metrics
+
+
+def rows(desc: str, m: dict) -> list[str]:
+    """Three table rows (@0.5, prior, calibrated) for one trained model."""
+    lines = []
+    views = [("@0.5", m["test"]), ("prior (ln w)", m.get("test_prior")), ("calibrated", m["test_calibrated"])]
+    for view, metrics in views:
+        if metrics is None:   # no pos_weight: ln(1) = 0, the prior correction is the 0.5 threshold
+            metrics, view = m["test"], "prior (= @0.5, w = 1)"
+        cells = [fmt.format(metrics[key]) for key, _, fmt in COLUMNS]
+        lines.append(f"| {desc} | {view} | " + " | ".join(cells)
+                     + f" | {m['epoch_time_s']:.0f} | {m['peak_rss_mb'] / 1024:.2f} |")
+    return lines
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default=",".join(SETTINGS), help=f"comma-separated subset of {list(SETTINGS)}")
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs of configs/seed.yaml")
+    parser.add_argument("--out", default=None, help="run directories (default: a temporary directory)")
+    parser.add_argument("overrides", nargs="*", help="extra dotted config overrides for every run")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown settings {unknown}; valid: {', '.join(SETTINGS)}")
+    extra = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
+    out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="xmlc_seed_"))
+
+    table = ["| loss | thresholds | " + " | ".join(h for _, h, _ in COLUMNS) + " | epoch s | peak RSS GB |",
+             "|---|---|" + "---:|" * (len(COLUMNS) + 2)]
+    total = time.perf_counter()
+    for name in names:
+        desc, overrides = SETTINGS[name]
+        m = train(name, overrides, out_dir, extra)
+        print(f"{desc}: best epoch {m['best_epoch']}/{m['epochs']}, {m['wall_s']:.0f} s", file=sys.stderr, flush=True)
+        table += rows(desc, m)
+    print(f"\nconfigs/seed.yaml + {' '.join(extra) or '(no overrides)'}; test split of the seed preset; "
+          f"runs in {out_dir}; total {time.perf_counter() - total:.0f} s\n")
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()
