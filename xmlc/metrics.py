@@ -269,11 +269,12 @@ def _ap_tie_counts(scores: np.ndarray, pos: _Positives, cells_per_key: int = 4):
             np.subtract(key, lo_c, out=f)
             np.right_shift(f, sh_c, out=f)
             np.add(f, cell0, out=cell)
-            base_c.take(cell, out=g)
-            first_c.take(cell, out=f)
+            # mode="clip": the cells are in range by construction, and "raise" would buffer out
+            base_c.take(cell, out=g, mode="clip")
+            first_c.take(cell, out=f, mode="clip")
             np.greater_equal(key, f, out=ge)
             g += ge
-            second_c.take(cell, out=f)
+            second_c.take(cell, out=f, mode="clip")
             np.greater_equal(key, f, out=ge)
             g += ge
             miss = np.flatnonzero(g < 0)
