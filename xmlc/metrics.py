@@ -352,11 +352,11 @@ def _micro_tie_counts(scores: np.ndarray, pos: _Positives, max_cells: int = 1 <<
         g_below = np.searchsorted(u_low, k[below], side="right")
         np.clip(k, lo_key, hi_key, out=k)
         k -= lo_key
-        c = k >> np.uint32(shift)
-        g = base[c]
+        c = (k >> np.uint32(shift)).astype(np.intp)  # one index conversion for the three takes
+        g = base.take(c, mode="clip")  # in range by construction; "clip" skips the bounds check
         miss = np.flatnonzero(g < 0)
-        g += k >= first[c]
-        g += k >= second[c]
+        g += k >= first.take(c, mode="clip")
+        g += k >= second.take(c, mode="clip")
         g[miss] = low + np.searchsorted(urel, k[miss], side="right")
         g[below] = g_below
         hist += np.bincount(g, minlength=m + 1)
