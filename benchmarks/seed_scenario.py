@@ -5,19 +5,22 @@ Trains xmlc on the seed-scenario synthetic data (``xmlc.data.synthetic_preset("s
 sparse features) once per loss setting, each through the real CLI
 (``python -m xmlc.train --config configs/seed.yaml ...``) in its own process, so the epoch
 time and peak RSS in the table are those of one training run. Every trained model is then
-read three ways from its ``metrics.json`` (test split):
+read three (four) ways from its ``metrics.json`` (test split):
 
 * ``@0.5``: the default decision threshold;
 * ``prior``: the ln(pos_weight) correction (threshold ``w / (1 + w)``,
   :func:`xmlc.calibrate.prior_thresholds`); identical to @0.5 when no pos_weight was used;
 * ``calibrated``: per-label F1-optimal thresholds fitted on the validation split
   (:func:`xmlc.calibrate.fit_thresholds`, ``eval.min_positives`` positives at least, the
-  global threshold otherwise).
+  global threshold otherwise);
+* ``calibrated (rate)``, with ``--rate``: per-label thresholds predicting as many as the
+  validation positives (``fit_thresholds(method="rate")``), from re-scoring each ``best.pt``.
 
 Prints one Markdown table. Usage::
 
     python benchmarks/seed_scenario.py                 # all settings, configs/seed.yaml epochs
     python benchmarks/seed_scenario.py --epochs 2 --only bce,neg_pos
+    python benchmarks/seed_scenario.py --epochs 1 --rate model.hidden=[256] optim.lr=0.003 data.batch_size=128
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))   # xmlc from this checkout (the runs use it via `python -m` in ROOT)
 
 #: name -> (description, config overrides). The model, data and schedule come from configs/seed.yaml.
 SETTINGS: dict[str, tuple[str, list[str]]] = {
@@ -51,8 +55,12 @@ COLUMNS = [("auprc_micro", "micro AUPRC", "{:.3f}"), ("auprc_macro", "macro AUPR
            ("positive_rate_ratio", "pos. rate ratio", "{:.2f}"), ("p@5", "P@5", "{:.3f}")]
 
 
-def train(name: str, overrides: list[str], out_dir: Path, extra: list[str]) -> dict:
+def train(name: str, overrides: list[str], out_dir: Path, extra: list[str], reuse: bool = False) -> dict:
     """One training run through the CLI in a fresh process; returns its metrics.json."""
+    if reuse and (out_dir / name / "metrics.json").is_file():   # a finished run of this setting
+        metrics = json.loads((out_dir / name / "metrics.json").read_text())
+        metrics["wall_s"] = float("nan")
+        return metrics
     cmd = [sys.executable, "-m", "xmlc.train", "--config", str(ROOT / "configs" / "seed.yaml"),
            f"output.dir={out_dir / name}", "train.progress=false", "output.tensorboard=false",
            *overrides, *extra]
@@ -66,10 +74,48 @@ def train(name: str, overrides: list[str], out_dir: Path, extra: list[str]) -> d
     return metrics
 
 
-def rows(desc: str, m: dict) -> list[str]:
-    """Three table rows (@0.5, prior, calibrated) for one trained model."""
+def rate_views(out_dir: Path, names: list[str]) -> dict[str, dict]:
+    """Re-score each run's best.pt with per-label rate-matching thresholds fitted on validation
+    (``fit_thresholds(method="rate")``: as many predictions per label as validation positives).
+
+    The data are generated once for all runs (every setting shares configs/seed.yaml's data section).
+    """
+    import torch
+    from xmlc import calibrate, metrics
+    from xmlc.checkpoint import load_checkpoint
+    from xmlc.config import Config, from_dict
+    from xmlc.data import make_loader
+    from xmlc.models import build_model, probabilities
+    from xmlc.train import load_splits
+
+    def scores(model, data):
+        with torch.no_grad():
+            return torch.cat([probabilities(model(b)) for b in make_loader(data, 1024, shuffle=False)])
+
+    out, splits = {}, None
+    for name in names:
+        ckpt = load_checkpoint(out_dir / name / "best.pt")
+        cfg = from_dict(Config, ckpt["config"])
+        if splits is None:
+            _, val, test = splits = load_splits(cfg.data, seed=cfg.train.seed)
+        model = build_model(cfg.model, ckpt["num_features"], ckpt["num_labels"])
+        model.load_state_dict(ckpt["model"])
+        model.eval()
+        thresholds = calibrate.fit_thresholds(scores(model, val), val.labels, method="rate",
+                                              min_positives=cfg.eval.min_positives)
+        s = scores(model, test)
+        out[name] = {"f1_micro": metrics.f1_score(s, test.labels, thresholds, average="micro"),
+                     "f1_macro": metrics.f1_score(s, test.labels, thresholds, average="macro"),
+                     "positive_rate_ratio": metrics.positive_rate_ratio(s, test.labels, thresholds)}
+    return out
+
+
+def rows(desc: str, m: dict, rate: dict | None = None) -> list[str]:
+    """Table rows (@0.5, prior, F1-calibrated, optionally rate-calibrated) for one trained model."""
     lines = []
-    views = [("@0.5", m["test"]), ("prior (ln w)", m.get("test_prior")), ("calibrated", m["test_calibrated"])]
+    views = [("@0.5", m["test"]), ("prior (ln w)", m.get("test_prior")), ("calibrated (F1)", m["test_calibrated"])]
+    if rate is not None:
+        views.append(("calibrated (rate)", m["test"] | {k: float(v) for k, v in rate.items()}))
     for view, metrics in views:
         if metrics is None:   # no pos_weight: ln(1) = 0, the prior correction is the 0.5 threshold
             metrics, view = m["test"], "prior (= @0.5, w = 1)"
@@ -84,6 +130,10 @@ def main(argv=None) -> None:
     parser.add_argument("--only", default=",".join(SETTINGS), help=f"comma-separated subset of {list(SETTINGS)}")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs of configs/seed.yaml")
     parser.add_argument("--out", default=None, help="run directories (default: a temporary directory)")
+    parser.add_argument("--rate", action="store_true",
+                        help="add rows at per-label rate-matching thresholds fitted on validation (re-scores best.pt)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read metrics.json of settings already finished in --out instead of training again")
     parser.add_argument("overrides", nargs="*", help="extra dotted config overrides for every run")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -96,11 +146,14 @@ def main(argv=None) -> None:
     table = ["| loss | thresholds | " + " | ".join(h for _, h, _ in COLUMNS) + " | epoch s | peak RSS GB |",
              "|---|---|" + "---:|" * (len(COLUMNS) + 2)]
     total = time.perf_counter()
+    results = {}
     for name in names:
         desc, overrides = SETTINGS[name]
-        m = train(name, overrides, out_dir, extra)
+        results[name] = m = train(name, overrides, out_dir, extra, args.reuse)
         print(f"{desc}: best epoch {m['best_epoch']}/{m['epochs']}, {m['wall_s']:.0f} s", file=sys.stderr, flush=True)
-        table += rows(desc, m)
+    rate = rate_views(out_dir, names) if args.rate else {}
+    for name in names:
+        table += rows(SETTINGS[name][0], results[name], rate.get(name))
     print(f"\nconfigs/seed.yaml + {' '.join(extra) or '(no overrides)'}; test split of the seed preset; "
           f"runs in {out_dir}; total {time.perf_counter() - total:.0f} s\n")
     print("\n".join(table))
