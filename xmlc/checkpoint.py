@@ -36,7 +36,7 @@ from torch import nn
 from xmlc.config import Config, from_dict
 from xmlc.models import build_model
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "model_from_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_path", "rng_state", "set_rng_state", "model_from_checkpoint"]
 
 FORMAT = 1
 
@@ -70,11 +70,16 @@ def save_checkpoint(obj: dict, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` (tensors land on ``map_location``)."""
+def checkpoint_path(path: str | Path, in_run_dir: str = "last.pt") -> Path:
+    """``path`` itself if it is a file, ``path / in_run_dir`` if it is a run directory."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "last.pt"
+    return path / in_run_dir if path.is_dir() else path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors land on ``map_location``);
+    a run directory means its ``last.pt``."""
+    path = checkpoint_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:

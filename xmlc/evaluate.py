@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from xmlc import calibrate, data as xdata, metrics, stats
-from xmlc.checkpoint import load_checkpoint, model_from_checkpoint
+from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
 from xmlc.train import DataFileError, metrics_table, predict_scores, read_data, threshold_metrics
 
 __all__ = ["main", "evaluate_checkpoint"]
@@ -65,9 +65,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, help="scoring batch size (default: data.eval_batch_size)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    checkpoint = Path(args.checkpoint)
-    if checkpoint.is_dir():
-        checkpoint = checkpoint / "best.pt"
+    checkpoint = checkpoint_path(args.checkpoint, "best.pt")   # a run directory means its best model
     try:
         results = evaluate_checkpoint(checkpoint, args.data, batch_size=args.batch_size, device=args.device)
     except (DataFileError, FileNotFoundError, ValueError) as exc:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from xmlc import data as xdata
-from xmlc.checkpoint import load_checkpoint, model_from_checkpoint
+from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
 from xmlc.models import probabilities
 from xmlc.train import DataFileError, read_data
 
@@ -85,9 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    checkpoint = Path(args.checkpoint)
-    if checkpoint.is_dir():
-        checkpoint = checkpoint / "best.pt"
+    checkpoint = checkpoint_path(args.checkpoint, "best.pt")   # a run directory means its best model
     try:
         names = Path(args.label_names).read_text().splitlines() if args.label_names else None
         n = predict_file(checkpoint, args.data, args.out, top_k=args.top_k, threshold=args.threshold,
