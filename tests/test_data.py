@@ -248,6 +248,36 @@ def test_synthetic_power_law_and_co_occurrence():
     assert np.percentile(lift[np.outer(p, p) > 1e-3], 99) > 2.0
 
 
+def test_synthetic_graded_topics_make_rare_labels_predictable():
+    """With topic_precision, a label is positive in ~topic_precision of its topic's examples,
+    however rare it is: rare labels of one topic co-occur far above what equally common
+    topics allow (lift ~ K / T there), and the marginals stay on the power law."""
+    kw = dict(seed=0, max_freq=0.3, label_noise=0.1)
+    graded = synthetic(6000, 400, 300, 8.0, topic_precision=0.5, num_topics=30, **kw)
+    flat = synthetic(6000, 400, 300, 8.0, **kw)
+    for data in (graded, flat):
+        assert abs(data.labels.nnz / 6000 - 8.0) < 0.8
+    freq = np.bincount(graded.labels.indices, minlength=300) / 6000
+    assert freq.max() > 10 * freq.min()
+
+    def best_partner_share(data):
+        """Per rare label: the largest P(other label | this label), median over rare labels."""
+        Y = data.labels.astype(np.float64)
+        n = np.asarray(Y.sum(axis=0)).ravel()
+        co = (Y.T @ Y).toarray()
+        np.fill_diagonal(co, 0)
+        rare = np.flatnonzero((n >= 30) & (n <= np.percentile(n, 30)))
+        partner_rare = n <= np.percentile(n, 30)
+        return np.median((co[rare][:, partner_rare] / n[rare, None]).max(axis=1))
+
+    # A rare label's best topic mate is positive in about half of its examples when
+    # graded; with 2 of 10 equally common topics only in ~5x their ~1% marginal.
+    assert best_partner_share(graded) > 0.4
+    assert best_partner_share(flat) < 0.25
+    with pytest.raises(ValueError, match="topic_precision"):
+        synthetic(100, 10, 10, 2.0, topic_precision=1.5)
+
+
 def test_synthetic_default_preset_size():
     data = synthetic_preset("default")
     params = SYNTHETIC_PRESETS["default"]

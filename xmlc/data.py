@@ -512,6 +512,7 @@ def synthetic(
     max_freq: float = 0.2,
     topics_per_example: int = 2,
     num_topics: int | None = None,
+    topic_precision: float | None = None,
     label_noise: float = 0.1,
     signature_size: int = 8,
     words_per_label: float = 0.5,
@@ -530,8 +531,17 @@ def synthetic(
        topics is positive with probability ``p_l (1 - label_noise) / c`` (``c`` the chance
        that an example has the topic; capped at 1), any other label with
        ``p_l * label_noise / (1 - c)``: labels of a topic co-occur, and marginals stay ~``p_l``.
+       With ``topic_precision`` set, topics are *graded* instead: labels are grouped by
+       frequency into ``K`` topics of equal size, topic ``k`` is present in an example with
+       its own probability ``c_k`` (independently of the other topics, so an example has
+       0, 1 or several), chosen so that a label of a present topic is positive with
+       probability ~``topic_precision``. Rare labels then have rare, informative topics,
+       as in real label hierarchies; with equally common topics (the default) a rare label
+       is positive in only ~``p_l K / T`` of its topic's examples, which caps what any
+       model can reach on it.
     3. Features are word counts: each positive label emits ``Poisson(words_per_label)``
-       words from its own ``signature_size`` words (drawn from its topic's vocabulary),
+       words from its own ``signature_size`` words (drawn from its topic's vocabulary; from
+       all ``D`` words with graded topics),
        plus ``Poisson(topic_words)`` words from the example's topics' vocabularies and
        ``Poisson(noise_words)`` background words (Zipf-like over all ``D``). Values are
        ``log1p(count)``, rows normalised with ``normalize``.
@@ -549,7 +559,10 @@ def synthetic(
         max_freq: frequency of the most frequent label.
         topics_per_example: topics per example.
         num_topics: default ``round(topics_per_example * (1 - label_noise) / max_freq)``
-            (at least 2), the largest ``K`` for which the top label's probability stays <= 1.
+            (at least 2), the largest ``K`` for which the top label's probability stays <= 1;
+            with ``topic_precision``, ``round(L / 100)`` (at least 2).
+        topic_precision: in ``(0, 1]``: graded topics (see above), and ``topics_per_example``
+            is not used. None: ``topics_per_example`` equally common topics.
         label_noise: share of a label's positives that fall outside its topic.
         signature_size: words per label signature.
         words_per_label: mean words each positive label contributes.
@@ -567,20 +580,37 @@ def synthetic(
         raise ValueError(f"label_noise must be in [0, 1), got {label_noise}")
     rng = np.random.default_rng(seed)
     p = _power_law_frequencies(L, mean_labels, max_freq)[rng.permutation(L)]
-    K = num_topics if num_topics is not None else max(2, round(topics_per_example * (1 - label_noise) / max_freq))
-    T = int(topics_per_example)
-    if not 1 <= T <= K:
-        raise ValueError(f"topics_per_example must be in [1, num_topics={K}], got {T}")
-    c = T / K
-
-    topic_of_label = rng.permutation(L) % K
-    example_topics = np.argsort(rng.random((N, K)), axis=1)[:, :T]  # (N, T) distinct topics
+    if topic_precision is None:
+        K = num_topics if num_topics is not None else max(2, round(topics_per_example * (1 - label_noise) / max_freq))
+        T = int(topics_per_example)
+        if not 1 <= T <= K:
+            raise ValueError(f"topics_per_example must be in [1, num_topics={K}], got {T}")
+        prevalence = np.full(K, T / K)
+        topic_of_label = rng.permutation(L) % K
+        example_topics = np.argsort(rng.random((N, K)), axis=1)[:, :T]  # (N, T) distinct topics
+        has_topic = lambda k: (example_topics == k).any(axis=1)  # noqa: E731
+    else:
+        if not 0 < topic_precision <= 1:
+            raise ValueError(f"topic_precision must be in (0, 1], got {topic_precision}")
+        K = num_topics if num_topics is not None else max(2, round(L / 100))
+        if not 1 <= K <= L:
+            raise ValueError(f"num_topics must be in [1, num_labels={L}], got {K}")
+        need = p * (1 - label_noise) / topic_precision  # the prevalence each label's topic needs
+        topic_of_label = np.empty(L, dtype=np.int64)
+        topic_of_label[np.argsort(need, kind="stable")] = np.arange(L) * K // L  # K groups of similar need
+        log_mean = np.bincount(topic_of_label, np.log(need), K) / np.bincount(topic_of_label, minlength=K)
+        top = np.zeros(K)
+        np.maximum.at(top, topic_of_label, p * (1 - label_noise))
+        prevalence = np.minimum(np.maximum(np.exp(log_mean), top), 0.9)  # q_in <= 1 in every topic
+        example_in_topic = rng.random((N, K), dtype=np.float32) < prevalence.astype(np.float32)  # (N, K)
+        has_topic = lambda k: example_in_topic[:, k]  # noqa: E731
+    c = prevalence[topic_of_label]
     q_in = np.minimum(1.0, p * (1 - label_noise) / c).astype(np.float32)
-    q_out = p * label_noise / (1 - c) if c < 1 else np.zeros(L)
+    q_out = np.where(c < 1, p * label_noise / np.maximum(1 - c, 1e-12), 0.0)
 
     rows, cols = [], []
     for k in range(K):  # a loop over topics (tens), each a vectorised Bernoulli block
-        members = np.flatnonzero((example_topics == k).any(axis=1))
+        members = np.flatnonzero(has_topic(k))
         labels_k = np.flatnonzero(topic_of_label == k)
         step = max(1, 4_000_000 // max(1, labels_k.size))
         for s in range(0, members.size, step):
@@ -601,14 +631,25 @@ def synthetic(
     vocab = rng.permutation(D)
     bounds = np.linspace(0, D, K + 1).astype(np.int64)
     sizes = np.diff(bounds)
-    signature = vocab[bounds[topic_of_label][:, None] + (rng.random((L, signature_size)) * sizes[topic_of_label][:, None]).astype(np.int64)]
+    if topic_precision is None:
+        signature = vocab[bounds[topic_of_label][:, None] + (rng.random((L, signature_size)) * sizes[topic_of_label][:, None]).astype(np.int64)]
+    else:  # a topic's ~D/K words cannot tell its ~L/K labels apart: signatures over all D words
+        signature = rng.integers(0, D, (L, signature_size))
     label_rows = np.repeat(np.arange(N), np.diff(labels.indptr))
     emit = rng.poisson(words_per_label, labels.nnz)
     f_rows = [np.repeat(label_rows, emit)]
     f_cols = [signature[np.repeat(labels.indices, emit), rng.integers(0, signature_size, emit.sum())]]
     n_topic = rng.poisson(topic_words, N)
-    t_rows = np.repeat(np.arange(N), n_topic)
-    t_topic = example_topics[t_rows, rng.integers(0, T, t_rows.size)]
+    if topic_precision is None:
+        t_rows = np.repeat(np.arange(N), n_topic)
+        t_topic = example_topics[t_rows, rng.integers(0, T, t_rows.size)]
+    else:  # each topic word from one of the example's topics, none without a topic
+        active_rows, active_topics = np.nonzero(example_in_topic)
+        n_active = np.bincount(active_rows, minlength=N)
+        n_topic[n_active == 0] = 0
+        t_rows = np.repeat(np.arange(N), n_topic)
+        first = np.cumsum(n_active) - n_active
+        t_topic = active_topics[first[t_rows] + (rng.random(t_rows.size) * n_active[t_rows]).astype(np.int64)]
     f_rows.append(t_rows)
     f_cols.append(vocab[bounds[t_topic] + (rng.random(t_rows.size) * sizes[t_topic]).astype(np.int64)])
     background = 1.0 / (np.arange(D) + 10.0)
