@@ -669,9 +669,22 @@ SYNTHETIC_PRESETS: dict[str, dict] = {
     # Small: an MLP trains on it in about a minute on 2 CPU cores.
     "default": dict(num_examples=20_000, num_features=2_000, num_labels=500, mean_labels=5.0, max_freq=0.25, words_per_label=2.0),
     # The seed scenario: 80k examples, 7,900 labels, ~130 labels per example, label
-    # frequencies ~1%..15%; learnable but hard (moderate AUPRC, not 1.0).
+    # frequencies ~1%..15%; learnable but hard (moderate AUPRC, not 1.0). Graded topics: 200
+    # topics of ~40 labels; a label is positive in ~70% of its topic's examples. Topics are
+    # seen only through ~0.5 signature words per positive label and 3 topic words among 20
+    # background words per example, so a model has to learn to detect them.
     "seed": dict(
-        num_examples=80_000, num_features=5_000, num_labels=7_900, mean_labels=130.0, max_freq=0.15, words_per_label=1.0
+        num_examples=80_000,
+        num_features=5_000,
+        num_labels=7_900,
+        mean_labels=130.0,
+        max_freq=0.15,
+        topic_precision=0.7,
+        num_topics=200,
+        signature_size=4,
+        words_per_label=0.5,
+        topic_words=3.0,
+        noise_words=20.0,
     ),
 }
 
