@@ -168,6 +168,51 @@ def test_resume_matches_uninterrupted_run(files, tmp_path):
     assert ma["test_calibrated"] == mb["test_calibrated"]
 
 
+REFIT = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=false", "train.epochs=3")
+
+
+@pytest.fixture(scope="module")
+def refitted(files, tmp_path_factory):
+    """The same 3-epoch run without and with ``train.refit`` (run directories)."""
+    plain, refit = tmp_path_factory.mktemp("plain"), tmp_path_factory.mktemp("refit")
+    assert xtrain.main(tiny(files, plain, *REFIT)) == 0
+    assert xtrain.main(tiny(files, refit, *REFIT, "train.refit=true")) == 0
+    return plain, refit
+
+
+def test_refit_keeps_the_selection_and_thresholds_of_the_first_phase(refitted):
+    plain, refit = refitted
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (plain, refit))
+    assert b["best_epoch"] == a["best_epoch"] and b["val_calibrated"] == a["val_calibrated"]
+    assert b["test_before_refit"] == a["test_calibrated"]       # the selected model, before the refit
+    assert b["test_calibrated"]["auprc_macro"] != a["test_calibrated"]["auprc_macro"]
+    ta, tb = (load_checkpoint(d / "best.pt")["thresholds"] for d in (plain, refit))
+    assert torch.equal(ta, tb)
+    assert b["refit"]["epochs"] == b["best_epoch"] and b["refit"]["num_train"] == 240 + 64
+
+
+def test_refit_is_the_selected_run_repeated_on_train_plus_val(refitted, files, tmp_path):
+    _, refit = refitted
+    result = json.loads((refit / "metrics.json").read_text())
+    both = tmp_path / "both.txt"   # the train rows, then the validation rows
+    train, val = xdata.read_xmc(files["train"]), xdata.read_xmc(files["val"])
+    xdata.write_xmc(both, xtrain.concat_data(train, val).features, xtrain.concat_data(train, val).labels)
+    steps = result["best_epoch"] * math.ceil(304 / 64)
+    assert result["refit"]["steps"] == steps
+    # a plain run on that file, stopped after the selected epochs of a schedule over train.epochs
+    manual = tmp_path / "manual"
+    assert xtrain.main(tiny(files, manual, *REFIT, f"data.train={both}", f"train.max_steps={steps}")) == 0
+    a, b = params(manual / "last.pt"), params(refit / "best.pt")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    # best.pt ships the refit weights with the first phase's thresholds
+    out_json = tmp_path / "eval.json"
+    assert xevaluate.main(["--checkpoint", str(refit), "--data", str(files["test"]), "--out", str(out_json)]) == 0
+    evaluated = json.loads(out_json.read_text())
+    for name in ("auprc_macro", "p@1", "f1_micro", "positive_rate_ratio"):
+        assert evaluated["calibrated"][name] == pytest.approx(result["test_calibrated"][name], abs=1e-6)
+
+
 def _faulty_loss(monkeypatch, at_call: int, action):
     """Make build_loss return the real loss, except that call ``at_call`` runs ``action(loss)``."""
     real = losses.build_loss
@@ -221,6 +266,24 @@ def test_signal_saves_and_resume_finishes(files, tmp_path, monkeypatch, capsys, 
     assert json.loads((out / "metrics.json").read_text())["steps"] == 8
 
 
+def test_signal_in_refit_keeps_the_first_phase_and_resume_refits(refitted, files, tmp_path, monkeypatch,
+                                                                  capsys):
+    def interrupt(loss):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    _faulty_loss(monkeypatch, 3 * 4 + 2, interrupt)   # 3 epochs of 4 steps, then the refit's second step
+    out = tmp_path / "sig"
+    assert xtrain.main(tiny(files, out, *REFIT, "train.refit=true")) == 128 + signal.SIGTERM
+    assert "refit stopped by signal" in capsys.readouterr().out
+    assert not (out / "metrics.json").exists() and load_checkpoint(out / "last.pt")["epoch"] == 3
+    monkeypatch.undo()
+    assert xtrain.main(["--resume", str(out)]) == 0
+    resumed = json.loads((out / "metrics.json").read_text())
+    reference = json.loads((refitted[1] / "metrics.json").read_text())
+    assert resumed["test_calibrated"] == reference["test_calibrated"]
+
+
 def test_early_stopping(files, tmp_path):
     out = tmp_path / "early"   # lr 0: the metric never improves after epoch 1
     assert xtrain.main(tiny(files, out, "optim.lr=0", "train.epochs=6", "train.patience=2",
@@ -232,6 +295,7 @@ def test_early_stopping(files, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["train.epochz=3"], "unknown config key 'train.epochz'; valid keys here: epochs, max_steps"),
     (["optim.lr=fast"], "'optim.lr' expects float"),
+    (["train.refit=yes please"], "'train.refit' expects bool"),
     (["train.early_stopping_metric=loss"], "'train.early_stopping_metric' must be one of auprc_micro"),
     (["data.synthetic=huge"], "'data.synthetic' must be one of default, seed"),
 ])

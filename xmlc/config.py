@@ -156,6 +156,10 @@ class TrainConfig:
     early_stopping_metric: str = "auprc_macro"
     # Stop after this many epochs without improvement; 0: never stop early.
     patience: int = 3
+    # After training, train again from scratch on train + validation for the selected
+    # number of epochs (same seed, schedule, loss) and ship that model; the thresholds stay
+    # those fitted on the first model's validation scores (the refit has seen those rows).
+    refit: bool = False
     # Log train loss, lr, grad norm, throughput to TensorBoard every this many steps.
     log_every: int = 20
     # Show the tqdm progress bar.

@@ -8,8 +8,10 @@ top to bottom:
 3. build model, loss, AdamW, warmup + cosine/constant schedule;
 4. per epoch: :func:`train_one_epoch`, then :func:`evaluate` on validation, TensorBoard,
    ``last.pt`` / ``best.pt``, early stopping;
-5. at the end: best weights, per-label thresholds fitted on validation (``xmlc.calibrate``),
-   test scored at 0.5 and at the calibrated thresholds, ``metrics.json`` and a short table.
+5. at the end: best weights, per-label thresholds fitted on validation (``xmlc.calibrate``);
+   with ``train.refit`` a fresh model trained on train + validation for the selected number
+   of epochs replaces them (:func:`refit`, the thresholds stay); test scored at 0.5 and at
+   the calibrated thresholds, ``metrics.json`` and a short table.
 
 Under ``torchrun --nproc_per_node=N -m xmlc.train ...`` the same code runs data parallel:
 ``data.batch_size`` is the global batch, each process trains on its shard
@@ -20,6 +22,7 @@ metrics cover the whole split, and only rank 0 writes files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -33,6 +36,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -44,7 +48,7 @@ from xmlc.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng
 from xmlc.config import Config, ConfigError, apply_overrides, dump_config, from_dict, load_config, to_dict
 from xmlc.models import build_model, ensemble_loss, init_output_bias, probabilities
 
-__all__ = ["main", "run", "train_one_epoch", "evaluate", "predict_scores", "load_splits", "read_data"]
+__all__ = ["main", "run", "train_one_epoch", "refit", "evaluate", "predict_scores", "load_splits", "read_data"]
 
 EXIT_OK, EXIT_NONFINITE, EXIT_USAGE = 0, 1, 2
 
@@ -140,13 +144,12 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
 
     # -- model, loss, optimizer, schedule --
     device = env.device
-    model = build_model(cfg.model, num_features, num_labels)
+    prior = None
     if cfg.model.output_bias == "prior":
         prior = torch.as_tensor(counts, dtype=torch.float32) / max(num_train, 1)
         if pos_weight is not None:   # the constant that minimises BCE with pos_weight w: w p / (w p + 1 - p)
             prior = pos_weight * prior / (pos_weight * prior + 1 - prior)
-        init_output_bias(model, prior)
-    model.to(device)
+    model = new_model(cfg.model, num_features, num_labels, prior).to(device)
     loss_fn = losses.build_loss(cfg.loss, pos_weight=pos_weight, weight=label_weight).to(device)
     if cfg.data.batch_size % env.world_size:
         raise ConfigError(f"config key 'data.batch_size' ({cfg.data.batch_size}) must be divisible "
@@ -239,10 +242,23 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
     if status != "completed":
         return stop_run(status, stop, progress, checkpoint, out, env, writer, say)
 
-    # -- final: best weights, calibrated thresholds, test --
+    # -- final: best weights, thresholds fitted on validation, optional refit, test --
     if best_state is not None:
         model.load_state_dict(best_state)
-    results = finalize(model, cfg, env, val_set, val_loader, test_set, buckets, propensities, pos_weight)
+    results, thresholds = fit_on_validation(model, cfg, env, val_set, val_loader, buckets, propensities,
+                                            pos_weight)
+    if cfg.train.refit:
+        if test_set is not None:   # the selected model on test, to show what the refit changed
+            results["test_before_refit"] = score_test(model, cfg, env, test_set, thresholds, buckets,
+                                                      propensities, pos_weight)["test_calibrated"]
+        epochs = progress.best_epoch if progress.best_epoch > 0 else progress.epoch
+        with StopOnSignal() as stop:
+            status, results["refit"] = refit(model, cfg, env, train_set, val_set, loss_fn, epochs=epochs,
+                                             prior=prior, stop=stop, say=say)
+        if status != "completed":
+            return stop_refit(status, stop, out, env, writer, say)
+    if test_set is not None:
+        results |= score_test(model, cfg, env, test_set, thresholds, buckets, propensities, pos_weight)
     results |= {
         "best_epoch": progress.best_epoch, "best_metric": {cfg.train.early_stopping_metric: progress.best_value},
         "epochs": progress.epoch, "steps": progress.step,
@@ -254,8 +270,7 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
         "num_features": num_features, "num_labels": num_labels,
     }
     if env.rank == 0:
-        thresholds = results.pop("_thresholds")
-        save_checkpoint(checkpoint(thresholds), out / "best.pt")
+        save_checkpoint(checkpoint(thresholds.float().cpu()), out / "best.pt")
         (out / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
         if writer is not None:
             log_final(writer, cfg, results)
@@ -263,8 +278,6 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
         say(results_table(results))
         say(f"outputs: {out.resolve()}/ (config.yaml, best.pt, last.pt, metrics.json"
             f"{', TensorBoard events: tensorboard --logdir ' + str(out.resolve()) if cfg.output.tensorboard else ''})")
-    else:
-        results.pop("_thresholds")
     teardown_distributed(env)
     return {"status": "completed", "exit_code": EXIT_OK, "metrics": results, "dir": str(out)}
 
@@ -288,6 +301,69 @@ def stop_run(status, stop, progress, checkpoint, out, env, writer, say) -> dict:
         writer.close()
     teardown_distributed(env)
     return {"status": status, "exit_code": code, "metrics": None, "dir": str(out)}
+
+
+def stop_refit(status, stop, out, env, writer, say) -> dict:
+    """Leave a run whose refit did not finish; last.pt and best.pt keep the finished first phase."""
+    if status == "nonfinite":
+        say("error: non-finite loss in the refit on train + validation; no metrics written")
+        code = EXIT_NONFINITE
+    else:
+        say(f"refit stopped by signal {stop.signum}; no metrics written. The training itself is saved: "
+            f"python -m xmlc.train --resume {out} runs the refit again")
+        code = 128 + stop.signum
+    if writer is not None:
+        writer.close()
+    teardown_distributed(env)
+    return {"status": status, "exit_code": code, "metrics": None, "dir": str(out)}
+
+
+# ---------------------------------------------------------------------------------------
+# Refit on train + validation
+
+
+def refit(model, cfg: Config, env, train_set, val_set, loss_fn, *, epochs: int, prior=None, stop,
+          say) -> tuple[str, dict]:
+    """Train a fresh model on train + validation for ``epochs`` epochs; copy its weights into ``model``.
+
+    The run that selected ``epochs`` (on validation), repeated with the validation rows added
+    to the training rows: same seed, initialisation (``prior`` as in :func:`new_model`), loss,
+    optimizer, and a schedule spanning ``train.epochs`` epochs of the larger set, stopped after
+    ``epochs`` of them, so the refit ends at the learning rate the selected model ended at.
+    ``train.max_steps`` does not apply. The refit is not logged to TensorBoard. ``stop`` is a
+    :class:`StopOnSignal`; ``say`` prints one progress line per epoch.
+
+    Returns:
+        (status, info): status as :func:`train_one_epoch` returns it ("completed" once all
+        ``epochs`` ran; ``model`` is only changed then); info ``{"epochs", "steps",
+        "num_train", "time_s"}`` for ``metrics.json``.
+    """
+    data = concat_data(train_set, val_set)
+    seed_everything(cfg.train.seed)
+    fresh = new_model(cfg.model, data.num_features, data.num_labels, prior).to(env.device)
+    batch_size = cfg.data.batch_size // env.world_size
+    sampler = ResumableSampler(data, env, seed=cfg.train.seed, batch_size=batch_size)
+    loader = make_loader(data, batch_size, sampler, cfg, env)
+    steps_per_epoch = math.ceil(len(sampler.indices_for_epoch(0)) / batch_size)
+    optimizer = build_optimizer(cfg.optim, fresh)
+    scheduler = build_scheduler(cfg.optim, optimizer, total_steps=steps_per_epoch * cfg.train.epochs)
+    train_model = nn.parallel.DistributedDataParallel(
+        fresh, device_ids=[env.device.index] if env.device.type == "cuda" else None) if env.world_size > 1 else fresh
+    run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=None))
+    progress, start = Progress(), time.perf_counter()
+    while progress.epoch < epochs:
+        sampler.set_epoch(progress.epoch)
+        status = train_one_epoch(train_model, loader, loss_fn, optimizer, scheduler, progress=progress,
+                                 cfg=run_cfg, env=env, stop=stop, writer=None)
+        if status != "completed":
+            return status, {}
+        progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+        say(f"refit epoch {progress.epoch}/{epochs} on train + validation ({len(data):,} examples)")
+        if any_process(stop.requested, env):
+            return "interrupted", {}
+    model.load_state_dict(fresh.state_dict())
+    return "completed", {"epochs": epochs, "steps": progress.step, "num_train": len(data),
+                         "time_s": time.perf_counter() - start}
 
 
 # ---------------------------------------------------------------------------------------
@@ -447,25 +523,31 @@ def threshold_metrics(scores, labels, thresholds, buckets=None) -> dict:
     return {k: float(v) for k, v in out.items()}
 
 
-def finalize(model, cfg: Config, env, val_set, val_loader, test_set, buckets, propensities, pos_weight) -> dict:
-    """Fit thresholds on validation with the best weights; score test at 0.5, calibrated and prior."""
+def fit_on_validation(model, cfg: Config, env, val_set, val_loader, buckets, propensities,
+                      pos_weight) -> tuple[dict, torch.Tensor]:
+    """Score validation with the selected weights and fit per-label thresholds (L,) on those scores.
+
+    Returns ({"val", "val_calibrated"} metrics, thresholds).
+    """
     val_metrics, val_scores = evaluate(model, val_loader, val_set.labels, cfg=cfg, env=env,
                                        buckets=buckets, propensities=propensities)
     thresholds = fit_thresholds(cfg.eval, val_scores, val_set.labels, pos_weight)
     results = {"val": val_metrics,
                "val_calibrated": val_metrics | threshold_metrics(val_scores, val_set.labels, thresholds, buckets)}
-    del val_scores
-    if test_set is not None:
-        test_loader = make_eval_loader(test_set, cfg, env)
-        test_metrics, test_scores = evaluate(model, test_loader, test_set.labels, cfg=cfg, env=env,
-                                             buckets=buckets, propensities=propensities)
-        results["test"] = test_metrics
-        results["test_calibrated"] = test_metrics | threshold_metrics(test_scores, test_set.labels,
-                                                                      thresholds, buckets)
-        if pos_weight is not None:   # the ln(pos_weight) logit correction, for comparison
-            prior = calibrate.prior_thresholds(pos_weight.cpu())
-            results["test_prior"] = test_metrics | threshold_metrics(test_scores, test_set.labels, prior, buckets)
-    results["_thresholds"] = thresholds.float().cpu()
+    return results, thresholds
+
+
+def score_test(model, cfg: Config, env, test_set, thresholds, buckets, propensities, pos_weight) -> dict:
+    """Test metrics at 0.5 ("test"), at ``thresholds`` ("test_calibrated") and, with pos_weight,
+    at the ln(pos_weight) logit correction ("test_prior")."""
+    test_loader = make_eval_loader(test_set, cfg, env)
+    test_metrics, test_scores = evaluate(model, test_loader, test_set.labels, cfg=cfg, env=env,
+                                         buckets=buckets, propensities=propensities)
+    results = {"test": test_metrics,
+               "test_calibrated": test_metrics | threshold_metrics(test_scores, test_set.labels, thresholds, buckets)}
+    if pos_weight is not None:   # the ln(pos_weight) logit correction, for comparison
+        prior = calibrate.prior_thresholds(pos_weight.cpu())
+        results["test_prior"] = test_metrics | threshold_metrics(test_scores, test_set.labels, prior, buckets)
     return results
 
 
@@ -507,6 +589,13 @@ def load_splits(dcfg, *, seed: int = 0):
         fit, held = xdata.stratified_split(train.labels, dcfg.val_fraction, seed=seed + 1)
         train, val = train.subset(fit), train.subset(held)
     return train, val, test
+
+
+def concat_data(first: "xdata.XMCData", second: "xdata.XMCData") -> "xdata.XMCData":
+    """The rows of ``first`` followed by the rows of ``second`` (same features and labels)."""
+    return xdata.XMCData(sp.vstack([first.features, second.features], format="csr"),
+                         sp.vstack([first.labels, second.labels], format="csr"),
+                         first.num_features, first.num_labels)
 
 
 def read_data(path, dcfg, *, key: str = "data", num_features=None, num_labels=None) -> "xdata.XMCData":
@@ -564,6 +653,14 @@ def make_loader(dataset, batch_size: int, sampler, cfg: Config, env):
 def make_eval_loader(dataset, cfg: Config, env):
     sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=False)
     return make_loader(dataset, cfg.data.eval_batch_size, sampler, cfg, env)
+
+
+def new_model(mcfg, num_features: int, num_labels: int, prior: torch.Tensor | None = None) -> nn.Module:
+    """The ``model`` section's encoder; output bias at ``log(p / (1 - p))`` of ``prior`` (L,) if given."""
+    model = build_model(mcfg, num_features, num_labels)
+    if prior is not None:
+        init_output_bias(model, prior)
+    return model
 
 
 def loss_weights(lcfg, counts, num_examples) -> tuple[torch.Tensor | None, torch.Tensor | None]:
