@@ -276,6 +276,8 @@ def test_synthetic_graded_topics_make_rare_labels_predictable():
     assert best_partner_share(flat) < 0.25
     with pytest.raises(ValueError, match="topic_precision"):
         synthetic(100, 10, 10, 2.0, topic_precision=1.5)
+    one = synthetic(50, 6, 1, 0.5, topic_precision=0.5, max_freq=0.6)  # default K never exceeds L
+    assert one.labels.shape == (50, 1) and one.labels.nnz > 0
 
 
 def test_synthetic_default_preset_size():

@@ -560,7 +560,7 @@ def synthetic(
         topics_per_example: topics per example.
         num_topics: default ``round(topics_per_example * (1 - label_noise) / max_freq)``
             (at least 2), the largest ``K`` for which the top label's probability stays <= 1;
-            with ``topic_precision``, ``round(L / 100)`` (at least 2).
+            with ``topic_precision``, ``round(L / 100)`` (at least 2, at most ``L``).
         topic_precision: in ``(0, 1]``: graded topics (see above), and ``topics_per_example``
             is not used. None: ``topics_per_example`` equally common topics.
         label_noise: share of a label's positives that fall outside its topic.
@@ -592,7 +592,7 @@ def synthetic(
     else:
         if not 0 < topic_precision <= 1:
             raise ValueError(f"topic_precision must be in (0, 1], got {topic_precision}")
-        K = num_topics if num_topics is not None else max(2, round(L / 100))
+        K = num_topics if num_topics is not None else min(L, max(2, round(L / 100)))
         if not 1 <= K <= L:
             raise ValueError(f"num_topics must be in [1, num_labels={L}], got {K}")
         need = p * (1 - label_noise) / topic_precision  # the prevalence each label's topic needs
