@@ -588,7 +588,8 @@ def synthetic(
         prevalence = np.full(K, T / K)
         topic_of_label = rng.permutation(L) % K
         example_topics = np.argsort(rng.random((N, K)), axis=1)[:, :T]  # (N, T) distinct topics
-        has_topic = lambda k: (example_topics == k).any(axis=1)  # noqa: E731
+        in_topic = np.zeros((N, K), dtype=bool)
+        in_topic[np.arange(N)[:, None], example_topics] = True
     else:
         if not 0 < topic_precision <= 1:
             raise ValueError(f"topic_precision must be in (0, 1], got {topic_precision}")
@@ -602,15 +603,14 @@ def synthetic(
         top = np.zeros(K)
         np.maximum.at(top, topic_of_label, p * (1 - label_noise))
         prevalence = np.minimum(np.maximum(np.exp(log_mean), top), 0.9)  # q_in <= 1 in every topic
-        example_in_topic = rng.random((N, K), dtype=np.float32) < prevalence.astype(np.float32)  # (N, K)
-        has_topic = lambda k: example_in_topic[:, k]  # noqa: E731
+        in_topic = rng.random((N, K), dtype=np.float32) < prevalence.astype(np.float32)  # independent topics
     c = prevalence[topic_of_label]
     q_in = np.minimum(1.0, p * (1 - label_noise) / c).astype(np.float32)
     q_out = np.where(c < 1, p * label_noise / np.maximum(1 - c, 1e-12), 0.0)
 
     rows, cols = [], []
     for k in range(K):  # a loop over topics (tens), each a vectorised Bernoulli block
-        members = np.flatnonzero(has_topic(k))
+        members = np.flatnonzero(in_topic[:, k])
         labels_k = np.flatnonzero(topic_of_label == k)
         step = max(1, 4_000_000 // max(1, labels_k.size))
         for s in range(0, members.size, step):
@@ -644,7 +644,7 @@ def synthetic(
         t_rows = np.repeat(np.arange(N), n_topic)
         t_topic = example_topics[t_rows, rng.integers(0, T, t_rows.size)]
     else:  # each topic word from one of the example's topics, none without a topic
-        active_rows, active_topics = np.nonzero(example_in_topic)
+        active_rows, active_topics = np.nonzero(in_topic)
         n_active = np.bincount(active_rows, minlength=N)
         n_topic[n_active == 0] = 0
         t_rows = np.repeat(np.arange(N), n_topic)
