@@ -154,13 +154,8 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
     if cfg.data.batch_size % env.world_size:
         raise ConfigError(f"config key 'data.batch_size' ({cfg.data.batch_size}) must be divisible "
                           f"by the number of processes ({env.world_size})")
-    sampler = ResumableSampler(train_set, env, seed=cfg.train.seed,
-                               batch_size=cfg.data.batch_size // env.world_size)
-    train_loader = make_loader(train_set, cfg.data.batch_size // env.world_size, sampler, cfg, env)
+    sampler, train_loader, optimizer, scheduler = training_parts(cfg, env, train_set, model)
     val_loader = make_eval_loader(val_set, cfg, env)
-    steps_per_epoch = math.ceil(len(sampler.indices_for_epoch(0)) / sampler.batch_size)
-    optimizer = build_optimizer(cfg.optim, model)
-    scheduler = build_scheduler(cfg.optim, optimizer, total_steps=steps_per_epoch * cfg.train.epochs)
 
     progress, best_state = Progress(), None
     if resume is not None:
@@ -173,8 +168,7 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
             best_state = load_checkpoint(best_path, map_location=device)["model"]
         set_rng_state(resume["rng"])
         say(f"resumed from {out} at epoch {progress.epoch + 1}, step {progress.step}")
-    train_model = nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None) if env.world_size > 1 else model
+    train_model = data_parallel(model, env)
 
     # -- outputs --
     writer = None
@@ -341,14 +335,8 @@ def refit(model, cfg: Config, env, train_set, val_set, loss_fn, *, epochs: int, 
     data = concat_data(train_set, val_set)
     seed_everything(cfg.train.seed)
     fresh = new_model(cfg.model, data.num_features, data.num_labels, prior).to(env.device)
-    batch_size = cfg.data.batch_size // env.world_size
-    sampler = ResumableSampler(data, env, seed=cfg.train.seed, batch_size=batch_size)
-    loader = make_loader(data, batch_size, sampler, cfg, env)
-    steps_per_epoch = math.ceil(len(sampler.indices_for_epoch(0)) / batch_size)
-    optimizer = build_optimizer(cfg.optim, fresh)
-    scheduler = build_scheduler(cfg.optim, optimizer, total_steps=steps_per_epoch * cfg.train.epochs)
-    train_model = nn.parallel.DistributedDataParallel(
-        fresh, device_ids=[env.device.index] if env.device.type == "cuda" else None) if env.world_size > 1 else fresh
+    sampler, loader, optimizer, scheduler = training_parts(cfg, env, data, fresh)
+    train_model = data_parallel(fresh, env)
     run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=None))
     progress, start = Progress(), time.perf_counter()
     while progress.epoch < epochs:
@@ -653,6 +641,25 @@ def make_loader(dataset, batch_size: int, sampler, cfg: Config, env):
 def make_eval_loader(dataset, cfg: Config, env):
     sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=False)
     return make_loader(dataset, cfg.data.eval_batch_size, sampler, cfg, env)
+
+
+def training_parts(cfg: Config, env, dataset, model: nn.Module):
+    """(sampler, loader, AdamW, schedule) to train ``model`` on ``dataset``: this process's share
+    of the global ``data.batch_size``, a schedule spanning ``train.epochs`` epochs of ``dataset``."""
+    batch_size = cfg.data.batch_size // env.world_size
+    sampler = ResumableSampler(dataset, env, seed=cfg.train.seed, batch_size=batch_size)
+    loader = make_loader(dataset, batch_size, sampler, cfg, env)
+    steps_per_epoch = math.ceil(len(sampler.indices_for_epoch(0)) / batch_size)
+    optimizer = build_optimizer(cfg.optim, model)
+    scheduler = build_scheduler(cfg.optim, optimizer, total_steps=steps_per_epoch * cfg.train.epochs)
+    return sampler, loader, optimizer, scheduler
+
+
+def data_parallel(model: nn.Module, env) -> nn.Module:
+    """``model`` in DistributedDataParallel when several processes train, else ``model`` itself."""
+    if env.world_size == 1:
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
 
 
 def new_model(mcfg, num_features: int, num_labels: int, prior: torch.Tensor | None = None) -> nn.Module:
