@@ -1,11 +1,13 @@
 """xmlc.config: strict typed loading from YAML and dotted overrides."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from xmlc.config import Config, ConfigError, apply_overrides, dump_config, from_dict, load_config, to_dict
+from xmlc.config import (Config, ConfigError, _fields, apply_overrides, dump_config, from_dict, load_config,
+                         to_dict)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -99,3 +101,74 @@ def test_shipped_configs_load(name):
     raw = yaml.safe_load((CONFIGS / name).read_text())
     cfg = load_config(CONFIGS / name)
     assert isinstance(cfg, Config) and raw   # every key in the file is valid
+
+
+# --- allowed values: every key's range is checked when the tree is built ---------------
+
+# (key, a value outside its range, the range the message must state)
+OUT_OF_RANGE = [
+    ("data.batch_size", "0", r">= 1"), ("data.batch_size", "-1", r">= 1"),
+    ("data.eval_batch_size", "0", r">= 1"), ("data.num_workers", "-1", r">= 0"),
+    ("data.val_fraction", "0", r"in \(0, 1\)"), ("data.val_fraction", "1", r"in \(0, 1\)"),
+    ("data.test_fraction", "1.5", r"in \(0, 1\)"),
+    ("data.synthetic", "huge", r"one of 'default', 'seed' \(the names in xmlc\.data\.SYNTHETIC_PRESETS\)"),
+    ("model.name", "cnn", r"one of 'linear', 'mlp' \(the names in xmlc\.models\.MODELS\)"),
+    ("model.hidden[0]", "[0]", r">= 1"), ("model.hidden[1]", "[8, -2]", r">= 1"),
+    ("model.hidden", "[]", r"non-empty list"),
+    ("model.dropout", "1", r"in \[0, 1\)"), ("model.dropout", "-0.1", r"in \[0, 1\)"),
+    ("model.input_dropout", "1.0", r"in \[0, 1\)"), ("model.ensemble", "0", r">= 1"),
+    ("loss.name", "hinge", r"one of 'bce', 'focal', 'asymmetric' \(the names in xmlc\.losses\.LOSSES\)"),
+    ("loss.gamma", "-1", r">= 0"), ("loss.alpha", "1.5", r"in \[0, 1\]"),
+    ("loss.gamma_pos", "-0.5", r">= 0"), ("loss.gamma_neg", "-4", r">= 0"),
+    ("loss.clip", "1", r"in \[0, 1\)"), ("loss.ohem_keep_ratio", "0", r"in \(0, 1\]"),
+    ("loss.ohem_keep_ratio", "1.01", r"in \(0, 1\]"), ("loss.ohem_min_kept", "-1", r">= 0"),
+    ("loss.pos_weight_power", "-1", r">= 0"), ("loss.pos_weight_max", "0", r"> 0"),
+    ("optim.lr", "0", r"> 0"), ("optim.lr", "-3e-4", r"> 0"), ("optim.weight_decay", "-0.01", r">= 0"),
+    ("optim.warmup", "1.5", r"in \[0, 1\]"), ("optim.grad_clip", "0", r"> 0"),
+    ("train.epochs", "0", r">= 1"), ("train.max_steps", "0", r">= 1"),
+    ("train.seed", "-1", r"in \[0, 4294967296\)"), ("train.patience", "-1", r">= 0"),
+    ("train.log_every", "0", r">= 1"),
+    ("eval.ks[0]", "[0]", r">= 1"), ("eval.ks[0]", "[0, 1]", r">= 1"), ("eval.ks[2]", "[1, 3, -5]", r">= 1"),
+    ("eval.min_positives", "-1", r">= 0"), ("eval.pr_curve_samples", "0", r">= 1"),
+]
+
+
+@pytest.mark.parametrize("key, value, allowed", OUT_OF_RANGE)
+def test_out_of_range_values_name_the_key_and_the_range(key, value, allowed):
+    setting = f"{key.split('[')[0]}={value}"
+    pattern = rf"config key '{re.escape(key)}' must be (a )?{allowed}.*got"
+    with pytest.raises(ConfigError, match=pattern):            # on the command line
+        load_config(None, [setting])
+    section, name = key.split("[")[0].split(".")
+    with pytest.raises(ConfigError, match=pattern):            # in a YAML tree (file, checkpoint)
+        from_dict(Config, {section: {name: yaml.safe_load(value)}})
+
+
+def test_every_ranged_key_is_covered():
+    """Each key whose annotation carries a check appears in OUT_OF_RANGE (no key forgotten)."""
+    checked = {f"{section}.{name}" for section, tp in _fields(Config).items()
+               for name, hint in _fields(tp).items() if "Annotated" in repr(hint)}
+    assert checked == {key.split("[")[0] for key, _, _ in OUT_OF_RANGE}
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1e400"])
+def test_non_finite_floats_are_rejected(value):
+    with pytest.raises(ConfigError, match=r"config key 'optim\.lr' must be a finite number"):
+        load_config(None, [f"optim.lr={value}"])
+    with pytest.raises(ConfigError, match=r"config key 'loss\.pos_weight_max' must be a finite number"):
+        load_config(None, [f"loss.pos_weight_max={value}"])
+
+
+def test_edges_of_the_ranges_are_accepted():
+    cfg = load_config(None, ["data.batch_size=1", "model.dropout=0", "loss.ohem_keep_ratio=1",
+                             "loss.alpha=0", "loss.clip=0", "optim.warmup=1", "optim.lr=1e-12",
+                             "train.patience=0", "train.seed=4294967295", "eval.ks=[]",
+                             "loss.pos_weight_max=null", "optim.grad_clip=none", "train.max_steps=1"])
+    assert cfg.data.batch_size == 1 and cfg.optim.warmup == 1.0 and cfg.eval.ks == []
+    assert cfg.loss.pos_weight_max is None and cfg.optim.grad_clip is None
+
+
+def test_registered_names_are_read_when_checked(monkeypatch):
+    from xmlc import models
+    monkeypatch.setitem(models.MODELS, "mine", models.build_linear)
+    assert load_config(None, ["model.name=mine"]).model.name == "mine"

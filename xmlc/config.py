@@ -2,8 +2,11 @@
 
 The tree is a handful of nested dataclasses; their defaults, with a comment each, are the
 documentation of every knob. Loading is strict in the file and on the command line alike:
-an unknown key or a value of the wrong type is a :class:`ConfigError` naming the key and
-listing the valid ones.
+an unknown key, a value of the wrong type or a value outside the key's allowed range is a
+:class:`ConfigError` naming the key and saying what it accepts. The allowed values sit in
+the annotations (``batch_size: PositiveInt``, ``dropout: Annotated[float, Range(ge=0, lt=1)]``,
+``name: Annotated[str, OneOf(models)]``), so every key is checked when the tree is built,
+before any data is read.
 
 Example::
 
@@ -18,12 +21,13 @@ Components receive their own section (``build_model(cfg.model, ...)``,
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Mapping, Optional, Union
 
 import yaml
 
@@ -42,11 +46,95 @@ __all__ = [
     "from_dict",
     "to_dict",
     "dump_config",
+    "Range",
+    "OneOf",
 ]
 
 
 class ConfigError(ValueError):
-    """A config key is unknown or its value has the wrong type or choice."""
+    """A config key is unknown or its value has the wrong type, choice or range."""
+
+
+class _RangeError(ConfigError):
+    """The value has the right type but lies outside the key's allowed values."""
+
+
+# ---------------------------------------------------------------------------------------
+# Allowed values, declared in the annotations: ``Annotated[type, check, ...]``.
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric key's allowed interval: ``ge``/``gt`` bound it below, ``le``/``lt`` above."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __str__(self) -> str:
+        def num(x):
+            return str(x) if isinstance(x, int) else f"{x:g}"
+        low = f"[{num(self.ge)}" if self.ge is not None else f"({num(self.gt)}" if self.gt is not None else None
+        high = f"{num(self.le)}]" if self.le is not None else f"{num(self.lt)})" if self.lt is not None else None
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return f"{'>=' if self.ge is not None else '>'} {low[1:]}"
+        return f"{'<=' if self.le is not None else '<'} {high[:-1]}"
+
+    def __call__(self, value: Any, key: str) -> None:
+        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        if not ok:   # NaN fails every comparison
+            raise _RangeError(f"config key '{key}' must be {self}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    """A list key must hold at least one entry."""
+
+    def __call__(self, value: Any, key: str) -> None:
+        if not value:
+            raise _RangeError(f"config key '{key}' must be a non-empty list, got {value!r}")
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A name key must be a key of a registry, read when the value is checked (so names
+    registered by the user count): ``registry()`` returns the dict, ``where`` names it."""
+
+    registry: Callable[[], Mapping[str, Any]]
+    where: str
+
+    def __call__(self, value: Any, key: str) -> None:
+        names = self.registry()
+        if value not in names:
+            raise _RangeError(f"config key '{key}' must be one of {', '.join(map(repr, names))} "
+                              f"(the names in {self.where}); got {value!r}")
+
+
+def _models() -> Mapping[str, Any]:
+    from xmlc.models import MODELS   # lazily: the config stays importable without torch
+    return MODELS
+
+
+def _losses() -> Mapping[str, Any]:
+    from xmlc.losses import LOSSES
+    return LOSSES
+
+
+def _synthetic_presets() -> Mapping[str, Any]:
+    from xmlc.data import SYNTHETIC_PRESETS
+    return SYNTHETIC_PRESETS
+
+
+PositiveInt = Annotated[int, Range(ge=1)]
+NonNegativeInt = Annotated[int, Range(ge=0)]
+Positive = Annotated[float, Range(gt=0)]
+NonNegative = Annotated[float, Range(ge=0)]
+Fraction = Annotated[float, Range(gt=0, lt=1)]        # a share of the examples, both parts non-empty
+Rate = Annotated[float, Range(ge=0, lt=1)]            # dropout, clip: 0 is off, 1 would drop everything
 
 
 @dataclass
@@ -60,31 +148,31 @@ class DataConfig:
     # stratified `test_fraction` split is carved from the generated set instead.
     test: Optional[str] = None
     # Synthetic preset (xmlc.data.SYNTHETIC_PRESETS) used when `train` is None.
-    synthetic: str = "default"
+    synthetic: Annotated[str, OneOf(_synthetic_presets, "xmlc.data.SYNTHETIC_PRESETS")] = "default"
     # Fraction of train held out for validation when `val` is None.
-    val_fraction: float = 0.1
+    val_fraction: Fraction = 0.1
     # Fraction of synthetic data held out for test (synthetic data only).
-    test_fraction: float = 0.1
+    test_fraction: Fraction = 0.1
     # Row normalisation of the features: l2 | l1 | none.
     normalize: Literal["l2", "l1", "none"] = "l2"
     # Global batch size (split evenly across processes under torchrun).
-    batch_size: int = 256
+    batch_size: PositiveInt = 256
     # Batch size for validation/test scoring (per process).
-    eval_batch_size: int = 1024
+    eval_batch_size: PositiveInt = 1024
     # DataLoader worker processes (0: load in the training process).
-    num_workers: int = 0
+    num_workers: NonNegativeInt = 0
 
 
 @dataclass
 class ModelConfig:
     # Encoder name in xmlc.models.MODELS: linear | mlp (add your own to the registry).
-    name: str = "mlp"
+    name: Annotated[str, OneOf(_models, "xmlc.models.MODELS")] = "mlp"
     # Hidden layer sizes of the MLP; the first layer is an EmbeddingBag over the features.
-    hidden: list[int] = field(default_factory=lambda: [512])
+    hidden: Annotated[list[PositiveInt], NonEmpty()] = field(default_factory=lambda: [512])
     # Dropout after each hidden layer.
-    dropout: float = 0.2
+    dropout: Rate = 0.2
     # Dropout on the input features (drops non-zero entries of the sparse rows).
-    input_dropout: float = 0.0
+    input_dropout: Rate = 0.0
     # Normalisation after each hidden linear layer: layer | batch | none.
     norm: Literal["layer", "batch", "none"] = "layer"
     # Activation after each hidden layer: relu | gelu | silu | tanh.
@@ -92,35 +180,35 @@ class ModelConfig:
     # Output bias at start: zero, or prior = log(p / (1 - p)) of each label's train frequency.
     output_bias: Literal["zero", "prior"] = "zero"
     # Members of a deep ensemble (>1: M encoders, each with its own loss, scores averaged).
-    ensemble: int = 1
+    ensemble: PositiveInt = 1
 
 
 @dataclass
 class LossConfig:
     # Loss in xmlc.losses.LOSSES: bce | focal | asymmetric.
-    name: str = "bce"
+    name: Annotated[str, OneOf(_losses, "xmlc.losses.LOSSES")] = "bce"
     # Focal loss focusing parameter (Lin et al. 2017).
-    gamma: float = 2.0
+    gamma: NonNegative = 2.0
     # Focal loss positive-class weight alpha; None: no alpha weighting.
-    alpha: Optional[float] = None
+    alpha: Optional[Annotated[float, Range(ge=0, le=1)]] = None
     # Asymmetric loss focusing on positives / negatives and negative-probability clip (Ridnik et al. 2021).
-    gamma_pos: float = 0.0
-    gamma_neg: float = 4.0
-    clip: float = 0.05
+    gamma_pos: NonNegative = 0.0
+    gamma_neg: NonNegative = 4.0
+    clip: Rate = 0.05
     # Online hard example mining: fraction of the loss entries kept (1.0 = off).
-    ohem_keep_ratio: float = 1.0
+    ohem_keep_ratio: Annotated[float, Range(gt=0, le=1)] = 1.0
     # OHEM granularity: element (per label entry) | example (per row).
     ohem_mode: Literal["element", "example"] = "element"
     # OHEM keeps at least this many entries.
-    ohem_min_kept: int = 1
+    ohem_min_kept: NonNegativeInt = 1
     # OHEM always keeps the positive entries.
     ohem_keep_positives: bool = False
     # Positive-class weight per label: none, or neg_pos = (N - pos) / pos on the training split.
     pos_weight: Literal["none", "neg_pos"] = "none"
     # pos_weight ** power (0.5 = square root, a softer weighting).
-    pos_weight_power: float = 1.0
+    pos_weight_power: NonNegative = 1.0
     # Upper clip of pos_weight (after the power); None: no clip.
-    pos_weight_max: Optional[float] = None
+    pos_weight_max: Optional[Positive] = None
     # Per-label loss weight: none | class_balanced (Cui et al. 2019) | propensity (1/p_l, Jain et al. 2016).
     label_weight: Literal["none", "class_balanced", "propensity"] = "none"
 
@@ -128,26 +216,26 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     # AdamW learning rate (peak, after warmup).
-    lr: float = 3e-3
+    lr: Positive = 3e-3
     # AdamW decoupled weight decay, applied to weight matrices only (not biases or norms).
-    weight_decay: float = 0.01
+    weight_decay: NonNegative = 0.01
     # Linear warmup length as a fraction of all training steps.
-    warmup: float = 0.05
+    warmup: Annotated[float, Range(ge=0, le=1)] = 0.05
     # Learning-rate schedule after warmup: cosine (to 0 at the last step) | constant.
     schedule: Literal["cosine", "constant"] = "cosine"
     # Clip the global gradient norm to this value; None: no clipping (the norm is still logged).
-    grad_clip: Optional[float] = 1.0
+    grad_clip: Optional[Positive] = 1.0
 
 
 @dataclass
 class TrainConfig:
     # Number of passes over the training split (the schedule spans all of them).
-    epochs: int = 10
+    epochs: PositiveInt = 10
     # Stop after this many optimizer steps in total, saving last.pt as on an interrupt;
     # the schedule still spans `epochs`, so `--resume` continues the same run. None: no limit.
-    max_steps: Optional[int] = None
+    max_steps: Optional[PositiveInt] = None
     # Seed for initialisation, data order, dropout and splits.
-    seed: int = 0
+    seed: Annotated[int, Range(ge=0, lt=2**32)] = 0
     # auto (cuda if available) | cpu | cuda.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 autocast on CUDA (ignored on CPU).
@@ -155,13 +243,13 @@ class TrainConfig:
     # Validation metric that selects best.pt and drives early stopping (higher is better).
     early_stopping_metric: str = "auprc_macro"
     # Stop after this many epochs without improvement; 0: never stop early.
-    patience: int = 3
+    patience: NonNegativeInt = 3
     # After training, train again from scratch on train + validation for the selected
     # number of epochs (same seed, schedule, loss) and ship that model; the thresholds stay
     # those fitted on the first model's validation scores (the refit has seen those rows).
     refit: bool = False
     # Log train loss, lr, grad norm, throughput to TensorBoard every this many steps.
-    log_every: int = 20
+    log_every: PositiveInt = 20
     # Show the tqdm progress bar.
     progress: bool = True
 
@@ -169,13 +257,13 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     # k for P@k, nDCG@k and PSP@k.
-    ks: list[int] = field(default_factory=lambda: [1, 3, 5])
+    ks: list[PositiveInt] = field(default_factory=lambda: [1, 3, 5])
     # Per-label thresholds fitted on validation at the end: f1 | rate | prior | none (0.5 everywhere).
     calibration: Literal["f1", "rate", "prior", "none"] = "f1"
     # Labels with fewer validation positives than this get the global (micro-F1) threshold.
-    min_positives: int = 5
+    min_positives: NonNegativeInt = 5
     # Number of (score, target) entries subsampled for the TensorBoard PR curve.
-    pr_curve_samples: int = 100_000
+    pr_curve_samples: PositiveInt = 100_000
 
 
 @dataclass
@@ -205,6 +293,8 @@ _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _type_name(typing.get_args(tp)[0])
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
@@ -218,8 +308,17 @@ def _type_name(tp: Any) -> str:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it (ints widened to float)."""
+    """Check ``value`` against the annotation ``tp``; return it (ints widened to float).
+
+    Floats must be finite; ``Annotated[type, check, ...]`` runs each ``check(value, key)``
+    after the type check."""
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *checks = typing.get_args(tp)
+        value = _coerce(value, base, key)
+        for check in checks:
+            check(value, key)
+        return value
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if type(None) in args and (value is None or (isinstance(value, str)
@@ -230,6 +329,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 continue
             try:
                 return _coerce(value, arg, key)
+            except _RangeError:
+                raise
             except ConfigError:
                 pass
         raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, got {value!r}")
@@ -253,11 +354,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value)
         # YAML 1.1 reads "1e-3" (no dot) as a string; accept plain numeric spellings.
-        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
-            return float(value)
+        elif isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            number = float(value)
+        if number is not None:
+            if not math.isfinite(number):
+                raise _RangeError(f"config key '{key}' must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -267,7 +373,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
