@@ -121,7 +121,7 @@ def main() -> None:
 
     def binned(num_bins):
         def f():
-            m = BinnedAveragePrecision(num_labels=l, thresholds=num_bins)
+            m = BinnedAveragePrecision(num_labels=l, num_bins=num_bins)
             for r0 in range(0, n, 1000):
                 m.update(s[r0:r0 + 1000], y[r0:r0 + 1000])
             return float(m.compute())

@@ -14,7 +14,7 @@ from xmlc.data import make_loader, synthetic, write_xmc
 from xmlc.stats import (
     BUCKET_NAMES,
     class_balanced_weights,
-    count_labels,
+    label_and_example_counts,
     frequency_buckets,
     label_counts,
     label_report,
@@ -70,7 +70,7 @@ def input_variants(data, dense):
 def test_every_input_type_gives_the_same_counts(data, reference):
     expected, dense = reference
     for name, labels in input_variants(data, dense).items():
-        counts, n = count_labels(labels, num_labels=data.num_labels)
+        counts, n = label_and_example_counts(labels, num_labels=data.num_labels)
         assert counts.dtype == np.int64, name
         np.testing.assert_array_equal(counts, expected, err_msg=name)
         assert n == len(data), name
@@ -200,7 +200,7 @@ def test_frequency_buckets_equal_mass_rule():
     b = frequency_buckets(big)
     share = np.array([big[b == k].sum() for k in range(3)]) / big.sum()
     assert np.all(np.abs(share - 1 / 3) < 0.1), share
-    np.testing.assert_array_equal(frequency_buckets(counts, thresholds=(50, 5)), [0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2])
+    np.testing.assert_array_equal(frequency_buckets(counts, boundaries=(50, 5)), [0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2])
     np.testing.assert_array_equal(frequency_buckets([0, 0]), [2, 2])
 
 

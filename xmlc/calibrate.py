@@ -35,6 +35,8 @@ __all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "METHODS"]
 
 METHODS = ("f1", "fbeta", "rate", "prior")
 _FALLBACKS = ("global", "shrink")
+Method = Literal["f1", "fbeta", "rate", "prior"]
+Fallback = Literal["global", "shrink"]
 
 
 def prior_thresholds(pos_weight) -> torch.Tensor:
@@ -59,7 +61,20 @@ def prior_thresholds(pos_weight) -> torch.Tensor:
 
 
 def apply_thresholds(scores, thresholds) -> torch.Tensor:
-    """Decisions ``scores >= thresholds``: ``(N, L)`` bool. Pure; ``thresholds`` scalar or ``(L,)``."""
+    """Decisions ``scores >= thresholds``; pure (the rule every metric at a threshold uses).
+
+    Args:
+        scores: ``(N, L)`` probabilities (tensor or array; the result is on its device).
+        thresholds: a scalar or per label ``(L,)``.
+
+    Returns:
+        bool tensor ``(N, L)``.
+
+    Example:
+        >>> apply_thresholds(torch.tensor([[0.9, 0.2], [0.5, 0.7]]), torch.tensor([0.5, 0.8]))
+        tensor([[ True, False],
+                [ True, False]])
+    """
     s = torch.as_tensor(scores)
     t = torch.as_tensor(thresholds, dtype=s.dtype, device=s.device)
     if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape[0] != s.shape[-1]):
@@ -89,10 +104,10 @@ def fit_thresholds(
     scores,
     targets,
     *,
-    method: Literal["f1", "fbeta", "rate", "prior"] = "f1",
+    method: Method = "f1",
     beta: float = 1.0,
     min_positives: int = 5,
-    fallback: Literal["global", "shrink"] = "global",
+    fallback: Fallback = "global",
     pos_weight=None,
 ) -> torch.Tensor:
     """Fit one threshold per label on validation scores.

@@ -11,6 +11,12 @@ Conventions:
     * A label is *predicted* when ``score >= threshold`` (the same rule as
       :func:`xmlc.calibrate.apply_thresholds`).
 
+Return types, one rule for every functional metric: an averaged value (``average="macro"`` or
+``"micro"``, and every metric without an ``average`` argument: P@k, nDCG@k, PSP@k, the
+positive-rate ratio) is a Python ``float``; ``average="none"`` gives a float32 tensor ``(L,)``.
+Per-bucket results come from their own functions as ``dict[str, float]``. The
+``torchmetrics.Metric`` classes return tensors from ``compute()``, as torchmetrics requires.
+
 Empty-label policy (``empty``): a label with no positive in the evaluation set has no defined
 average precision (recall is 0/0). ``"ignore"`` (default) leaves it out of macro averages and
 returns NaN for it under ``average="none"``; ``"zero"`` counts it as 0 (torchmetrics >= 1.4).
@@ -36,8 +42,9 @@ import scipy.sparse as sp
 import torch
 from torchmetrics import Metric
 
+from xmlc.stats import BUCKET_NAMES
+
 __all__ = [
-    "BUCKET_NAMES",
     "average_precision",
     "binned_average_precision",
     "precision_at_k",
@@ -45,12 +52,14 @@ __all__ = [
     "psp_at_k",
     "f1_score",
     "positive_rate_ratio",
+    "positive_rate_ratio_by_bucket",
     "evaluate_all",
     "MultilabelAUPRC",
     "BinnedAveragePrecision",
 ]
 
-BUCKET_NAMES = ("head", "torso", "tail")
+Average = Literal["macro", "micro", "none"]
+Empty = Literal["ignore", "zero"]
 _AVERAGES = ("macro", "micro", "none")
 _EMPTY = ("ignore", "zero")
 _LABEL_CHUNK_BYTES = 32 * 2**20  # scores per row chunk of the micro counts
@@ -424,9 +433,9 @@ def average_precision(
     scores,
     targets,
     *,
-    average: Literal["macro", "micro", "none"] = "macro",
-    empty: Literal["ignore", "zero"] = "ignore",
-) -> torch.Tensor:
+    average: Average = "macro",
+    empty: Empty = "ignore",
+) -> float | torch.Tensor:
     """Exact average precision (area under the step-wise precision-recall curve).
 
     ``AP = sum_n (R_n - R_{n-1}) P_n`` over distinct score thresholds, as in scikit-learn:
@@ -442,14 +451,16 @@ def average_precision(
             ``"none"``) or ``"zero"`` (AP = 0).
 
     Returns:
-        Scalar float32 tensor, or ``(L,)`` for ``average="none"``. NaN if no label has a positive
-        under ``"ignore"``.
+        float for ``"macro"`` / ``"micro"`` (NaN if no label has a positive under ``"ignore"``);
+        float32 tensor ``(L,)`` for ``"none"``.
 
     Example:
         >>> s = torch.tensor([[0.9, 0.1], [0.4, 0.8], [0.4, 0.3]])
         >>> t = torch.tensor([[1, 0], [0, 1], [1, 0]])
         >>> average_precision(s, t, average="none")
         tensor([0.8333, 1.0000])
+        >>> round(average_precision(s, t), 4)
+        0.9167
     """
     _check_choice("average", average, _AVERAGES)
     _check_choice("empty", empty, _EMPTY)
@@ -459,31 +470,57 @@ def average_precision(
     if average == "micro":
         _, pos_ge, all_ge = _micro_tie_counts(s, pos)
         ap_sum = torch.tensor([np.sum(pos_ge / all_ge)])
-        return _ap_from_counts(ap_sum, torch.tensor([pos.rows.size]), "micro", empty)
+        return _as_result(_ap_from_counts(ap_sum, torch.tensor([pos.rows.size]), "micro", empty))
     ap_sum = torch.from_numpy(_per_label_ap_sum(s, pos))
-    return _ap_from_counts(ap_sum, torch.from_numpy(pos.counts), average, empty)
+    return _as_result(_ap_from_counts(ap_sum, torch.from_numpy(pos.counts), average, empty))
+
+
+def _as_result(value: torch.Tensor) -> float | torch.Tensor:
+    """The module's return rule: a scalar becomes a Python float, an ``(L,)`` tensor stays."""
+    return float(value) if value.ndim == 0 else value
 
 
 def binned_average_precision(
     scores,
     targets,
     *,
-    thresholds: int = 1000,
-    average: Literal["macro", "micro", "none"] = "macro",
-    empty: Literal["ignore", "zero"] = "ignore",
-) -> torch.Tensor:
-    """Average precision on a grid of ``thresholds`` equal-width score bins over [0, 1].
+    num_bins: int = 1000,
+    average: Average = "macro",
+    empty: Empty = "ignore",
+) -> float | torch.Tensor:
+    """Average precision on a grid of ``num_bins`` equal-width score bins over [0, 1].
 
     Equals the exact AP of the scores rounded down to the grid (ties within a bin merge), so
     it can only lose resolution inside a bin; see :class:`BinnedAveragePrecision` for the
     streaming form and the measured distance from exact.
+
+    Args:
+        scores: ``(N, L)`` probabilities (torch or numpy; stays on its device).
+        targets: ``(N, L)`` {0, 1} dense or scipy sparse (densified: this is the batch form).
+        num_bins: number of bins T >= 2; bin ``floor(score * T)``, clamped to ``[0, T - 1]``.
+        average, empty: as in :func:`average_precision`.
+
+    Returns:
+        float for ``"macro"`` / ``"micro"``; float32 tensor ``(L,)`` for ``"none"``.
+
+    Example:
+        >>> s = torch.tensor([[0.91, 0.1], [0.45, 0.8], [0.42, 0.3]])
+        >>> t = torch.tensor([[1, 0], [0, 1], [1, 0]])
+        >>> binned_average_precision(s, t, num_bins=10, average="none")  # 0.45 and 0.42 tie
+        tensor([0.8333, 1.0000])
     """
     _check_choice("average", average, _AVERAGES)
     _check_choice("empty", empty, _EMPTY)
+    _check_num_bins(num_bins)
     s = torch.as_tensor(scores)
     t = _dense_targets(targets, s.shape).to(s.device)
-    pos_hist, all_hist = _binned_counts(s, t, thresholds)
-    return _binned_ap(pos_hist, all_hist, average, empty)
+    pos_hist, all_hist = _binned_counts(s, t, num_bins)
+    return _as_result(_binned_ap(pos_hist, all_hist, average, empty))
+
+
+def _check_num_bins(num_bins) -> None:
+    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 2:
+        raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}")
 
 
 def _dense_targets(targets, shape) -> torch.Tensor:
@@ -516,6 +553,20 @@ def precision_at_k(scores, targets, k: int) -> float:
 
     Examples without positives count as 0 (Extreme Classification Repository convention).
     Score ties inside the top k are broken by ``torch.topk``.
+
+    Args:
+        scores: ``(N, L)`` scores (any monotone scale: probabilities or logits).
+        targets: ``(N, L)`` {0, 1} dense or scipy sparse (never densified).
+        k: number of top-scored labels per example, ``>= 1``; ``k > L`` counts all L.
+
+    Returns:
+        float in [0, 1].
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.8, 0.7]])
+        >>> t = torch.tensor([[1, 0, 0], [0, 0, 1]])
+        >>> precision_at_k(s, t, 1), precision_at_k(s, t, 2)
+        (0.5, 0.5)
     """
     s = _scores_np(scores)
     return float(_topk_hits(s, _positives(targets, s.shape), _check_k(k)).sum(1).mean() / k)
@@ -535,9 +586,22 @@ def _ndcg(hits: np.ndarray, n_pos: np.ndarray, k: int) -> float:
 
 
 def ndcg_at_k(scores, targets, k: int) -> float:
-    """nDCG@k = DCG@k / ideal DCG@k with DCG@k = sum_{r<=k} y_(r) / log2(r + 1).
+    """nDCG@k = DCG@k / ideal DCG@k with DCG@k = sum_{r<=k} y_(r) / log2(r + 1), averaged.
 
     The ideal DCG uses ``min(k, #positives)`` positives; examples without positives count as 0.
+
+    Args:
+        scores: ``(N, L)`` scores. targets: ``(N, L)`` {0, 1} dense or scipy sparse.
+        k: cut-off rank, ``>= 1``.
+
+    Returns:
+        float in [0, 1], the mean over the N examples.
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.1, 0.5]])
+        >>> t = torch.tensor([[0, 0, 1]])
+        >>> round(ndcg_at_k(s, t, 2), 4)  # the positive at rank 2: 1 / log2(3)
+        0.6309
     """
     s = _scores_np(scores)
     pos = _positives(targets, s.shape)
@@ -574,7 +638,21 @@ def psp_at_k(scores, targets, k: int, propensities) -> float:
 
     ``sum_i sum_{l in top-k(i)} y_il / p_l`` divided by its best achievable value (each
     example's positives with the k largest ``1/p_l``), as in pyxclib and the Extreme
-    Classification Repository tables. ``propensities``: ``(L,)``, e.g. ``xmlc.stats.propensity``.
+    Classification Repository tables.
+
+    Args:
+        scores: ``(N, L)`` scores. targets: ``(N, L)`` {0, 1} dense or scipy sparse.
+        k: cut-off rank, ``>= 1``.
+        propensities: ``(L,)`` values in (0, 1], e.g. ``xmlc.stats.propensity(counts, N)``.
+
+    Returns:
+        float in [0, 1]; NaN if no example has a positive.
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.1, 0.5]])
+        >>> t = torch.tensor([[1, 0, 1]])
+        >>> psp_at_k(s, t, 1, torch.tensor([0.5, 1.0, 0.25]))  # (1/0.5) / (1/0.25)
+        0.5
     """
     s = _scores_np(scores)
     prop = _propensities_np(propensities, s.shape[1])
@@ -623,17 +701,31 @@ def f1_score(
     targets,
     thresholds=0.5,
     *,
-    average: Literal["micro", "macro", "none"] = "micro",
-    empty: Literal["ignore", "zero"] = "ignore",
-):
+    average: Average = "micro",
+    empty: Empty = "ignore",
+) -> float | torch.Tensor:
     """F1 of the decisions ``score >= thresholds`` (scalar or per label ``(L,)``).
 
     Micro pools TP/FP/FN over all labels. Macro averages per-label F1; a label with no
     positive is left out (``empty="ignore"``, NaN under ``"none"``) or counted with its F1,
     which is 0 (``"zero"``, scikit-learn's ``zero_division=0``).
 
+    Args:
+        scores: ``(N, L)`` probabilities. targets: ``(N, L)`` {0, 1} dense or scipy sparse.
+        thresholds: decision threshold, a scalar or per label ``(L,)`` (e.g. from
+            :func:`xmlc.calibrate.fit_thresholds`).
+        average: ``"micro"``, ``"macro"`` or ``"none"``. empty: empty-label policy.
+
     Returns:
         float for micro/macro, ``(L,)`` float32 tensor for ``average="none"``.
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.1], [0.4, 0.8], [0.6, 0.3]])
+        >>> t = torch.tensor([[1, 0], [0, 1], [1, 0]])
+        >>> f1_score(s, t, 0.5)  # TP 3, FP 0, FN 0
+        1.0
+        >>> f1_score(s, t, torch.tensor([0.95, 0.5]), average="none")
+        tensor([0., 1.])
     """
     _check_choice("average", average, _AVERAGES)
     _check_choice("empty", empty, _EMPTY)
@@ -648,25 +740,49 @@ def _rate_ratio(predicted, n_pos) -> float:
     return float(predicted.sum() / total) if total > 0 else float("nan")
 
 
-def positive_rate_ratio(scores, targets, thresholds=0.5, *, buckets=None):
+def positive_rate_ratio(scores, targets, thresholds=0.5) -> float:
     """Predicted positives / true positives at ``score >= thresholds``; > 1 means over-predicting.
 
     Args:
-        buckets: optional int array ``(L,)`` of bucket ids (0 head, 1 torso, 2 tail, as from
-            ``xmlc.stats.frequency_buckets``).
+        scores: ``(N, L)`` probabilities. targets: ``(N, L)`` {0, 1} dense or scipy sparse.
+        thresholds: decision threshold, a scalar or per label ``(L,)``.
 
     Returns:
-        float, or with ``buckets`` a dict ``{"all": r, "head": r, "torso": r, "tail": r}``.
-        NaN where the (bucket's) labels have no true positive.
+        float; NaN if there is no true positive.
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.6], [0.4, 0.8]])
+        >>> positive_rate_ratio(s, torch.tensor([[1, 0], [0, 1]]))  # 3 predicted / 2 true
+        1.5
     """
     s = _scores_np(scores)
     pos = _positives(targets, s.shape)
     predicted, _ = _decision_counts(s, pos, thresholds)
-    overall = _rate_ratio(predicted, pos.counts)
-    if buckets is None:
-        return overall
+    return _rate_ratio(predicted, pos.counts)
+
+
+def positive_rate_ratio_by_bucket(scores, targets, thresholds=0.5, *, buckets) -> dict[str, float]:
+    """:func:`positive_rate_ratio` over all labels and within each label-frequency bucket.
+
+    Args:
+        scores, targets, thresholds: as in :func:`positive_rate_ratio`.
+        buckets: int ``(L,)`` bucket ids, 0 head, 1 torso, 2 tail
+            (``xmlc.stats.frequency_buckets``; names in ``xmlc.stats.BUCKET_NAMES``).
+
+    Returns:
+        ``{"all": r, "head": r, "torso": r, "tail": r}``; NaN where the labels in question have
+        no true positive.
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.6], [0.4, 0.8]])
+        >>> positive_rate_ratio_by_bucket(s, torch.tensor([[1, 0], [0, 1]]), buckets=[0, 2])
+        {'all': 1.5, 'head': 1.0, 'torso': nan, 'tail': 2.0}
+    """
+    s = _scores_np(scores)
+    pos = _positives(targets, s.shape)
+    predicted, _ = _decision_counts(s, pos, thresholds)
     b = _buckets_np(buckets, s.shape[1])
-    out = {"all": overall}
+    out = {"all": _rate_ratio(predicted, pos.counts)}
     for i, name in enumerate(BUCKET_NAMES):
         out[name] = _rate_ratio(predicted[b == i], pos.counts[b == i])
     return out
@@ -689,7 +805,7 @@ def evaluate_all(
     ks: Sequence[int] = (1, 3, 5),
     buckets=None,
     propensities=None,
-    empty: Literal["ignore", "zero"] = "ignore",
+    empty: Empty = "ignore",
     prefix: str = "",
 ) -> dict[str, float]:
     """All evaluation numbers in one flat dict with stable names.
@@ -704,6 +820,16 @@ def evaluate_all(
         thresholds: decision threshold(s) for F1 and the positive-rate ratio, scalar or ``(L,)``.
         buckets: int array ``(L,)`` (0 head, 1 torso, 2 tail). propensities: ``(L,)``.
         empty: empty-label policy for the macro averages (see module docstring).
+        prefix: prepended to every key (e.g. ``"val/"``).
+
+    Returns:
+        ``dict[str, float]`` (``num_labels_no_positive`` is an int).
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.1], [0.4, 0.8], [0.6, 0.3]])
+        >>> t = torch.tensor([[1, 0], [0, 1], [1, 0]])
+        >>> evaluate_all(s, t, ks=(1,))["p@1"]
+        1.0
     """
     _check_choice("empty", empty, _EMPTY)
     s = _scores_np(scores)
@@ -775,7 +901,7 @@ class MultilabelAUPRC(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, num_labels: int, *, average: str = "macro", empty: str = "ignore", **kwargs):
+    def __init__(self, num_labels: int, *, average: Average = "macro", empty: Empty = "ignore", **kwargs):
         super().__init__(**kwargs)
         if not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
@@ -793,38 +919,45 @@ class MultilabelAUPRC(Metric):
         self.targets.append(t.detach().to(torch.uint8))
 
     def compute(self) -> torch.Tensor:
+        """Scalar float32 tensor (macro/micro) or ``(L,)`` (none), on the metric's device."""
         s = torch.cat(self.scores) if isinstance(self.scores, list) else self.scores
         t = torch.cat(self.targets) if isinstance(self.targets, list) else self.targets
-        return average_precision(s, t, average=self.average, empty=self.empty).to(self.device)
+        ap = average_precision(s, t, average=self.average, empty=self.empty)
+        return torch.as_tensor(ap, dtype=torch.float32).to(self.device)
 
 
 class BinnedAveragePrecision(Metric):
-    """Streaming AUPRC over ``thresholds`` equal-width score bins; state ``2 x (L, T)`` int64.
+    """Streaming AUPRC over ``num_bins`` equal-width score bins; state ``2 x (L, T)`` int64.
 
     Each update histograms the batch with one ``bincount`` on ``label * T + bin`` indices (no
     ``(B, L, T)`` tensor). The result is the exact AP of the scores rounded down to the bin
     grid, i.e. scores in the same bin tie. States are summed across processes under DDP.
 
     Args:
-        num_labels: L. thresholds: number of bins T. average, empty: as in
+        num_labels: L. num_bins: number of bins T >= 2. average, empty: as in
             :func:`average_precision`.
+
+    Example:
+        >>> m = BinnedAveragePrecision(num_labels=2, num_bins=10)
+        >>> m.update(torch.tensor([[0.91, 0.1], [0.45, 0.8]]), torch.tensor([[1, 0], [0, 1]]))
+        >>> m.compute()
+        tensor(1.)
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, num_labels: int, *, thresholds: int = 1000, average: str = "macro",
-                 empty: str = "ignore", **kwargs):
+    def __init__(self, num_labels: int, *, num_bins: int = 1000, average: Average = "macro",
+                 empty: Empty = "ignore", **kwargs):
         super().__init__(**kwargs)
         if not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
-        if not isinstance(thresholds, int) or thresholds < 2:
-            raise ValueError(f"thresholds must be an int >= 2, got {thresholds!r}")
+        _check_num_bins(num_bins)
         _check_choice("average", average, _AVERAGES)
         _check_choice("empty", empty, _EMPTY)
-        self.num_labels, self.num_bins, self.average, self.empty = num_labels, thresholds, average, empty
-        zeros = torch.zeros(num_labels, thresholds, dtype=torch.long)
+        self.num_labels, self.num_bins, self.average, self.empty = num_labels, int(num_bins), average, empty
+        zeros = torch.zeros(num_labels, self.num_bins, dtype=torch.long)
         self.add_state("pos_hist", default=zeros.clone(), dist_reduce_fx="sum")
         self.add_state("all_hist", default=zeros.clone(), dist_reduce_fx="sum")
 
@@ -837,4 +970,5 @@ class BinnedAveragePrecision(Metric):
         self.all_hist += all_hist
 
     def compute(self) -> torch.Tensor:
+        """Scalar float32 tensor (macro/micro) or ``(L,)`` (none)."""
         return _binned_ap(self.pos_hist, self.all_hist, self.average, self.empty)

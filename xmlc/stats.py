@@ -19,6 +19,7 @@ import json
 import math
 import sys
 from collections.abc import Iterable
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,7 +27,7 @@ import torch
 
 __all__ = [
     "label_counts",
-    "count_labels",
+    "label_and_example_counts",
     "pos_weight",
     "pos_weight_from_counts",
     "class_balanced_weights",
@@ -38,6 +39,7 @@ __all__ = [
 
 BUCKET_NAMES = ("head", "torso", "tail")
 ZERO_POSITIVE_POLICIES = ("max", "one", "zero", "error")
+ZeroPositive = Literal["max", "one", "zero", "error"]
 
 
 # --------------------------------------------------------------------------------------
@@ -147,8 +149,9 @@ def _is_label_list(item) -> bool:
     return isinstance(item, np.ndarray) and item.ndim == 1 and item.dtype.kind in "iu"
 
 
-def count_labels(labels, num_labels: int | None = None) -> tuple[np.ndarray, int]:
-    """Positives per label and the number of examples, in one pass.
+def label_and_example_counts(labels, num_labels: int | None = None) -> tuple[np.ndarray, int]:
+    """Positives per label and the number of examples ``N``, in one pass (for inputs such
+    as a ``DataLoader`` that can be read only once; :func:`label_counts` gives the counts alone).
 
     Args:
         labels: ``(N, L)`` {0, 1} labels as any of: scipy sparse (CSR, CSC, COO, ...),
@@ -166,6 +169,10 @@ def count_labels(labels, num_labels: int | None = None) -> tuple[np.ndarray, int
         ValueError: non-binary values, a width that disagrees with ``num_labels``, label
             indices out of range.
         TypeError: an input of none of these types.
+
+    Example:
+        >>> label_and_example_counts([[0, 2], [2], []])
+        (array([1, 0, 2]), 3)
     """
     if hasattr(labels, "labels") and hasattr(labels, "num_labels") and sp.issparse(labels.labels):
         return _count_sparse(labels.labels, num_labels)
@@ -182,7 +189,7 @@ def count_labels(labels, num_labels: int | None = None) -> tuple[np.ndarray, int
         for item in labels:
             if _is_label_list(item):
                 raise TypeError("mixing label lists with batches; pass a list of label lists")
-            c, n = count_labels(_batch_labels(item), num_labels)
+            c, n = label_and_example_counts(_batch_labels(item), num_labels)
             if counts is None:
                 counts, num_labels = c, c.size
             else:
@@ -197,8 +204,19 @@ def count_labels(labels, num_labels: int | None = None) -> tuple[np.ndarray, int
 
 
 def label_counts(labels, num_labels: int | None = None) -> np.ndarray:
-    """Positives per label: int64 ``(L,)``. Accepts every input of ``count_labels``."""
-    return count_labels(labels, num_labels)[0]
+    """Positives per label: int64 ``(L,)``; :func:`label_and_example_counts` without ``N``.
+
+    Args:
+        labels, num_labels: as in :func:`label_and_example_counts`.
+
+    Returns:
+        int64 ``(L,)``.
+
+    Example:
+        >>> label_counts([[0, 2], [2], []])
+        array([1, 0, 2])
+    """
+    return label_and_example_counts(labels, num_labels)[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -249,7 +267,7 @@ def pos_weight_from_counts(
     *,
     power: float = 1.0,
     max_value: float | None = None,
-    zero_positive: str = "max",
+    zero_positive: ZeroPositive = "max",
 ) -> torch.Tensor:
     """``pos_weight = ((N - pos) / pos) ** power``, clipped at ``max_value``.
 
@@ -269,6 +287,10 @@ def pos_weight_from_counts(
 
     Returns:
         float32 tensor ``(L,)``.
+
+    Example:
+        >>> pos_weight_from_counts([1, 4, 0], 5, zero_positive="one")
+        tensor([4.0000, 0.2500, 1.0000])
     """
     if power < 0 or not math.isfinite(power):
         raise ValueError(f"power must be finite and >= 0, got {power}")
@@ -290,13 +312,13 @@ def pos_weight(
     num_labels: int | None = None,
     power: float = 1.0,
     max_value: float | None = None,
-    zero_positive: str = "max",
+    zero_positive: ZeroPositive = "max",
 ) -> torch.Tensor:
     """``(N - pos) / pos`` per label from a label matrix: float32 ``(L,)``.
 
     Args:
-        labels: any input of ``count_labels`` (sparse, dense, torch, lists, batches).
-        num_labels: ``L``, see ``count_labels``.
+        labels: any input of ``label_and_example_counts`` (sparse, dense, torch, lists, batches).
+        num_labels: ``L``, see ``label_and_example_counts``.
         power, max_value, zero_positive: see ``pos_weight_from_counts``.
 
     Returns:
@@ -306,11 +328,11 @@ def pos_weight(
         >>> pos_weight([[0], [0, 1], []], num_labels=3, zero_positive="one")
         tensor([0.5000, 2.0000, 1.0000])
     """
-    counts, n = count_labels(labels, num_labels)
+    counts, n = label_and_example_counts(labels, num_labels)
     return pos_weight_from_counts(counts, n, power=power, max_value=max_value, zero_positive=zero_positive)
 
 
-def class_balanced_weights(counts, *, beta: float = 0.999, zero_positive: str = "max") -> torch.Tensor:
+def class_balanced_weights(counts, *, beta: float = 0.999, zero_positive: ZeroPositive = "max") -> torch.Tensor:
     """Class-balanced weights from the effective number of samples (Cui et al., 2019).
 
     ``w_l = (1 - beta) / (1 - beta ** n_l)``, then normalised so that the weights have
@@ -328,6 +350,10 @@ def class_balanced_weights(counts, *, beta: float = 0.999, zero_positive: str = 
 
     Returns:
         float32 tensor ``(L,)``, mean 1.
+
+    Example:
+        >>> class_balanced_weights([1, 3], beta=0.5)  # (1 - b) / (1 - b ** n): 1 and 4/7
+        tensor([1.2727, 0.7273])
     """
     if not 0 <= beta < 1:
         raise ValueError(f"beta must be in [0, 1), got {beta}")
@@ -363,6 +389,10 @@ def propensity(counts, num_examples: int, *, A: float = 0.55, B: float = 1.5) ->
 
     Returns:
         float32 tensor ``(L,)`` in (0, 1).
+
+    Example:
+        >>> propensity([1, 100], 1000)  # rare labels get small propensities
+        tensor([0.1448, 0.5648])
     """
     if num_examples <= 1:
         raise ValueError(f"num_examples must be > 1, got {num_examples}")
@@ -372,7 +402,7 @@ def propensity(counts, num_examples: int, *, A: float = 0.55, B: float = 1.5) ->
     return torch.from_numpy(p.astype(np.float32))
 
 
-def frequency_buckets(counts, *, thresholds: tuple[float, float] | None = None) -> np.ndarray:
+def frequency_buckets(counts, *, boundaries: tuple[float, float] | None = None) -> np.ndarray:
     """Head / torso / tail bucket of each label: int ``(L,)``, 0 head, 1 torso, 2 tail.
 
     Rule (default, equal positive mass): sort labels by count, descending, and walk the
@@ -380,22 +410,26 @@ def frequency_buckets(counts, *, thresholds: tuple[float, float] | None = None) 
     share first reaches 1/3 and ``c_tail`` the count at which it first reaches 2/3. Head:
     ``count >= c_head``; tail: ``count < c_tail`` (labels with no positives always tail);
     torso: the rest. Each bucket thus holds about a third of the positives; tied counts
-    always share a bucket. With ``thresholds=(head_min, tail_max)``: head ``count >=
+    always share a bucket. With ``boundaries=(head_min, tail_max)``: head ``count >=
     head_min``, tail ``count <= tail_max``, torso between.
 
     Args:
         counts: ``(L,)`` positives per label.
-        thresholds: optional absolute count thresholds ``(head_min, tail_max)``.
+        boundaries: optional absolute count boundaries ``(head_min, tail_max)``.
 
     Returns:
         int64 array ``(L,)``; names in ``BUCKET_NAMES``.
+
+    Example:
+        >>> frequency_buckets([50, 30, 10, 5, 5, 0])
+        array([0, 1, 2, 2, 2, 2])
     """
     n = _check_counts(counts)
     out = np.ones(n.size, dtype=np.int64)
-    if thresholds is not None:
-        head_min, tail_max = thresholds
+    if boundaries is not None:
+        head_min, tail_max = boundaries
         if not tail_max < head_min:
-            raise ValueError(f"thresholds must satisfy tail_max < head_min, got {thresholds}")
+            raise ValueError(f"boundaries must satisfy tail_max < head_min, got {boundaries}")
         out[n >= head_min] = 0
         out[n <= tail_max] = 2
         return out
@@ -423,8 +457,8 @@ def label_report(data_or_labels, *, num_labels: int | None = None, few: int = 5)
 
     Args:
         data_or_labels: an ``XMCData`` (adds ``D`` and features per example) or any
-            input of ``count_labels``.
-        num_labels: ``L``, see ``count_labels``.
+            input of ``label_and_example_counts``.
+        num_labels: ``L``, see ``label_and_example_counts``.
         few: labels with ``1..few`` positives are counted as "few".
 
     Returns:
@@ -437,7 +471,7 @@ def label_report(data_or_labels, *, num_labels: int | None = None, few: int = 5)
     """
     features = getattr(data_or_labels, "features", None)
     labels = getattr(data_or_labels, "labels", data_or_labels)
-    counts, N = count_labels(labels, num_labels)
+    counts, N = label_and_example_counts(labels, num_labels)
     L = counts.size
     nnz = int(counts.sum())
     report: dict = {

@@ -134,7 +134,7 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
     # -- data and label statistics (train split only) --
     train_set, val_set, test_set = load_splits(cfg.data, seed=cfg.train.seed)
     num_features, num_labels = train_set.num_features, train_set.num_labels
-    counts, num_train = stats.count_labels(train_set.labels, num_labels)
+    counts, num_train = stats.label_and_example_counts(train_set.labels, num_labels)
     pos_weight, label_weight = loss_weights(cfg.loss, counts, num_train)
     buckets = stats.frequency_buckets(counts)
     propensities = stats.propensity(counts, num_train)
@@ -503,11 +503,11 @@ def threshold_metrics(scores, labels, thresholds, buckets=None) -> dict:
     """The threshold-dependent metrics (F1, positive-rate ratio) at ``thresholds``."""
     out = {"f1_micro": metrics.f1_score(scores, labels, thresholds, average="micro"),
            "f1_macro": metrics.f1_score(scores, labels, thresholds, average="macro")}
-    ratio = metrics.positive_rate_ratio(scores, labels, thresholds, buckets=buckets)
-    if isinstance(ratio, dict):   # {"all": r, "head": r, ...}
+    if buckets is None:
+        out["positive_rate_ratio"] = metrics.positive_rate_ratio(scores, labels, thresholds)
+    else:   # {"all": r, "head": r, ...}
+        ratio = metrics.positive_rate_ratio_by_bucket(scores, labels, thresholds, buckets=buckets)
         out |= {"positive_rate_ratio" if k == "all" else f"positive_rate_ratio_{k}": v for k, v in ratio.items()}
-    else:
-        out["positive_rate_ratio"] = ratio
     return {k: float(v) for k, v in out.items()}
 
 

@@ -1,0 +1,13 @@
+"""The Example sections of the library's docstrings run and print what they show."""
+
+import doctest
+
+import pytest
+
+from xmlc import calibrate, metrics, stats
+
+
+@pytest.mark.parametrize("module", [metrics, calibrate, stats], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
