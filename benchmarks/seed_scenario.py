@@ -84,9 +84,8 @@ def rate_views(out_dir: Path, names: list[str]) -> dict[str, dict]:
     from xmlc import calibrate, metrics
     from xmlc.checkpoint import load_checkpoint
     from xmlc.config import Config, from_dict
-    from xmlc.data import make_loader
+    from xmlc.data import load_splits, make_loader
     from xmlc.models import build_model, probabilities
-    from xmlc.train import load_splits
 
     def scores(model, data):
         with torch.no_grad():

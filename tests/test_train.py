@@ -196,7 +196,7 @@ def test_refit_is_the_selected_run_repeated_on_train_plus_val(refitted, files, t
     result = json.loads((refit / "metrics.json").read_text())
     both = tmp_path / "both.txt"   # the train rows, then the validation rows
     train, val = xdata.read_xmc(files["train"]), xdata.read_xmc(files["val"])
-    xdata.write_xmc(both, xtrain.concat_data(train, val).features, xtrain.concat_data(train, val).labels)
+    xdata.write_xmc(both, xdata.concat_data(train, val).features, xdata.concat_data(train, val).labels)
     steps = result["best_epoch"] * math.ceil(304 / 64)
     assert result["refit"]["steps"] == steps
     # a plain run on that file, stopped after the selected epochs of a schedule over train.epochs
@@ -322,6 +322,14 @@ def test_missing_and_malformed_data_fail_before_training(files, tmp_path, capsys
     assert xtrain.main(tiny(files, tmp_path / "b", f"data.train={bad}")) == xtrain.EXIT_USAGE
     assert str(bad) in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_commands_and_library_do_not_import_train():
+    """The arrows point down: evaluate, predict and the library never import xmlc.train."""
+    code = ("import sys, xmlc.evaluate, xmlc.predict, xmlc.inference, xmlc.monitor, xmlc.calibrate; "
+            "sys.exit('xmlc.train' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_print_config(capsys):

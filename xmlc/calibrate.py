@@ -31,7 +31,7 @@ import torch
 
 from xmlc.metrics import _ap_tie_counts, _check_finite, _micro_tie_counts, _positives, _scores_np
 
-__all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "METHODS"]
+__all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "METHODS"]
 
 METHODS = ("f1", "fbeta", "rate", "prior")
 _FALLBACKS = ("global", "shrink")
@@ -191,3 +191,24 @@ def _rate_thresholds(s: np.ndarray, n_pos: np.ndarray, chunk_bytes: int = 32 * 2
         has = k > 0
         out[c0:c1][has] = block[np.flatnonzero(has), n - k[has]]
     return out
+
+
+def thresholds_for(ecfg, scores, labels, pos_weight) -> torch.Tensor:
+    """Per-label probability thresholds (L,) as the ``eval`` config section says.
+
+    Dispatches ``ecfg.calibration`` to :func:`fit_thresholds` (with ``ecfg.min_positives``);
+    0.5 everywhere for "none", and for "prior" without a ``pos_weight``.
+
+    Args:
+        ecfg: the ``eval`` section (:class:`xmlc.config.EvalConfig`).
+        scores: ``(N, L)`` validation probabilities.
+        labels: ``(N, L)`` CSR {0, 1} targets.
+        pos_weight: ``(L,)`` the loss's pos_weight, or None.
+
+    Returns:
+        ``(L,)`` float32 thresholds.
+    """
+    if ecfg.calibration == "none" or (ecfg.calibration == "prior" and pos_weight is None):
+        return torch.full((scores.shape[1],), 0.5)
+    return fit_thresholds(scores, labels, method=ecfg.calibration, min_positives=ecfg.min_positives,
+                                    pos_weight=None if pos_weight is None else pos_weight.cpu())

@@ -19,11 +19,14 @@ import gzip
 import math
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from xmlc.config import ConfigError
 
 __all__ = [
     "XMCData",
@@ -37,6 +40,10 @@ __all__ = [
     "SparseDataset",
     "make_loader",
     "stratified_split",
+    "DataFileError",
+    "read_data",
+    "load_splits",
+    "concat_data",
 ]
 
 
@@ -914,3 +921,67 @@ def stratified_split(labels: sp.csr_matrix, val_fraction: float = 0.1, *, seed: 
         want_label[j, labs] -= 1
         want_size[j] -= 1
     return np.flatnonzero(fold == 0).astype(np.int64), np.flatnonzero(fold == 1).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# Loading the configured splits
+# --------------------------------------------------------------------------------------
+
+
+class DataFileError(ValueError):
+    """A data file named in the config is missing or malformed (raised before training starts)."""
+
+
+def load_splits(dcfg, *, seed: int = 0):
+    """Train, validation and test :class:`xmlc.data.XMCData` (test may be None), features normalised.
+
+    Every named file is checked before any is read, so a typo fails at once, naming the key
+    and the path. Without ``data.train`` the synthetic preset ``data.synthetic`` is generated
+    and split (stratified) into train / test; without ``data.val`` a stratified validation
+    split is carved from train.
+    """
+    for key in ("train", "val", "test"):
+        path = getattr(dcfg, key)
+        if path is not None and not Path(path).is_file():
+            raise DataFileError(f"data.{key}: file not found: {path}")
+    if dcfg.train is None:
+        if dcfg.synthetic not in SYNTHETIC_PRESETS:
+            raise ConfigError(f"config key 'data.synthetic' must be one of "
+                              f"{', '.join(SYNTHETIC_PRESETS)}; got {dcfg.synthetic!r}")
+        train, test = synthetic_preset(dcfg.synthetic, seed=seed), None
+        if dcfg.test is None:
+            rest, held = stratified_split(train.labels, dcfg.test_fraction, seed=seed)
+            train, test = train.subset(rest), train.subset(held)
+        train.features = normalize_rows(train.features, dcfg.normalize)
+        if test is not None:
+            test.features = normalize_rows(test.features, dcfg.normalize)
+    else:
+        train, test = read_data(dcfg.train, dcfg, key="data.train"), None
+    dims = {"num_features": train.num_features, "num_labels": train.num_labels}
+    if dcfg.test is not None:
+        test = read_data(dcfg.test, dcfg, key="data.test", **dims)
+    if dcfg.val is not None:
+        val = read_data(dcfg.val, dcfg, key="data.val", **dims)
+    else:
+        fit, held = stratified_split(train.labels, dcfg.val_fraction, seed=seed + 1)
+        train, val = train.subset(fit), train.subset(held)
+    return train, val, test
+
+
+def concat_data(first: "XMCData", second: "XMCData") -> "XMCData":
+    """The rows of ``first`` followed by the rows of ``second`` (same features and labels)."""
+    return XMCData(sp.vstack([first.features, second.features], format="csr"),
+                   sp.vstack([first.labels, second.labels], format="csr"),
+                   first.num_features, first.num_labels)
+
+
+def read_data(path, dcfg, *, key: str = "data", num_features=None, num_labels=None) -> "XMCData":
+    """Read one XMC file and normalise its rows as ``data.normalize`` says; errors name ``key`` and the file."""
+    if not Path(path).is_file():
+        raise DataFileError(f"{key}: file not found: {path}")
+    try:
+        data = read_xmc(path, num_features=num_features, num_labels=num_labels)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataFileError(f"{key}: cannot read {path}: {exc}") from exc
+    data.features = normalize_rows(data.features, dcfg.normalize)
+    return data

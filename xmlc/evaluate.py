@@ -19,7 +19,9 @@ import torch
 
 from xmlc import calibrate, data as xdata, metrics, stats
 from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
-from xmlc.train import DataFileError, metrics_table, predict_scores, read_data, threshold_metrics
+from xmlc.data import DataFileError, read_data
+from xmlc.inference import predict_scores
+from xmlc.metrics import metrics_table, threshold_metrics
 
 __all__ = ["main", "evaluate_checkpoint"]
 

@@ -56,6 +56,10 @@ __all__ = [
     "evaluate_all",
     "MultilabelAUPRC",
     "BinnedAveragePrecision",
+    "threshold_metrics",
+    "metrics_table",
+    "TABLE_METRICS",
+    "results_table",
 ]
 
 Average = Literal["macro", "micro", "none"]
@@ -972,3 +976,56 @@ class BinnedAveragePrecision(Metric):
     def compute(self) -> torch.Tensor:
         """Scalar float32 tensor (macro/micro) or ``(L,)`` (none)."""
         return _binned_ap(self.pos_hist, self.all_hist, self.average, self.empty)
+
+
+# --------------------------------------------------------------------------------------
+# Threshold metrics and result tables (used by train / evaluate)
+# --------------------------------------------------------------------------------------
+
+
+def threshold_metrics(scores, labels, thresholds, buckets=None) -> dict:
+    """The threshold-dependent metrics (F1, positive-rate ratio) at ``thresholds``.
+
+    Args:
+        scores: ``(N, L)`` probabilities.
+        labels: ``(N, L)`` CSR {0, 1} targets.
+        thresholds: a float or ``(L,)`` per-label thresholds.
+        buckets: optional frequency buckets (:func:`xmlc.stats.frequency_buckets`); adds
+            ``positive_rate_ratio_<bucket>``.
+
+    Returns:
+        ``{"f1_micro", "f1_macro", "positive_rate_ratio"[, "positive_rate_ratio_<bucket>" ...]}``
+        as floats.
+    """
+    out = {"f1_micro": f1_score(scores, labels, thresholds, average="micro"),
+           "f1_macro": f1_score(scores, labels, thresholds, average="macro")}
+    if buckets is None:
+        out["positive_rate_ratio"] = positive_rate_ratio(scores, labels, thresholds)
+    else:   # {"all": r, "head": r, ...}
+        ratio = positive_rate_ratio_by_bucket(scores, labels, thresholds, buckets=buckets)
+        out |= {"positive_rate_ratio" if k == "all" else f"positive_rate_ratio_{k}": v for k, v in ratio.items()}
+    return {k: float(v) for k, v in out.items()}
+
+
+TABLE_METRICS = ("auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", "f1_macro",
+                 "positive_rate_ratio")
+
+
+def metrics_table(columns: list[tuple[str, dict]], title: str = "metric") -> str:
+    """Markdown table: one row per metric in :data:`TABLE_METRICS`, one column per (name, metrics)."""
+    lines = [f"| {title} | " + " | ".join(name for name, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for metric in TABLE_METRICS:
+        if metric in columns[0][1]:
+            cells = " | ".join(f"{values.get(metric, float('nan')):.4f}" for _, values in columns)
+            lines.append(f"| {metric} | {cells} |")
+    return "\n".join(lines)
+
+
+def results_table(results: dict) -> str:
+    """A short Markdown table of the final metrics (test if there is a test split, else val)."""
+    split = "test" if "test" in results else "val"
+    columns = [("@0.5", results[split]), ("calibrated", results[f"{split}_calibrated"])]
+    if f"{split}_prior" in results:
+        columns.append(("ln(pos_weight)", results[f"{split}_prior"]))
+    return metrics_table(columns, title=split)

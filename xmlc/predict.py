@@ -22,8 +22,8 @@ import torch
 
 from xmlc import data as xdata
 from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
+from xmlc.data import DataFileError, read_data
 from xmlc.models import probabilities
-from xmlc.train import DataFileError, read_data
 
 __all__ = ["main", "predict_file"]
 

@@ -36,7 +36,6 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -44,17 +43,18 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from xmlc import calibrate, data as xdata, losses, metrics, stats
+from xmlc.calibrate import thresholds_for
 from xmlc.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from xmlc.config import Config, ConfigError, apply_overrides, dump_config, from_dict, load_config, to_dict
-from xmlc.models import build_model, ensemble_loss, init_output_bias, probabilities
+from xmlc.data import DataFileError, concat_data, load_splits
+from xmlc.inference import predict_scores
+from xmlc.metrics import results_table, threshold_metrics
+from xmlc.models import build_model, ensemble_loss, init_output_bias
+from xmlc.monitor import log_epoch, log_final, log_run_start, open_writer
 
-__all__ = ["main", "run", "train_one_epoch", "refit", "evaluate", "predict_scores", "load_splits", "read_data"]
+__all__ = ["main", "run", "train_one_epoch", "refit", "evaluate"]
 
 EXIT_OK, EXIT_NONFINITE, EXIT_USAGE = 0, 1, 2
-
-
-class DataFileError(ValueError):
-    """A data file named in the config is missing or malformed (raised before training starts)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -437,42 +437,14 @@ def any_process(flag: bool, env) -> bool:
 # Evaluation
 
 
-@torch.no_grad()
-def predict_scores(model: nn.Module, loader, num_rows: int, *, device: torch.device, amp: bool = True,
-                   env=None) -> torch.Tensor:
-    """Probabilities (sigmoid of logits) for every row of the loader's data set: (N, L) float32, CPU.
-
-    Under DDP each process scores its shard and the shards are all-gathered, so every
-    process returns the scores of the whole split.
-    """
-    model.eval()
-    amp = amp and device.type == "cuda"
-    rows, probs = [], []
-    for batch in loader:
-        batch = batch.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(batch)
-        probs.append(probabilities(logits))
-        rows.append(batch.row_ids)
-    rows, probs = torch.cat(rows), torch.cat(probs)
-    if env is not None and env.world_size > 1:   # DistributedSampler pads shards to equal length
-        all_rows = [torch.empty_like(rows) for _ in range(env.world_size)]
-        all_probs = [torch.empty_like(probs) for _ in range(env.world_size)]
-        dist.all_gather(all_rows, rows)
-        dist.all_gather(all_probs, probs)
-        rows, probs = torch.cat(all_rows), torch.cat(all_probs)
-    scores = torch.empty((num_rows, probs.shape[1]), dtype=torch.float32)
-    scores[rows.cpu()] = probs.cpu()
-    return scores
-
-
 def evaluate(model, loader, labels, *, cfg: Config, env, buckets=None, propensities=None,
              thresholds=0.5) -> tuple[dict, torch.Tensor]:
     """Score ``loader`` and compute :func:`xmlc.metrics.evaluate_all` against CSR ``labels``.
 
     Returns (metrics, scores (N, L)).
     """
-    scores = predict_scores(model, loader, labels.shape[0], device=env.device, amp=cfg.train.amp, env=env)
+    scores = predict_scores(model, loader, labels.shape[0], device=env.device, amp=cfg.train.amp,
+                            world_size=env.world_size)
     result = metrics.evaluate_all(scores, labels, thresholds=thresholds, ks=tuple(cfg.eval.ks),
                                   buckets=buckets, propensities=propensities)
     return {k: float(v) for k, v in result.items()}, scores
@@ -486,29 +458,9 @@ def validate(model, loader, labels, *, cfg: Config, env, buckets, propensities, 
     """
     val_metrics, scores = evaluate(model, loader, labels, cfg=cfg, env=env, buckets=buckets,
                                    propensities=propensities)
-    thresholds = fit_thresholds(cfg.eval, scores, labels, pos_weight)
+    thresholds = thresholds_for(cfg.eval, scores, labels, pos_weight)
     val_metrics |= _prefixed(threshold_metrics(scores, labels, thresholds, buckets), "calibrated/")
     return val_metrics, scores
-
-
-def fit_thresholds(ecfg, scores, labels, pos_weight) -> torch.Tensor:
-    """Per-label probability thresholds (L,) by ``eval.calibration``; 0.5 everywhere for "none"."""
-    if ecfg.calibration == "none" or (ecfg.calibration == "prior" and pos_weight is None):
-        return torch.full((scores.shape[1],), 0.5)
-    return calibrate.fit_thresholds(scores, labels, method=ecfg.calibration, min_positives=ecfg.min_positives,
-                                    pos_weight=None if pos_weight is None else pos_weight.cpu())
-
-
-def threshold_metrics(scores, labels, thresholds, buckets=None) -> dict:
-    """The threshold-dependent metrics (F1, positive-rate ratio) at ``thresholds``."""
-    out = {"f1_micro": metrics.f1_score(scores, labels, thresholds, average="micro"),
-           "f1_macro": metrics.f1_score(scores, labels, thresholds, average="macro")}
-    if buckets is None:
-        out["positive_rate_ratio"] = metrics.positive_rate_ratio(scores, labels, thresholds)
-    else:   # {"all": r, "head": r, ...}
-        ratio = metrics.positive_rate_ratio_by_bucket(scores, labels, thresholds, buckets=buckets)
-        out |= {"positive_rate_ratio" if k == "all" else f"positive_rate_ratio_{k}": v for k, v in ratio.items()}
-    return {k: float(v) for k, v in out.items()}
 
 
 def fit_on_validation(model, cfg: Config, env, val_set, val_loader, buckets, propensities,
@@ -519,7 +471,7 @@ def fit_on_validation(model, cfg: Config, env, val_set, val_loader, buckets, pro
     """
     val_metrics, val_scores = evaluate(model, val_loader, val_set.labels, cfg=cfg, env=env,
                                        buckets=buckets, propensities=propensities)
-    thresholds = fit_thresholds(cfg.eval, val_scores, val_set.labels, pos_weight)
+    thresholds = thresholds_for(cfg.eval, val_scores, val_set.labels, pos_weight)
     results = {"val": val_metrics,
                "val_calibrated": val_metrics | threshold_metrics(val_scores, val_set.labels, thresholds, buckets)}
     return results, thresholds
@@ -541,61 +493,6 @@ def score_test(model, cfg: Config, env, test_set, thresholds, buckets, propensit
 
 # ---------------------------------------------------------------------------------------
 # Data
-
-
-def load_splits(dcfg, *, seed: int = 0):
-    """Train, validation and test :class:`xmlc.data.XMCData` (test may be None), features normalised.
-
-    Every named file is checked before any is read, so a typo fails at once, naming the key
-    and the path. Without ``data.train`` the synthetic preset ``data.synthetic`` is generated
-    and split (stratified) into train / test; without ``data.val`` a stratified validation
-    split is carved from train.
-    """
-    for key in ("train", "val", "test"):
-        path = getattr(dcfg, key)
-        if path is not None and not Path(path).is_file():
-            raise DataFileError(f"data.{key}: file not found: {path}")
-    if dcfg.train is None:
-        if dcfg.synthetic not in xdata.SYNTHETIC_PRESETS:
-            raise ConfigError(f"config key 'data.synthetic' must be one of "
-                              f"{', '.join(xdata.SYNTHETIC_PRESETS)}; got {dcfg.synthetic!r}")
-        train, test = xdata.synthetic_preset(dcfg.synthetic, seed=seed), None
-        if dcfg.test is None:
-            rest, held = xdata.stratified_split(train.labels, dcfg.test_fraction, seed=seed)
-            train, test = train.subset(rest), train.subset(held)
-        train.features = xdata.normalize_rows(train.features, dcfg.normalize)
-        if test is not None:
-            test.features = xdata.normalize_rows(test.features, dcfg.normalize)
-    else:
-        train, test = read_data(dcfg.train, dcfg, key="data.train"), None
-    dims = {"num_features": train.num_features, "num_labels": train.num_labels}
-    if dcfg.test is not None:
-        test = read_data(dcfg.test, dcfg, key="data.test", **dims)
-    if dcfg.val is not None:
-        val = read_data(dcfg.val, dcfg, key="data.val", **dims)
-    else:
-        fit, held = xdata.stratified_split(train.labels, dcfg.val_fraction, seed=seed + 1)
-        train, val = train.subset(fit), train.subset(held)
-    return train, val, test
-
-
-def concat_data(first: "xdata.XMCData", second: "xdata.XMCData") -> "xdata.XMCData":
-    """The rows of ``first`` followed by the rows of ``second`` (same features and labels)."""
-    return xdata.XMCData(sp.vstack([first.features, second.features], format="csr"),
-                         sp.vstack([first.labels, second.labels], format="csr"),
-                         first.num_features, first.num_labels)
-
-
-def read_data(path, dcfg, *, key: str = "data", num_features=None, num_labels=None) -> "xdata.XMCData":
-    """Read one XMC file and normalise its rows as ``data.normalize`` says; errors name ``key`` and the file."""
-    if not Path(path).is_file():
-        raise DataFileError(f"{key}: file not found: {path}")
-    try:
-        data = xdata.read_xmc(path, num_features=num_features, num_labels=num_labels)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataFileError(f"{key}: cannot read {path}: {exc}") from exc
-    data.features = xdata.normalize_rows(data.features, dcfg.normalize)
-    return data
 
 
 class ResumableSampler(DistributedSampler):
@@ -720,64 +617,6 @@ def build_scheduler(ocfg, optimizer, total_steps: int) -> torch.optim.lr_schedul
 # TensorBoard
 
 
-def open_writer(cfg: Config, out: Path, *, resumed: bool, step: int):
-    if not cfg.output.tensorboard:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    if not resumed:   # a fresh run in an existing directory replaces that directory's run
-        for old in out.glob("events.out.tfevents.*"):
-            old.unlink()
-        for old in (out / "hparams").glob("events.out.tfevents.*"):
-            old.unlink()
-    # purge_step drops events logged after the checkpoint a resumed run restarts from
-    return SummaryWriter(log_dir=str(out), purge_step=step if resumed else None)
-
-
-def log_run_start(writer, cfg: Config, counts, num_train: int, pos_weight) -> None:
-    writer.add_text("config", "    " + dump_config(cfg).replace("\n", "\n    "), 0)
-    neg_pos = stats.pos_weight_from_counts(counts, num_train)
-    writer.add_histogram("label_stats/pos_weight_neg_pos", neg_pos, 0)
-    if pos_weight is not None:
-        writer.add_histogram("label_stats/pos_weight_used", pos_weight, 0)
-    writer.add_histogram("label_stats/label_count", torch.as_tensor(counts, dtype=torch.float32), 0)
-
-
-def log_epoch(writer, cfg: Config, step: int, val_metrics: dict, scores, labels, epoch_time: float) -> None:
-    if writer is None:
-        return
-    for name, value in val_metrics.items():
-        if "/" in name:   # "calibrated/f1_micro" -> val_calibrated/f1_micro
-            prefix, name = name.split("/", 1)
-            writer.add_scalar(f"val_{prefix}/{name}", value, step)
-        else:
-            writer.add_scalar(f"val/{name}", value, step)
-    writer.add_scalar("train/epoch_time_s", epoch_time, step)
-    per_label_ap = metrics.average_precision(scores, labels, average="none")
-    per_label_ap = torch.as_tensor(per_label_ap, dtype=torch.float32)
-    per_label_ap = per_label_ap[torch.isfinite(per_label_ap)]
-    if per_label_ap.numel():
-        writer.add_histogram("val/ap_per_label", per_label_ap, step)
-    # micro PR curve over a fixed subsample of rows (every entry of those rows)
-    num_rows = scores.shape[0]
-    take = min(num_rows, max(1, cfg.eval.pr_curve_samples // max(scores.shape[1], 1)))
-    rows = np.sort(np.random.default_rng(cfg.train.seed).choice(num_rows, take, replace=False))
-    targets = torch.from_numpy(np.asarray(labels[rows].todense())).flatten() > 0
-    writer.add_pr_curve("val/pr_curve_micro", targets, scores[torch.from_numpy(rows)].flatten(), step)
-    writer.flush()
-
-
-def log_final(writer, cfg: Config, results: dict) -> None:
-    split = "test_calibrated" if "test_calibrated" in results else "val_calibrated"
-    hparams = {}
-    for section, values in to_dict(cfg).items():
-        for key, value in values.items():
-            hparams[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    final = {f"hparams/{split}/{k}": v for k, v in results[split].items()
-             if isinstance(v, (int, float)) and math.isfinite(v)}
-    writer.add_hparams(hparams, final, run_name="hparams")
-
-
 # ---------------------------------------------------------------------------------------
 # Small helpers
 
@@ -865,30 +704,6 @@ def _printer(enabled: bool):
         if enabled:
             tqdm.write(message)
     return say
-
-
-TABLE_METRICS = ("auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", "f1_macro",
-                 "positive_rate_ratio")
-
-
-def results_table(results: dict) -> str:
-    """A short Markdown table of the final metrics (test if there is a test split, else val)."""
-    split = "test" if "test" in results else "val"
-    columns = [("@0.5", results[split]), ("calibrated", results[f"{split}_calibrated"])]
-    if f"{split}_prior" in results:
-        columns.append(("ln(pos_weight)", results[f"{split}_prior"]))
-    return metrics_table(columns, title=split)
-
-
-def metrics_table(columns: list[tuple[str, dict]], title: str = "metric") -> str:
-    """Markdown table: one row per metric in :data:`TABLE_METRICS`, one column per (name, metrics)."""
-    lines = [f"| {title} | " + " | ".join(name for name, _ in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
-    for metric in TABLE_METRICS:
-        if metric in columns[0][1]:
-            cells = " | ".join(f"{values.get(metric, float('nan')):.4f}" for _, values in columns)
-            lines.append(f"| {metric} | {cells} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

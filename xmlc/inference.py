@@ -1,0 +1,56 @@
+"""Scoring a data set with a model: probabilities for every row, gathered across processes.
+
+Example:
+    >>> scores = predict_scores(model, make_loader(data, 512, shuffle=False), len(data),
+    ...                         device=torch.device("cpu"))   # (N, L) float32
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from xmlc.models import probabilities
+
+__all__ = ["predict_scores"]
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, loader, num_rows: int, *, device: torch.device, amp: bool = True,
+                   world_size: int = 1) -> torch.Tensor:
+    """Probabilities (sigmoid of logits) for every row of the loader's data set: (N, L) float32, CPU.
+
+    Under DDP (``world_size`` > 1, the process group initialised) each process scores its shard
+    and the shards are all-gathered, so every process returns the scores of the whole split.
+
+    Args:
+        model: returns logits ``(B, L)`` for a :class:`xmlc.data.Batch`; put in eval mode here.
+        loader: yields :class:`xmlc.data.Batch` with ``row_ids`` (rows of the data set).
+        num_rows: ``N``, rows of the whole data set.
+        device: where ``model`` lives.
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        world_size: processes in the group; 1 means no gather.
+
+    Returns:
+        ``(N, L)`` float32 CPU tensor; row ``i`` holds the probabilities of data set row ``i``.
+    """
+    model.eval()
+    amp = amp and device.type == "cuda"
+    rows, probs = [], []
+    for batch in loader:
+        batch = batch.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(batch)
+        probs.append(probabilities(logits))
+        rows.append(batch.row_ids)
+    rows, probs = torch.cat(rows), torch.cat(probs)
+    if world_size > 1:   # DistributedSampler pads shards to equal length
+        all_rows = [torch.empty_like(rows) for _ in range(world_size)]
+        all_probs = [torch.empty_like(probs) for _ in range(world_size)]
+        dist.all_gather(all_rows, rows)
+        dist.all_gather(all_probs, probs)
+        rows, probs = torch.cat(all_rows), torch.cat(all_probs)
+    scores = torch.empty((num_rows, probs.shape[1]), dtype=torch.float32)
+    scores[rows.cpu()] = probs.cpu()
+    return scores
