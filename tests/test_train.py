@@ -285,8 +285,8 @@ def test_signal_in_refit_keeps_the_first_phase_and_resume_refits(refitted, files
 
 
 def test_early_stopping(files, tmp_path):
-    out = tmp_path / "early"   # lr 0: the metric never improves after epoch 1
-    assert xtrain.main(tiny(files, out, "optim.lr=0", "train.epochs=6", "train.patience=2",
+    out = tmp_path / "early"   # lr 1e-30: the weights never change, the metric never improves after epoch 1
+    assert xtrain.main(tiny(files, out, "optim.lr=1e-30", "train.epochs=6", "train.patience=2",
                             "output.tensorboard=false")) == 0
     result = json.loads((out / "metrics.json").read_text())
     assert result["epochs"] == 3 and result["best_epoch"] == 1
@@ -297,7 +297,7 @@ def test_early_stopping(files, tmp_path):
     (["optim.lr=fast"], "'optim.lr' expects float"),
     (["train.refit=yes please"], "'train.refit' expects bool"),
     (["train.early_stopping_metric=loss"], "'train.early_stopping_metric' must be one of auprc_micro"),
-    (["data.synthetic=huge"], "'data.synthetic' must be one of default, seed"),
+    (["data.synthetic=huge"], "'data.synthetic' must be one of 'default', 'seed'"),
 ])
 def test_bad_config_is_a_clean_error(args, message, capsys, tmp_path):
     assert xtrain.main([*args, f"output.dir={tmp_path / 'x'}"]) == xtrain.EXIT_USAGE
