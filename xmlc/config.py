@@ -41,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "EvalConfig",
     "OutputConfig",
+    "FeaturesConfig",
     "load_config",
     "apply_overrides",
     "from_dict",
@@ -161,6 +162,30 @@ class DataConfig:
     eval_batch_size: PositiveInt = 1024
     # DataLoader worker processes (0: load in the training process).
     num_workers: NonNegativeInt = 0
+    # --- your own data (xmlc.tables; README "Your own data") ---
+    # File format of train/val/test: auto (from the extension, else the first line; the run
+    # says what it decided) | xmc | libmultilabel ([id<TAB>]labels<TAB>text) | table (.csv/.tsv)
+    # | jsonl | npz (.npy dense or .npz scipy CSR features + a labels file per split).
+    format: Literal["auto", "xmc", "libmultilabel", "table", "jsonl", "npz"] = "auto"
+    # Text column(s) of a table/jsonl: a name, a 0-based index (header-less files), or a
+    # list of them joined with a space (title + body).
+    text_column: Union[str, int, list[Union[str, int]]] = "text"
+    # Labels column (name or 0-based index); its cell holds labels separated by label_sep
+    # (JSONL may hold a list).
+    labels_column: Union[str, int] = "labels"
+    # Separator of the labels in a cell / labels-file line (" ": any whitespace).
+    label_sep: str = ","
+    # First row of a table is a header: auto (when it holds the named columns) | true | false.
+    header: Union[Literal["auto"], bool] = "auto"
+    # Labels files (one line per row) for .npy/.npz feature matrices.
+    train_labels: Optional[str] = None
+    val_labels: Optional[str] = None
+    test_labels: Optional[str] = None
+    # Label names file, line i = name of label id i (integer ids in the data become names;
+    # the label columns follow this file's order). None: names as they appear in the data.
+    label_names: Optional[str] = None
+    # Skip (and count) malformed rows instead of stopping before training.
+    skip_bad_rows: bool = False
 
 
 @dataclass
@@ -275,6 +300,32 @@ class OutputConfig:
 
 
 @dataclass
+class FeaturesConfig:
+    # Text to features (xmlc.features), fitted on the training split only; scikit-learn's
+    # TfidfVectorizer, or HashingVectorizer + idf for vocabularies that do not fit.
+    # tfidf (a vocabulary of the training texts) | hashing (hashing_features columns, no vocabulary).
+    method: Literal["tfidf", "hashing"] = "tfidf"
+    # Tokens: word | char | char_wb (character n-grams inside word boundaries).
+    analyzer: Literal["word", "char", "char_wb"] = "word"
+    # [min_n, max_n] n-gram lengths ([1, 2]: words and word pairs).
+    ngram_range: Annotated[list[PositiveInt], NonEmpty()] = field(default_factory=lambda: [1, 2])
+    # Keep terms in at least min_df documents (int: a count; float: a fraction) ...
+    min_df: Union[PositiveInt, Annotated[float, Range(ge=0, le=1)]] = 2
+    # ... and in at most max_df documents (1.0: no upper cut). tfidf only.
+    max_df: Union[PositiveInt, Annotated[float, Range(ge=0, le=1)]] = 1.0
+    # Keep only the max_features most frequent terms; None: all. tfidf only.
+    max_features: Optional[PositiveInt] = None
+    # tf -> 1 + log(tf).
+    sublinear_tf: bool = True
+    # Lowercase before tokenising.
+    lowercase: bool = True
+    # Regular expression of a word token (analyzer: word).
+    token_pattern: str = r"(?u)\b\w\w+\b"
+    # Number of hashed columns (method: hashing).
+    hashing_features: PositiveInt = 262144
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -283,6 +334,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
 
 
 # ---------------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ class XMCData:
     """A multilabel data set: sparse features and sparse labels, row-aligned.
 
     Attributes:
-        features: scipy CSR ``(N, D)`` float32.
+        features: scipy CSR ``(N, D)`` float32, or a dense float32 ndarray ``(N, D)`` (features
+            the user computed, ``.npy``; batches then carry ``Batch.dense``).
         labels: scipy CSR ``(N, L)`` float32, data all 1.0, sorted unique indices per row.
         num_features: ``D``.
         num_labels: ``L``.
@@ -788,8 +789,9 @@ class SparseDataset(Dataset):
     def __init__(self, data: XMCData, *, dense_features: bool = False):
         self.data = data
         self.dense_features = dense_features
-        # CSR with int64-safe, sorted indices; kept as is (no copy of the data).
-        self.features = data.features.tocsr()
+        # CSR with int64-safe, sorted indices; kept as is (no copy of the data). A dense
+        # float32 ndarray (.npy input) stays dense and batches carry it as Batch.dense.
+        self.features = data.features if isinstance(data.features, np.ndarray) else data.features.tocsr()
         self.labels = data.labels.tocsr()
 
     def __len__(self) -> int:
@@ -797,6 +799,12 @@ class SparseDataset(Dataset):
 
     def __getitems__(self, indices) -> Batch:
         idx = np.asarray(indices, dtype=np.int64)
+        if isinstance(self.features, np.ndarray):   # dense features (.npy input): Batch.dense only
+            empty = torch.empty(0, dtype=torch.int64)
+            return Batch(indices=empty, offsets=torch.zeros(idx.size, dtype=torch.int64),
+                         weights=torch.empty(0, dtype=torch.float32),
+                         targets=torch.from_numpy(self.labels[idx].toarray().astype(np.float32, copy=False)),
+                         row_ids=torch.from_numpy(idx.copy()), dense=torch.from_numpy(self.features[idx]))
         return _batch_from_csr(self.features[idx], self.labels[idx], idx, self.dense_features)
 
     def __getitem__(self, index: int) -> Batch:

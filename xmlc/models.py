@@ -78,6 +78,8 @@ class SparseLinear(nn.Module):
 def _split_inputs(x: Any, offsets, weights):
     """Accept a Batch-like object (``.indices``, ``.offsets``, ``.weights``) or the tensors."""
     if offsets is None and hasattr(x, "indices"):
+        if getattr(x, "dense", None) is not None:   # dense rows (B, D): one matmul, no EmbeddingBag
+            return x.dense, None, None
         return x.indices, x.offsets, x.weights
     return x, offsets, weights
 

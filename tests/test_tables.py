@@ -1,0 +1,293 @@
+"""Tests for xmlc.tables (raw text / table / feature-matrix readers, label vocabulary) and
+xmlc.features (tf-idf featuriser as plain data)."""
+
+import csv
+import gzip
+import io
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from xmlc.config import DataConfig, FeaturesConfig
+from xmlc.features import TextFeaturizer
+from xmlc.tables import (
+    InputError,
+    LabelVocab,
+    detect_format,
+    load_text_splits,
+    read_feature_matrix,
+    read_jsonl,
+    read_label_lines,
+    read_libmultilabel,
+    read_split,
+    read_table,
+)
+
+ROWS = [("printer on fire, again", ["hardware", "urgent"]),
+        ('he said "reboot"\nand left', ["software"]),
+        ("", ["hardware"]),
+        ("nothing to see", [])]
+
+
+def write(path, text: str):
+    data = text.encode("utf-8")
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def table_text(delimiter=",", header=True, sep="|"):
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
+    if header:
+        w.writerow(["id", "text", "tags"])
+    for i, (text, labels) in enumerate(ROWS):
+        w.writerow([i, text, sep.join(labels)])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("ext", [".csv", ".tsv", ".csv.gz", ".tsv.gz"])
+@pytest.mark.parametrize("header", [True, False])
+def test_table_roundtrip(tmp_path, ext, header):
+    path = write(tmp_path / f"t{ext}", table_text("\t" if ".tsv" in ext else ",", header))
+    cols = dict(text_column="text", labels_column="tags") if header else dict(text_column=1, labels_column=2)
+    assert detect_format(path)[0] == "table"
+    split = read_table(path, label_sep="|", **cols)
+    assert split.texts == [t for t, _ in ROWS]
+    assert split.labels == [l for _, l in ROWS]
+    assert split.report["empty_text"] == 1 and split.report["no_labels"] == 1 and split.report["rows"] == 4
+
+
+def test_table_joined_columns_and_header_override(tmp_path):
+    path = write(tmp_path / "t.csv", "title,body,labels\nA,b c,x\nD,e,y,\n")
+    split = read_table(path, text_column=["title", "body"])
+    assert split.texts == ["A b c", "D e"] and split.labels == [["x"], ["y"]]
+    # header=false with indices: the header row is data
+    split = read_table(path, text_column=0, labels_column=2, header=False)
+    assert split.labels[0] == ["labels"] and len(split) == 3
+
+
+def test_table_errors(tmp_path):
+    path = write(tmp_path / "t.csv", "id,body,tags\n1,hello,a\n")
+    with pytest.raises(InputError, match=r"t\.csv: line 1: no column named 'text'.*\['id', 'body', 'tags'\]"):
+        read_table(path, labels_column="tags")
+    with pytest.raises(InputError, match=r"line 1: no column named 'text'.*header"):
+        read_table(path)   # neither column in the first row
+    bad_quote = write(tmp_path / "q.csv", 'text,labels\n"ok",a\n"bro"ken,b\nfine,c\n')
+    with pytest.raises(InputError, match=r"q\.csv: line 3: malformed CSV"):
+        read_table(bad_quote)
+    split = read_table(bad_quote, skip_bad_rows=True)
+    assert split.report["skipped"] == 1 and split.report["skipped_lines"] == [3] and split.texts[0] == "ok"
+    short = write(tmp_path / "s.csv", "a,x\nb\n")
+    with pytest.raises(InputError, match=r"s\.csv: line 2: 1 field\(s\) but column 1 is needed"):
+        read_table(short, text_column=0, labels_column=1)
+    raw = tmp_path / "u.csv"
+    raw.write_bytes(b"text,labels\nfine,a\nbad \xff\xfe byte,b\n")
+    with pytest.raises(InputError, match=r"u\.csv: line 3: bytes that are not UTF-8"):
+        read_table(raw)
+    assert read_table(raw, skip_bad_rows=True).report["skipped_lines"] == [3]
+
+
+@pytest.mark.parametrize("ext", [".jsonl", ".jsonl.gz"])
+def test_jsonl(tmp_path, ext):
+    lines = [json.dumps({"text": t, "labels": l if i % 2 else "|".join(l)}) for i, (t, l) in enumerate(ROWS)]
+    path = write(tmp_path / f"d{ext}", "\n".join(lines) + "\n\n")
+    assert detect_format(path)[0] == "jsonl"
+    split = read_jsonl(path, label_sep="|")
+    assert split.texts == [t for t, _ in ROWS] and split.labels == [l for _, l in ROWS]
+    bad = write(tmp_path / "b.jsonl", '{"text": "a", "labels": ["x"]}\n{"text": "b", "labels": [\n')
+    with pytest.raises(InputError, match=r"b\.jsonl: line 2: not valid JSON"):
+        read_jsonl(bad)
+    with pytest.raises(InputError, match=r"line 1: no key 'body'; this line has keys \['labels', 'text'\]"):
+        read_jsonl(bad, text_column="body")
+
+
+@pytest.mark.parametrize("ext", [".txt", ".txt.gz"])
+@pytest.mark.parametrize("with_id", [True, False])
+def test_libmultilabel(tmp_path, ext, with_id):
+    lines = [("{}\t".format(i) if with_id else "") + " ".join(l) + "\t" + t.replace("\n", " ")
+             for i, (t, l) in enumerate(ROWS)]
+    path = write(tmp_path / f"lml{ext}", "\n".join(lines) + "\n")
+    fmt, why = detect_format(path)
+    assert fmt == "libmultilabel", why
+    split = read_libmultilabel(path)
+    assert split.labels == [l for _, l in ROWS] and split.texts[0] == ROWS[0][0]
+    bad = write(tmp_path / "bad.txt", "a b\tok\nno tab here at all\n")
+    with pytest.raises(InputError, match=r"bad\.txt: line 2: 1 tab-separated field"):
+        read_libmultilabel(bad)
+
+
+def test_detect_xmc_and_undecidable(tmp_path):
+    assert detect_format(write(tmp_path / "a.txt", "3 10 4\n0,1 2:1 5:0.5\n"))[0] == "xmc"
+    assert detect_format(write(tmp_path / "b.txt", "0,1 2:1 5:0.5\n"))[0] == "xmc"
+    with pytest.raises(InputError, match="cannot tell the format.*data.format"):
+        detect_format(write(tmp_path / "c.txt", "just words\n"))
+    assert detect_format(tmp_path / "c.txt", "libmultilabel") == ("libmultilabel", "data.format")
+
+
+@pytest.mark.parametrize("kind", ["npy", "npy.gz", "npz"])
+def test_feature_matrix(tmp_path, kind):
+    rng = np.random.default_rng(0)
+    dense = rng.random((5, 4)).astype(np.float32) * (rng.random((5, 4)) < 0.5)
+    path = tmp_path / f"x.{kind}"
+    if kind == "npz":
+        sp.save_npz(path, sp.csr_matrix(dense))
+    else:
+        buf = io.BytesIO()
+        np.save(buf, dense)
+        if kind.endswith(".gz"):
+            with gzip.open(path, "wb") as f:
+                f.write(buf.getvalue())
+        else:
+            path.write_bytes(buf.getvalue())
+    X = read_feature_matrix(path)
+    assert sp.issparse(X) == (kind == "npz")
+    np.testing.assert_array_equal(X.toarray() if sp.issparse(X) else X, dense)
+    labels = write(tmp_path / "y.txt", "a,b\n\nb\nc\na\n")
+    assert read_label_lines(labels) == [["a", "b"], [], ["b"], ["c"], ["a"]]
+    cfg = DataConfig(format="auto")
+    split = read_split(path, cfg, key="data.train", labels_path=labels)
+    assert split.texts is None and split.labels[0] == ["a", "b"]
+    short = write(tmp_path / "y2.txt", "a\nb\n")
+    with pytest.raises(InputError, match=r"has 5 rows but its labels file .*y2\.txt has 2 lines"):
+        read_split(path, cfg, key="data.train", labels_path=short)
+
+
+def test_vocab_order_unseen_and_ids():
+    vocab = LabelVocab.build([["b", "a"], [], ["a", "c", "a"]])
+    assert vocab.names == ["b", "a", "c"]
+    Y, unseen = vocab.encode([["c", "zz"], ["zz", "a", "yy"]])
+    assert Y.toarray().tolist() == [[0, 0, 1], [0, 1, 0]] and unseen == {"zz": 2, "yy": 1}
+    fixed = LabelVocab.build([["x"]], names=["p", "q", "x"])
+    assert fixed.encode([["x", "p"]])[0].toarray().tolist() == [[1, 0, 1]]
+
+
+def texts_and_tags(n=120, seed=0):
+    """A small table where words predict tags."""
+    rng = np.random.default_rng(seed)
+    words = {"red": ["apple", "cherry", "ruby"], "blue": ["sky", "ocean", "navy"], "green": ["grass", "leaf", "mint"]}
+    rows = []
+    for i in range(n):
+        tags = [t for t in words if rng.random() < 0.4] or ["red"]
+        text = " ".join(rng.choice(words[t]) for t in tags for _ in range(3)) + f" filler{i % 7}"
+        rows.append((text, tags))
+    return rows
+
+
+def write_csv(path, rows, sep="|"):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "labels"])
+        for text, tags in rows:
+            w.writerow([text, sep.join(tags)])
+    return path
+
+
+def test_load_text_splits_ids_names_and_unseen(tmp_path):
+    train = write(tmp_path / "train.tsv", "".join(f"doc {i} word{i % 3}\t{i % 3},{(i + 1) % 3}\tid{i}\n" for i in range(40)))
+    test = write(tmp_path / "test.tsv", "word1 here\t1\tx\nword2 there\t2\ty\n")
+    names = write(tmp_path / "names.txt", "zero\none\ntwo\nthree\n")
+    cfg = DataConfig(train=str(train), test=str(test), text_column=0, labels_column=1, label_names=str(names))
+    out = load_text_splits(cfg, FeaturesConfig(min_df=1), seed=0)
+    assert out.label_names == ["zero", "one", "two", "three"]   # the names file fixes the order: id i = column i
+    assert out.test.labels.toarray().tolist() == [[0, 1, 0, 0], [0, 0, 1, 0]]
+    assert len(out.train) + len(out.val) == 40 and out.train.labels.shape[1] == 4
+    assert any("read as table (extension .tsv)" in n for n in out.notes)
+    # without names: names are the strings in the data, first-appearance order; unseen test labels counted
+    test2 = write(tmp_path / "test2.tsv", "word1\t1,7\tx\nword2\t7\ty\n")
+    cfg = DataConfig(train=str(train), test=str(test2), text_column=0, labels_column=1)
+    out = load_text_splits(cfg, FeaturesConfig(min_df=1), seed=0)
+    assert out.label_names == ["0", "1", "2"]
+    assert any("1 label name(s) not in the training labels, 2 occurrence(s)" in n and "'7' (2)" in n for n in out.notes)
+    assert out.test.labels.toarray().tolist() == [[0, 1, 0], [0, 0, 0]]
+    bad_names = write(tmp_path / "short.txt", "zero\none\n")
+    cfg = DataConfig(train=str(train), text_column=0, labels_column=1, label_names=str(bad_names))
+    with pytest.raises(InputError, match=r"train\.tsv\): line 2: label '2' is neither a label id in \[0, 2\)"):
+        load_text_splits(cfg, FeaturesConfig(min_df=1))
+
+
+def test_load_dense_features_reject_wrong_d(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "tr.npy", rng.random((30, 6)).astype(np.float32))
+    np.save(tmp_path / "te.npy", rng.random((4, 5)).astype(np.float32))
+    write(tmp_path / "tr.txt", "".join("a b\n" if i % 2 else "b\n" for i in range(30)))
+    write(tmp_path / "te.txt", "a\nb\na\nb\n")
+    cfg = DataConfig(train=str(tmp_path / "tr.npy"), train_labels=str(tmp_path / "tr.txt"),
+                     test=str(tmp_path / "te.npy"), test_labels=str(tmp_path / "te.txt"))
+    with pytest.raises(InputError, match=r"data.test: features have D=5 columns but the model has D=6"):
+        load_text_splits(cfg, FeaturesConfig())
+    cfg.test = None
+    out = load_text_splits(cfg, FeaturesConfig())
+    assert isinstance(out.train.features, np.ndarray) and out.featurizer is None
+    np.testing.assert_allclose(np.linalg.norm(out.train.features, axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(InputError, match="give its labels file as data.train_labels"):
+        load_text_splits(DataConfig(train=str(tmp_path / "tr.npy")), FeaturesConfig())
+
+
+@pytest.mark.parametrize("settings", [
+    dict(),
+    dict(ngram_range=[1, 1], min_df=1, sublinear_tf=False, lowercase=False),
+    dict(analyzer="char_wb", ngram_range=[2, 4], min_df=1, max_features=50),
+    dict(max_df=0.5, min_df=0.02, token_pattern=r"(?u)\b\w+\b"),
+    dict(method="hashing", hashing_features=1024, ngram_range=[1, 2]),
+])
+def test_featurizer_equals_sklearn_and_survives_weights_only(settings):
+    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer, TfidfVectorizer
+
+    rows = texts_and_tags(80)
+    texts = [t for t, _ in rows] + ["Apple APPLE sky-ocean", "a b"]
+    fcfg = FeaturesConfig(**settings)
+    feat, X = TextFeaturizer.fit(texts, fcfg)
+    common = dict(analyzer=fcfg.analyzer, ngram_range=tuple(fcfg.ngram_range), lowercase=fcfg.lowercase,
+                  token_pattern=fcfg.token_pattern, dtype=np.float32)
+    if fcfg.method == "hashing":
+        ref_v = HashingVectorizer(n_features=fcfg.hashing_features, alternate_sign=False, norm=None, **common)
+        ref_t = TfidfTransformer(norm=None, sublinear_tf=fcfg.sublinear_tf).fit(ref_v.transform(texts))
+        reference = lambda docs: ref_t.transform(ref_v.transform(docs))
+    else:
+        ref = TfidfVectorizer(min_df=fcfg.min_df, max_df=fcfg.max_df, max_features=fcfg.max_features,
+                              sublinear_tf=fcfg.sublinear_tf, norm=None, **common).fit(texts)
+        reference = ref.transform
+    new = ["cherry ocean mint unknownword", "", "RUBY ruby navy"]
+    assert X.dtype == np.float32 and sp.isspmatrix_csr(X)
+    np.testing.assert_allclose(X.toarray(), reference(texts).toarray(), rtol=1e-6)
+    buf = io.BytesIO()
+    torch.save({"featurizer": feat.state_dict()}, buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)["featurizer"]
+    again = TextFeaturizer.from_state(state)
+    assert again.num_features == feat.num_features == X.shape[1]
+    np.testing.assert_array_equal(again.transform(new).toarray(), feat.transform(new).toarray())
+    np.testing.assert_allclose(again.transform(new).toarray(), reference(new).toarray(), rtol=1e-6)
+
+
+def test_featurizer_settings_errors():
+    with pytest.raises(ValueError, match="features.ngram_range"):
+        TextFeaturizer.fit(["a b"], FeaturesConfig(ngram_range=[2, 1]))
+    with pytest.raises(ValueError, match="features.max_df"):
+        TextFeaturizer.fit(["a b"], FeaturesConfig(max_df=1.5))
+    with pytest.raises(ValueError, match="cannot build a vocabulary"):
+        TextFeaturizer.fit(["a", "b"], FeaturesConfig(min_df=5))
+
+
+def test_dense_features_reach_the_model_as_dense_rows():
+    from xmlc.config import ModelConfig
+    from xmlc.data import XMCData, make_loader
+    from xmlc.models import build_model
+
+    rng = np.random.default_rng(0)
+    dense = (rng.random((9, 7)) * (rng.random((9, 7)) < 0.6)).astype(np.float32)
+    Y = sp.csr_matrix((rng.random((9, 3)) < 0.5).astype(np.float32))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="mlp", hidden=[5], norm="none", dropout=0.0), 7, 3).eval()
+    as_dense = next(iter(make_loader(XMCData(dense, Y, 7, 3), 9, shuffle=False)))
+    as_sparse = next(iter(make_loader(XMCData(sp.csr_matrix(dense), Y, 7, 3), 9, shuffle=False)))
+    assert as_dense.dense is not None and as_dense.indices.numel() == 0
+    torch.testing.assert_close(model(as_dense), model(as_sparse), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(as_dense.targets, as_sparse.targets)

@@ -1,0 +1,148 @@
+"""Text to features: a tf-idf featuriser fitted on the training split, saved as plain data.
+
+scikit-learn does the tokenising and counting (``TfidfVectorizer``, or ``HashingVectorizer``
++ ``TfidfTransformer`` for vocabularies that do not fit in memory); this module only fixes
+the settings (the ``features`` config section), returns CSR float32 ``(N, D)``, and turns the
+fitted state into plain data: the settings dict, the vocabulary as a list of strings (column
+order) and the idf weights as a tensor. :meth:`TextFeaturizer.from_state` rebuilds a
+vectorizer whose output equals the fitted one's, so a checkpoint never holds a pickled object
+and loads with ``torch.load(weights_only=True)``.
+
+Rows are not normalised here (``norm=None``); ``data.normalize`` (l2 by default) scales them
+afterwards, as it does for every input format.
+
+Example:
+    >>> feat, X = TextFeaturizer.fit(["the cat sat", "the dog sat"], FeaturesConfig(min_df=1))
+    >>> X.shape, feat.num_features
+    ((2, 7), 7)
+    >>> again = TextFeaturizer.from_state(feat.state_dict())
+    >>> (again.transform(["a cat"]) != feat.transform(["a cat"])).nnz
+    0
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+__all__ = ["TextFeaturizer", "featurizer_settings"]
+
+_SETTINGS = ("method", "analyzer", "ngram_range", "min_df", "max_df", "max_features", "sublinear_tf",
+             "lowercase", "token_pattern", "hashing_features")
+
+
+def featurizer_settings(fcfg) -> dict:
+    """The ``features`` config section as a plain dict, checked (errors name the key)."""
+    s = {k: getattr(fcfg, k) for k in _SETTINGS}
+    s["ngram_range"] = list(s["ngram_range"])
+    lo_hi = s["ngram_range"]
+    if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1]:
+        raise ValueError(f"config key 'features.ngram_range' must be [min_n, max_n] with 1 <= min_n <= max_n; "
+                         f"got {lo_hi!r}")
+    for key in ("min_df", "max_df"):
+        v = s[key]
+        if isinstance(v, float) and not 0.0 <= v <= 1.0:
+            raise ValueError(f"config key 'features.{key}' as a float is a fraction of documents in [0, 1]; got {v!r}")
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"config key 'features.{key}' as an integer is a document count >= 1; got {v!r}")
+    if s["max_features"] is not None and s["max_features"] < 1:
+        raise ValueError(f"config key 'features.max_features' must be >= 1 or null; got {s['max_features']!r}")
+    if s["hashing_features"] < 1:
+        raise ValueError(f"config key 'features.hashing_features' must be >= 1; got {s['hashing_features']!r}")
+    if s["method"] not in ("tfidf", "hashing"):
+        raise ValueError(f"config key 'features.method' must be 'tfidf' or 'hashing'; got {s['method']!r}")
+    return s
+
+
+def _common(s: dict) -> dict:
+    return dict(analyzer=s["analyzer"], ngram_range=tuple(s["ngram_range"]), lowercase=s["lowercase"],
+                token_pattern=s["token_pattern"] if s["analyzer"] == "word" else None, dtype=np.float32)
+
+
+class TextFeaturizer:
+    """A fitted tf-idf featuriser; build it with :meth:`fit` or :meth:`from_state`.
+
+    Attributes:
+        settings: the plain settings dict (:func:`featurizer_settings`).
+        num_features: ``D``, the number of output columns.
+    """
+
+    def __init__(self, settings: dict, vectorizer, transformer=None):
+        self.settings = settings
+        self._vectorizer = vectorizer      # TfidfVectorizer, or HashingVectorizer (+ transformer)
+        self._transformer = transformer
+
+    @property
+    def num_features(self) -> int:
+        if self.settings["method"] == "hashing":
+            return int(self.settings["hashing_features"])
+        return len(self._vectorizer.vocabulary_)
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], fcfg) -> tuple["TextFeaturizer", sp.csr_matrix]:
+        """Fit on the training texts; returns the featuriser and their features CSR ``(N, D)`` float32."""
+        from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer, TfidfVectorizer
+
+        s = featurizer_settings(fcfg)
+        if s["method"] == "hashing":
+            vec = HashingVectorizer(n_features=s["hashing_features"], alternate_sign=False, norm=None, **_common(s))
+            tf = TfidfTransformer(norm=None, sublinear_tf=s["sublinear_tf"])
+            X = tf.fit_transform(vec.transform(texts))
+            feat = cls(s, vec, tf)
+        else:
+            vec = TfidfVectorizer(min_df=s["min_df"], max_df=s["max_df"], max_features=s["max_features"],
+                                  sublinear_tf=s["sublinear_tf"], norm=None, **_common(s))
+            try:
+                X = vec.fit_transform(texts)
+            except ValueError as exc:   # e.g. "empty vocabulary" or "max_df corresponds to < documents than min_df"
+                raise ValueError(f"features: cannot build a vocabulary from the training texts ({exc}); "
+                                 f"check features.min_df / max_df / token_pattern") from None
+            vec.stop_words_ = None     # the pruned terms: only informational, can be large
+            feat = cls(s, vec)
+        return feat, _csr32(X)
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """Features of ``texts``: CSR ``(N, D)`` float32 (unknown words are ignored)."""
+        if self._transformer is not None:
+            return _csr32(self._transformer.transform(self._vectorizer.transform(texts)))
+        return _csr32(self._vectorizer.transform(texts))
+
+    def state_dict(self) -> dict:
+        """Plain data: ``{"settings": dict, "vocabulary": list[str] | None, "idf": float64 tensor (D,)}``."""
+        if self._transformer is not None:
+            return {"settings": dict(self.settings), "vocabulary": None,
+                    "idf": torch.from_numpy(np.asarray(self._transformer.idf_, dtype=np.float64).copy())}
+        vocab = np.empty(len(self._vectorizer.vocabulary_), dtype=object)
+        for term, j in self._vectorizer.vocabulary_.items():
+            vocab[j] = term
+        return {"settings": dict(self.settings), "vocabulary": vocab.tolist(),
+                "idf": torch.from_numpy(np.asarray(self._vectorizer.idf_, dtype=np.float64).copy())}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "TextFeaturizer":
+        """Rebuild from :meth:`state_dict` output (no pickle: settings, word list, idf array)."""
+        from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer, TfidfVectorizer
+
+        s = dict(state["settings"])
+        idf = np.asarray(state["idf"].numpy() if isinstance(state["idf"], torch.Tensor) else state["idf"],
+                         dtype=np.float64)
+        if s["method"] == "hashing":
+            vec = HashingVectorizer(n_features=s["hashing_features"], alternate_sign=False, norm=None, **_common(s))
+            tf = TfidfTransformer(norm=None, sublinear_tf=s["sublinear_tf"])
+            tf.idf_ = idf
+            return cls(s, vec, tf)
+        vocab = list(state["vocabulary"])
+        if len(vocab) != idf.shape[0]:
+            raise ValueError(f"featuriser state: {len(vocab)} vocabulary terms but {idf.shape[0]} idf weights")
+        vec = TfidfVectorizer(vocabulary=vocab, sublinear_tf=s["sublinear_tf"], norm=None, **_common(s))
+        vec.idf_ = idf.astype(np.float32)
+        return cls(s, vec)
+
+
+def _csr32(X) -> sp.csr_matrix:
+    X = sp.csr_matrix(X, dtype=np.float32)
+    X.sort_indices()
+    return X

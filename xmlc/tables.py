@@ -1,0 +1,702 @@
+"""Your own data: text tables, LibMultiLabel files, feature matrices, and the label vocabulary.
+
+Readers turn a user's file into a :class:`RawSplit`: the raw documents (or a feature matrix
+the user computed) and, per row, the list of label *names*. :class:`LabelVocab` maps names
+to the columns of the label matrix; :func:`load_text_splits` is the whole path from the
+``data`` config section to featurised :class:`xmlc.data.XMCData` splits.
+
+Formats (``data.format``):
+
+- ``table``: ``.csv`` / ``.tsv`` (``.gz`` ok), read with Python's :mod:`csv` (quotes, embedded
+  separators and newlines as Excel writes them). Columns by name (with a header) or by
+  0-based index: ``data.text_column`` (a list joins several columns with a space),
+  ``data.labels_column``; labels inside the cell are split on ``data.label_sep``.
+  ``data.header: auto`` takes the first row as a header when it holds every column named in
+  ``data.text_column`` / ``data.labels_column``; with index-only columns there is no header
+  unless ``data.header: true``.
+- ``jsonl``: one JSON object per line (``.gz`` ok); the labels value may be a list or a string
+  split on ``data.label_sep``.
+- ``libmultilabel``: LibMultiLabel's ``[id<TAB>]label label ...<TAB>text``, no header, labels
+  separated by whitespace.
+- ``npz``: features you computed yourself, ``.npy`` (``(N, D)`` float, dense) or ``.npz``
+  (scipy CSR, written by ``scipy.sparse.save_npz``), with labels from a text file
+  (``data.train_labels`` etc.): one line per row, labels separated by ``data.label_sep``.
+- ``xmc``: the Extreme Classification Repository format (:func:`xmlc.data.read_xmc`).
+
+``auto`` decides from the extension (after ``.gz``) and, for other names, the first line;
+:func:`detect_format` returns the decision and the reason, which the trainer prints.
+
+Bad input stops before training, naming the file, the line and what was wrong: a malformed
+CSV quote, a bad JSON line, undecodable bytes, a missing column (listing the columns that
+exist), a row with too few fields. With ``data.skip_bad_rows: true`` such rows are skipped
+and counted instead. Rows with empty text or no labels are legitimate, kept, and counted in
+the :class:`RawSplit` report.
+
+Example:
+    >>> split = read_split("tickets.csv", DataConfig(text_column="body", labels_column="tags",
+    ...                                              label_sep="|"), key="data.train")
+    >>> split.texts[0], split.labels[0]
+    ('printer on fire', ['hardware', 'urgent'])
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["FORMATS", "InputError", "RawSplit", "LabelVocab", "detect_format", "read_split",
+           "read_table", "read_jsonl", "read_libmultilabel", "read_feature_matrix", "read_label_lines",
+           "read_label_names", "ids_to_names"]
+
+FORMATS = ("auto", "xmc", "libmultilabel", "table", "jsonl", "npz")
+
+
+class InputError(ValueError):
+    """A user's data file is malformed; the message names the file, the line and the problem."""
+
+
+@dataclass
+class RawSplit:
+    """One split as read from the user's file, before featurising.
+
+    Attributes:
+        texts: the documents (table, jsonl, libmultilabel), else None.
+        features: the user's feature matrix (npz format): scipy CSR ``(N, D)`` or a dense
+            ``(N, D)`` float32 array; else None.
+        labels: per row, the list of label names (strings).
+        report: counts: ``rows``, ``empty_text``, ``no_labels``, ``skipped`` (bad rows skipped
+            with ``data.skip_bad_rows``) and ``skipped_lines`` (their first line numbers, up to 20).
+        fmt: the format it was read as.
+        lines: the 1-based line on which each row starts (for messages), or None (line = row).
+    """
+
+    texts: list[str] | None
+    features: Any
+    labels: list[list[str]]
+    report: dict = field(default_factory=dict)
+    fmt: str = ""
+    lines: Any = None
+
+    def line_of(self, row: int) -> int:
+        """The file line of row ``row`` (0-based row)."""
+        return int(self.lines[row]) if self.lines is not None else row + 1
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# ---------------------------------------------------------------------------------------
+# Opening files, format detection
+
+
+def _is_gzip(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _open_binary(path):
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+def _base_suffix(path) -> str:
+    """The extension that names the format: ``x.tsv.gz`` -> ``.tsv``."""
+    name = Path(os.fspath(path)).name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return Path(name).suffix
+
+
+def _decoded_lines(path, name: str, bad: list | None = None) -> Iterator[str]:
+    """The file's lines as str (newlines kept); undecodable bytes name the file and the line.
+
+    With ``bad`` a list, an undecodable line is recorded there (its line number) and skipped.
+    """
+    with _open_binary(path) as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if bad is None:
+                    raise InputError(f"{name}: line {number}: bytes that are not UTF-8 at byte "
+                                     f"{exc.start} of the line ({raw[exc.start:exc.start + 4]!r}); "
+                                     f"save the file as UTF-8") from None
+                bad.append(number)
+                continue
+            if number == 1 and line.startswith("\ufeff"):   # a byte-order mark (Excel's UTF-8)
+                line = line[1:]
+            yield line
+
+
+def _first_line(path) -> str:
+    with _open_binary(path) as f:
+        raw = f.readline(1 << 16)
+    return raw.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")
+
+
+def detect_format(path, fmt: str = "auto") -> tuple[str, str]:
+    """Resolve ``data.format`` for ``path``: ``(format, reason)``.
+
+    ``auto``: ``.csv`` / ``.tsv`` -> table, ``.jsonl`` / ``.json`` -> jsonl, ``.npy`` / ``.npz``
+    -> npz (each also ``.gz``); any other name by its first line: ``N D L`` or ``labels f:v ...``
+    -> xmc, a line with a tab -> libmultilabel, a line starting with ``{`` -> jsonl.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"data.format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if fmt != "auto":
+        return fmt, "data.format"
+    suffix = _base_suffix(path)
+    by_suffix = {".csv": "table", ".tsv": "table", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+                 ".npy": "npz", ".npz": "npz"}
+    if suffix in by_suffix:
+        return by_suffix[suffix], f"extension {suffix}"
+    line = _first_line(path)
+    words = line.split()
+    if len(words) == 3 and all(w.isdigit() for w in words):
+        return "xmc", "first line is an 'N D L' header"
+    if words and all(":" in w for w in words[1:]) and (len(words) > 1 or line.startswith(" ")
+                                                      or all(c in "0123456789," for c in words[0])):
+        if all(c in "0123456789,: .-+eE" for c in line):
+            return "xmc", "first line is 'labels f:v f:v ...'"
+    if line.lstrip().startswith("{"):
+        return "jsonl", "first line is a JSON object"
+    if "\t" in line:
+        return "libmultilabel", "first line has tab-separated labels and text"
+    raise InputError(f"{os.fspath(path)}: cannot tell the format from the name or the first line "
+                     f"({line[:80]!r}); set data.format to one of {', '.join(FORMATS[1:])}")
+
+
+# ---------------------------------------------------------------------------------------
+# Label cells
+
+
+def _split_labels(cell: str, sep: str) -> list[str]:
+    pieces = cell.split() if sep.strip() == "" else cell.split(sep)
+    return [p.strip() for p in pieces if p.strip()]
+
+
+class _Rows:
+    """Collects rows and counts; a bad row raises, or is skipped and counted."""
+
+    def __init__(self, name: str, skip_bad_rows: bool):
+        self.name, self.skip = name, skip_bad_rows
+        self.texts: list[str] = []
+        self.labels: list[list[str]] = []
+        self.lines = array("q")
+        self.skipped: list[int] = []
+        self.empty_text = self.no_labels = 0
+
+    def add(self, line: int, text: str, labels: list[str]) -> None:
+        self.lines.append(line)
+        if not text.strip():
+            self.empty_text += 1
+        if not labels:
+            self.no_labels += 1
+        self.texts.append(text)
+        self.labels.append(labels)
+
+    def bad(self, line: int, what: str) -> None:
+        if not self.skip:
+            raise InputError(f"{self.name}: line {line}: {what} (set data.skip_bad_rows=true to skip "
+                             f"and count such rows)")
+        self.skipped.append(line)
+
+    def split(self, fmt: str) -> RawSplit:
+        report = {"rows": len(self.labels), "empty_text": self.empty_text, "no_labels": self.no_labels,
+                  "skipped": len(self.skipped), "skipped_lines": sorted(self.skipped)[:20]}
+        return RawSplit(self.texts, None, self.labels, report, fmt, self.lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Readers
+
+
+def _as_list(spec) -> list:
+    return list(spec) if isinstance(spec, (list, tuple)) else [spec]
+
+
+def read_table(path, *, text_column="text", labels_column="labels", label_sep: str = ",",
+               header="auto", delimiter: str | None = None, skip_bad_rows: bool = False) -> RawSplit:
+    """Read a ``.csv`` / ``.tsv`` table (``.gz`` ok) of texts and labels with :mod:`csv`.
+
+    Args:
+        path: the file; the delimiter is a tab for ``.tsv``, else a comma (or ``delimiter``).
+        text_column: column name or 0-based index, or a list of them (joined with a space).
+        labels_column: column name or 0-based index.
+        label_sep: separator of the labels inside the labels cell (whitespace: any run of it).
+        header: ``"auto"`` | True | False (see the module docstring for ``auto``).
+        skip_bad_rows: skip and count malformed rows instead of stopping.
+
+    Returns:
+        :class:`RawSplit` with ``texts`` and ``labels``.
+
+    Raises:
+        InputError: naming the file and line: bad quoting, too few fields, undecodable bytes;
+            a named column missing from the header (listing the header's columns).
+    """
+    name = os.fspath(path)
+    if delimiter is None:
+        delimiter = "\t" if _base_suffix(path) == ".tsv" else ","
+    text_specs, label_spec = _as_list(text_column), labels_column
+    specs = text_specs + [label_spec]
+    named = [s for s in specs if isinstance(s, str)]
+    rows = _Rows(name, skip_bad_rows)
+    undecodable: list[int] | None = [] if skip_bad_rows else None
+    reader = csv.reader(_decoded_lines(path, name, undecodable), delimiter=delimiter, strict=True)
+    columns: list[int] | None = None
+    first = True
+    line_end = 0
+    while True:
+        start = line_end + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            line_end = reader.line_num
+            rows.bad(start, f"malformed CSV ({exc}); a quote inside a quoted field is written twice (\"\")")
+            continue
+        line_end = reader.line_num
+        if first:
+            first = False
+            has_header = header is True or (header == "auto" and bool(named) and all(s in record for s in named))
+            if has_header:
+                missing = [s for s in named if s not in record]
+                if missing:
+                    raise InputError(f"{name}: line {start}: no column named {missing[0]!r}; the header "
+                                     f"has columns {record}")
+                columns = [record.index(s) if isinstance(s, str) else s for s in specs]
+                continue
+            if named:
+                raise InputError(
+                    f"{name}: line {start}: no column named {', '.join(map(repr, named))} in the first "
+                    f"row {record[:10]}; name existing columns in data.text_column / data.labels_column, "
+                    f"or give 0-based indices for a file without a header (and data.header=false)")
+            columns = list(specs)
+        if not record:   # a blank line
+            continue
+        need = max(columns) + 1
+        if len(record) < need:
+            rows.bad(start, f"{len(record)} field(s) but column {need - 1} is needed "
+                            f"(delimiter {delimiter!r})")
+            continue
+        text = " ".join(record[c] for c in columns[:-1])
+        rows.add(start, text, _split_labels(record[columns[-1]], label_sep))
+    if undecodable:
+        rows.skipped.extend(undecodable)
+    return rows.split("table")
+
+
+def read_jsonl(path, *, text_column="text", labels_column="labels", label_sep: str = ",",
+               skip_bad_rows: bool = False) -> RawSplit:
+    """Read JSON lines (``.gz`` ok): one object per line; blank lines are ignored.
+
+    ``text_column`` (a key, or a list of keys joined with a space) must hold a string;
+    ``labels_column`` a list of labels or a string split on ``label_sep``.
+    """
+    name = os.fspath(path)
+    text_keys = _as_list(text_column)
+    for key in text_keys + [labels_column]:
+        if not isinstance(key, str):
+            raise InputError(f"{name}: JSON lines are read by key; data.text_column / data.labels_column "
+                             f"must be names, got {key!r}")
+    rows = _Rows(name, skip_bad_rows)
+    undecodable: list[int] | None = [] if skip_bad_rows else None
+    for number, line in enumerate(_decoded_lines(path, name, undecodable), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rows.bad(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(obj, dict):
+            rows.bad(number, f"expected a JSON object, got {type(obj).__name__}")
+            continue
+        missing = [k for k in text_keys + [labels_column] if k not in obj]
+        if missing:
+            rows.bad(number, f"no key {missing[0]!r}; this line has keys {sorted(obj)}")
+            continue
+        parts = [obj[k] for k in text_keys]
+        if not all(isinstance(p, str) for p in parts):
+            rows.bad(number, f"text key(s) {text_keys} must hold strings")
+            continue
+        value = obj[labels_column]
+        if isinstance(value, list):
+            labels = [str(v).strip() for v in value if str(v).strip()]
+        elif isinstance(value, (str, int)):
+            labels = _split_labels(str(value), label_sep)
+        elif value is None:
+            labels = []
+        else:
+            rows.bad(number, f"key {labels_column!r} must hold a list or a string, got {type(value).__name__}")
+            continue
+        rows.add(number, " ".join(parts), labels)
+    if undecodable:
+        rows.skipped.extend(undecodable)
+    return rows.split("jsonl")
+
+
+def read_libmultilabel(path, *, skip_bad_rows: bool = False) -> RawSplit:
+    """Read LibMultiLabel's text layout: ``[id<TAB>]label label ...<TAB>text`` per line, no header."""
+    name = os.fspath(path)
+    rows = _Rows(name, skip_bad_rows)
+    undecodable: list[int] | None = [] if skip_bad_rows else None
+    for number, line in enumerate(_decoded_lines(path, name, undecodable), 1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) not in (2, 3):
+            rows.bad(number, f"{len(fields)} tab-separated field(s); expected [id<TAB>]labels<TAB>text")
+            continue
+        rows.add(number, fields[-1], fields[-2].split())
+    if undecodable:
+        rows.skipped.extend(undecodable)
+    return rows.split("libmultilabel")
+
+
+def read_feature_matrix(path):
+    """``.npy`` (dense ``(N, D)``, ``.gz`` ok) or ``.npz`` (scipy sparse) features, float32.
+
+    Returns a dense float32 ndarray for ``.npy`` and a CSR matrix (sorted indices) for ``.npz``.
+    Never unpickles (``allow_pickle=False``).
+    """
+    name = os.fspath(path)
+    suffix = _base_suffix(path)
+    try:
+        if suffix == ".npz":
+            matrix = sp.load_npz(name).tocsr().astype(np.float32)
+            matrix.sum_duplicates()
+            matrix.sort_indices()
+            values = matrix.data
+        else:
+            with _open_binary(path) as f:
+                matrix = np.load(io.BytesIO(f.read()), allow_pickle=False)
+            if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
+                raise InputError(f"{name}: expected a 2-d numeric (N, D) array, got shape {matrix.shape} "
+                                 f"dtype {matrix.dtype}")
+            matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+            values = matrix
+    except InputError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError) as exc:
+        raise InputError(f"{name}: cannot read a feature matrix ({'.npz: scipy.sparse.save_npz' if suffix == '.npz' else '.npy: numpy.save'} "
+                         f"format expected): {exc}") from None
+    if not np.isfinite(values).all():
+        bad = np.argwhere(~np.isfinite(matrix.toarray() if sp.issparse(matrix) else matrix))[0]
+        raise InputError(f"{name}: non-finite value at row {bad[0]}, column {bad[1]}")
+    return matrix
+
+
+def read_label_lines(path, *, label_sep: str = ",", skip_bad_rows: bool = False) -> list[list[str]]:
+    """Labels for a feature matrix: one line per row, labels separated by ``label_sep``; an
+    empty line is a row without labels."""
+    name = os.fspath(path)
+    return [_split_labels(line.rstrip("\r\n"), label_sep) for line in _decoded_lines(path, name)]
+
+
+def read_label_names(path) -> list[str]:
+    """``data.label_names``: one label name per line, line ``i`` naming label id ``i``; names unique."""
+    name = os.fspath(path)
+    names = [line.rstrip("\r\n").strip() for line in _decoded_lines(path, name)]
+    while names and not names[-1]:
+        names.pop()
+    for i, n in enumerate(names):
+        if not n:
+            raise InputError(f"{name}: line {i + 1}: empty label name")
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in seen:
+            raise InputError(f"{name}: line {i + 1}: label name {n!r} repeats line {seen[n] + 1}")
+        seen[n] = i
+    return names
+
+
+def ids_to_names(labels: list[list[str]], names: list[str], where: str, line_of=lambda row: row + 1) -> list[list[str]]:
+    """Integer label ids (as strings) -> names from ``data.label_names``; a name already in
+    ``names`` passes through. Anything else raises, naming ``where`` and the line."""
+    known = set(names)
+    out = []
+    for row, labs in enumerate(labels):
+        mapped = []
+        for lab in labs:
+            if lab in known:
+                mapped.append(lab)
+            elif lab.isdigit() and int(lab) < len(names):
+                mapped.append(names[int(lab)])
+            else:
+                raise InputError(f"{where}: line {line_of(row)}: label {lab!r} is neither a label id in "
+                                 f"[0, {len(names)}) nor a name in data.label_names")
+        out.append(mapped)
+    return out
+
+
+def read_split(path, dcfg, *, key: str, labels_path=None, fmt: str | None = None) -> RawSplit:
+    """Read one split named by config key ``key`` in the format ``fmt`` (resolved, not auto).
+
+    ``dcfg`` is the ``data`` config section (columns, separator, header, skip_bad_rows);
+    ``labels_path`` the labels file of a feature matrix (``data.<split>_labels``).
+    """
+    fmt = fmt or detect_format(path, dcfg.format)[0]
+    if fmt == "table":
+        return read_table(path, text_column=dcfg.text_column, labels_column=dcfg.labels_column,
+                          label_sep=dcfg.label_sep, header=dcfg.header, skip_bad_rows=dcfg.skip_bad_rows)
+    if fmt == "jsonl":
+        return read_jsonl(path, text_column=dcfg.text_column, labels_column=dcfg.labels_column,
+                          label_sep=dcfg.label_sep, skip_bad_rows=dcfg.skip_bad_rows)
+    if fmt == "libmultilabel":
+        return read_libmultilabel(path, skip_bad_rows=dcfg.skip_bad_rows)
+    if fmt == "npz":
+        features = read_feature_matrix(path)
+        if labels_path is None:
+            labels = [[] for _ in range(features.shape[0])]
+        else:
+            labels = read_label_lines(labels_path, label_sep=dcfg.label_sep)
+            if len(labels) != features.shape[0]:
+                raise InputError(f"{os.fspath(path)} has {features.shape[0]} rows but its labels file "
+                                 f"{os.fspath(labels_path)} has {len(labels)} lines")
+        report = {"rows": len(labels), "empty_text": 0, "no_labels": sum(not l for l in labels),
+                  "skipped": 0, "skipped_lines": []}
+        return RawSplit(None, features, labels, report, "npz")
+    raise InputError(f"{key}: format {fmt!r} is not a raw-input format")
+
+
+# ---------------------------------------------------------------------------------------
+# Label vocabulary
+
+
+class LabelVocab:
+    """Label names <-> label matrix columns.
+
+    Order: the names of ``data.label_names`` in file order when given (column ``i`` is id
+    ``i``, so integer ids are never renumbered); otherwise the order of first appearance in
+    the training file. Stored in checkpoints as the plain list :attr:`names`.
+
+    Example:
+        >>> vocab = LabelVocab.build([["b", "a"], ["a", "c"]])
+        >>> vocab.names
+        ['b', 'a', 'c']
+        >>> Y, unseen = vocab.encode([["a", "z"]])
+        >>> Y.toarray(), dict(unseen)
+        (array([[0., 1., 0.]], dtype=float32), {'z': 1})
+    """
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        if len(self.index) != len(self.names):
+            raise InputError("label names must be unique")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def build(cls, labels: list[list[str]], names: list[str] | None = None) -> "LabelVocab":
+        """From the training labels (first appearance order), or the fixed ``names``."""
+        if names is not None:
+            return cls(names)
+        return cls(list(dict.fromkeys(lab for labs in labels for lab in labs)))
+
+    def encode(self, labels: list[list[str]]) -> tuple[sp.csr_matrix, Counter]:
+        """CSR ``(N, L)`` float32 {0, 1}; names not in the vocabulary are left out and counted
+        (returned as a ``Counter`` name -> rows)."""
+        index, unseen = self.index, Counter()
+        indptr = np.zeros(len(labels) + 1, dtype=np.int64)
+        cols: list[int] = []
+        for i, labs in enumerate(labels):
+            row = set()
+            for lab in labs:
+                j = index.get(lab)
+                if j is None:
+                    unseen[lab] += 1
+                else:
+                    row.add(j)
+            cols.extend(sorted(row))
+            indptr[i + 1] = len(cols)
+        cols_arr = np.asarray(cols, dtype=np.int32)
+        Y = sp.csr_matrix((np.ones(cols_arr.size, np.float32), cols_arr, indptr.astype(np.int32)),
+                          shape=(len(labels), len(self.names)))
+        return Y, unseen
+
+
+# ---------------------------------------------------------------------------------------
+# The whole path: config -> featurised splits
+
+
+@dataclass
+class TextSplits:
+    """What :func:`load_text_splits` returns: the splits in the trainer's container, plus what
+    a checkpoint needs to use the model on new raw input.
+
+    Attributes:
+        train, val, test: :class:`xmlc.data.XMCData` (``test`` None without ``data.test``);
+            ``features`` CSR, or a dense float32 ndarray for ``.npy`` input.
+        label_names: column ``j`` of the label matrix is ``label_names[j]``.
+        featurizer: the fitted :class:`xmlc.features.TextFeaturizer` (None for feature matrices).
+        notes: lines for the user: the format decided, counts, labels that cannot be predicted.
+    """
+
+    train: Any
+    val: Any
+    test: Any
+    label_names: list[str]
+    featurizer: Any
+    notes: list[str]
+
+
+def split_paths(dcfg) -> dict[str, tuple[str, str | None]]:
+    """``{"train": (path, labels path), ...}`` for the splits the config names."""
+    return {split: (getattr(dcfg, split), getattr(dcfg, f"{split}_labels"))
+            for split in ("train", "val", "test") if getattr(dcfg, split) is not None}
+
+
+def read_labelled(path, dcfg, *, key: str, labels_path=None, label_names=None, notes=None) -> RawSplit:
+    """:func:`read_split` with the format resolved (noted in ``notes``) and integer ids mapped
+    to ``label_names``."""
+    fmt, why = detect_format(path, dcfg.format)
+    if fmt == "xmc":
+        raise InputError(f"{key}: {os.fspath(path)} is in the XMC format ({why}); raw text and feature "
+                         f"matrices cannot be mixed with it in one run")
+    if notes is not None:
+        notes.append(f"{key}: {os.fspath(path)} read as {fmt} ({why})")
+    if fmt == "npz" and labels_path is None and key != "--data":
+        raise InputError(f"{key}: {os.fspath(path)} is a feature matrix; give its labels file as "
+                         f"{key}_labels (one line of labels per row)")
+    raw = read_split(path, dcfg, key=key, labels_path=labels_path, fmt=fmt)
+    if label_names is not None:
+        raw.labels = ids_to_names(raw.labels, label_names, f"{key} ({os.fspath(labels_path or path)})",
+                                  raw.line_of)
+    if notes is not None:
+        notes.append(describe(raw, key))
+    return raw
+
+
+def featurize(raw: RawSplit, featurizer, num_features: int, key: str):
+    """Features of a raw split with a fitted featuriser (texts) or as given (matrices); the
+    column count must be ``num_features``."""
+    if raw.texts is not None:
+        if featurizer is None:
+            raise InputError(f"{key}: raw text, but the model was trained on a feature matrix "
+                             f"({num_features:,} columns); give features, not text")
+        return featurizer.transform(raw.texts)
+    if featurizer is not None:
+        raise InputError(f"{key}: a feature matrix, but the model was trained on raw text; give text")
+    if raw.features.shape[1] != num_features:
+        raise InputError(f"{key}: features have D={raw.features.shape[1]:,} columns but the model has "
+                         f"D={num_features:,}")
+    return raw.features
+
+
+def normalize(features, norm: str):
+    """Row normalisation for CSR (:func:`xmlc.data.normalize_rows`) and dense arrays alike."""
+    from xmlc.data import normalize_rows
+
+    if sp.issparse(features):
+        return normalize_rows(features, norm)
+    if norm == "none":
+        return features
+    scale = np.abs(features).sum(1) if norm == "l1" else np.sqrt((features.astype(np.float64) ** 2).sum(1))
+    scale[scale == 0] = 1.0
+    return (features / scale[:, None]).astype(np.float32)
+
+
+def unseen_note(unseen: Counter, key: str) -> str | None:
+    """A line about labels of a val/test split that training never saw (they cannot be predicted)."""
+    if not unseen:
+        return None
+    top = ", ".join(f"{name!r} ({n})" for name, n in unseen.most_common(5))
+    return (f"{key}: {len(unseen):,} label name(s) not in the training labels, {sum(unseen.values()):,} "
+            f"occurrence(s), left out of the label matrix (they cannot be predicted): {top}"
+            f"{', ...' if len(unseen) > 5 else ''}")
+
+
+def load_text_splits(dcfg, fcfg, *, seed: int = 0) -> TextSplits:
+    """Train / val / test from the user's raw files, featurised, as the trainer's containers.
+
+    The label vocabulary comes from the training file (or ``data.label_names``); the
+    featuriser is fitted on the training rows only (after the validation rows are carved out
+    when ``data.val`` is None: a stratified split of ``data.val_fraction``, seed ``seed + 1``);
+    rows are normalised by ``data.normalize``.
+
+    Args:
+        dcfg: the ``data`` config section.
+        fcfg: the ``features`` config section.
+        seed: the run's seed.
+    """
+    from xmlc.data import XMCData, stratified_split
+    from xmlc.features import TextFeaturizer
+
+    notes: list[str] = []
+    paths = split_paths(dcfg)
+    names = read_label_names(dcfg.label_names) if dcfg.label_names is not None else None
+    raws = {split: read_labelled(path, dcfg, key=f"data.{split}", labels_path=labels, label_names=names,
+                                 notes=notes)
+            for split, (path, labels) in paths.items()}
+    kinds = {split: raw.texts is not None for split, raw in raws.items()}
+    if len(set(kinds.values())) > 1:
+        raise InputError("data.train / data.val / data.test mix raw text and feature matrices: "
+                         + ", ".join(f"data.{k}: {'text' if v else 'features'}" for k, v in kinds.items()))
+    vocab = LabelVocab.build(raws["train"].labels, names)
+    if len(vocab) == 0:
+        raise InputError(f"data.train: {paths['train'][0]} has no labels in any row")
+    train_raw = raws["train"]
+    Y_train, _ = vocab.encode(train_raw.labels)
+    if "val" not in raws:
+        fit, held = stratified_split(Y_train, dcfg.val_fraction, seed=seed + 1)
+        raws["val"] = _rows(train_raw, held)
+        train_raw = raws["train"] = _rows(train_raw, fit)
+        Y_train = Y_train[fit]
+    featurizer = None
+    if train_raw.texts is not None:
+        featurizer, X_train = TextFeaturizer.fit(train_raw.texts, fcfg)
+        notes.append(f"features: {featurizer.num_features:,} tf-idf columns fitted on {len(train_raw):,} "
+                     f"training rows ({featurizer.settings['method']}, {featurizer.settings['analyzer']} "
+                     f"n-grams {tuple(featurizer.settings['ngram_range'])})")
+    else:
+        X_train = train_raw.features
+    D, L = X_train.shape[1], len(vocab)
+    out = {"train": XMCData(normalize(X_train, dcfg.normalize), Y_train, D, L)}
+    for split in ("val", "test"):
+        if split not in raws:
+            out[split] = None
+            continue
+        key = f"data.{split}"
+        X = featurize(raws[split], featurizer, D, key)
+        Y, unseen = vocab.encode(raws[split].labels)
+        note = unseen_note(unseen, key)
+        if note:
+            notes.append(note)
+        out[split] = XMCData(normalize(X, dcfg.normalize), Y, D, L)
+    return TextSplits(out["train"], out["val"], out["test"], vocab.names, featurizer, notes)
+
+
+def _rows(raw: RawSplit, idx: np.ndarray) -> RawSplit:
+    texts = None if raw.texts is None else [raw.texts[i] for i in idx]
+    features = None if raw.features is None else raw.features[idx]
+    lines = None if raw.lines is None else np.asarray(raw.lines)[idx]
+    return RawSplit(texts, features, [raw.labels[i] for i in idx], dict(raw.report), raw.fmt, lines)
+
+
+def describe(split: RawSplit, key: str) -> str:
+    """One line about a split's counts (empty texts, rows without labels, skipped rows)."""
+    r = split.report
+    parts = [f"{r['rows']:,} rows"]
+    if r.get("empty_text"):
+        parts.append(f"{r['empty_text']:,} with empty text (kept: no features)")
+    if r.get("no_labels"):
+        parts.append(f"{r['no_labels']:,} without labels (kept)")
+    if r.get("skipped"):
+        parts.append(f"{r['skipped']:,} bad rows skipped (lines {', '.join(map(str, r['skipped_lines']))}"
+                     f"{', ...' if r['skipped'] > len(r['skipped_lines']) else ''})")
+    return f"{key}: " + ", ".join(parts)
