@@ -100,6 +100,8 @@ BAD_INPUTS = [
     ("0 1:nan\n", 1, "nan"),
     ("0 1:inf\n", 1, "inf"),
     ("0 1:-inf\n", 1, "inf"),
+    ("0 1:1\n1 2:1e40\n", 2, "value 1e+40 is not finite as float32"),     # finite in float64 only
+    ("0 1:-3.5e38\n", 1, "value -3.5e+38 is not finite as float32"),
     ("2 5 3\n0 1:1\n3 2:1\n", 3, "label index 3 is out of range [0, 3)"),
     ("2 5 3\n0 1:1\n1 5:1\n", 3, "feature index 5 is out of range [0, 5)"),
     ("0 1:1\n-1 2:1\n", 2, "label index -1.0 is not a non-negative integer"),
@@ -148,8 +150,23 @@ def test_num_labels_argument_conflicting_with_header(tmp_path):
 
 
 def test_empty_file(tmp_path):
-    data = read_xmc(write_text(tmp_path, "0 4 3\n"))
+    data = read_xmc(write_text(tmp_path, "0 4 3\n"))   # a header with N=0: zero examples, known sizes
     assert len(data) == 0 and data.labels.shape == (0, 3) and data.features.shape == (0, 4)
+    for i, text in enumerate(["", "\n", "\r\n\n"]):    # nothing at all: an error naming the file
+        path = write_text(tmp_path, text, name=f"empty{i}.txt")
+        with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: the file is empty"):
+            read_xmc(path)
+    path = tmp_path / "empty.txt.gz"
+    with gzip.open(path, "wb"):
+        pass
+    with pytest.raises(ValueError, match=r"empty\.txt\.gz: the file is empty"):
+        read_xmc(path)
+
+
+def test_largest_float32_values_are_kept(tmp_path):
+    top = float(np.finfo(np.float32).max)
+    data = read_xmc(write_text(tmp_path, f"0 0:{top!r} 1:-{top!r} 2:1e-50\n"))
+    assert data.features.toarray().tolist() == [[np.float32(top), -np.float32(top), 0.0]]
 
 
 # ---------------------------------------------------------------------------- writing

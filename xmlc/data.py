@@ -244,10 +244,16 @@ def _parse_body(buf: bytes, name: str, first_line_no: int, header, num_features,
     D = _resolve_bound(name, "num_features", num_features, header[1] if header else None)
     labels_int = _check_indices(label_vals, L, lambda k: body.fail(label_word_of(k), _index_problem(label_vals[k], L, "label")))
     feat_int = _check_indices(feat_idx, D, lambda k: body.fail(int(pair_words[k]), _index_problem(feat_idx[k], D, "feature")))
-    finite = np.isfinite(feat_val)
+    with np.errstate(over="ignore"):   # a finite float64 past float32's range becomes inf here
+        feat_val32 = feat_val.astype(np.float32)
+    finite = np.isfinite(feat_val32)
     if not finite.all():
         k = int(np.flatnonzero(~finite)[0])
-        body.fail(int(pair_words[k]), f"non-finite value {float(feat_val[k])}")
+        value = float(feat_val[k])
+        what = (f"value {value:g} is not finite as float32 (largest {float(np.finfo(np.float32).max):g})"
+                if math.isfinite(value) else f"non-finite value {value}")
+        body.fail(int(pair_words[k]), what)
+    del feat_val
     L = L if L is not None else int(labels_int.max(initial=-1)) + 1
     D = D if D is not None else int(feat_int.max(initial=-1)) + 1
 
@@ -258,7 +264,7 @@ def _parse_body(buf: bytes, name: str, first_line_no: int, header, num_features,
         lambda k: body.fail(label_word_of(k), f"duplicate label {int(labels_int[k])}"),
     )
     features = _build_csr(
-        feat_rows, feat_int, feat_val.astype(np.float32), num_lines, D,
+        feat_rows, feat_int, feat_val32, num_lines, D,
         lambda k: body.fail(int(pair_words[k]), f"duplicate feature index {int(feat_int[k])}"),
     )
     return XMCData(features, labels, D, L)
@@ -353,8 +359,9 @@ def read_xmc(path, *, num_features: int | None = None, num_labels: int | None = 
 
     Raises:
         ValueError: naming the file, the line and the token: malformed pairs, non-numeric,
-            NaN or inf values, label >= L or feature >= D, a header N that disagrees with
-            the number of lines, duplicate indices on a line, empty lines inside the data.
+            NaN or inf values (also finite values past float32's range, such as 1e40),
+            label >= L or feature >= D, a header N that disagrees with the number of
+            lines, duplicate indices on a line, empty lines inside the data; an empty file.
 
     Example:
         >>> data = read_xmc("delicious_train.txt.gz")
@@ -363,6 +370,8 @@ def read_xmc(path, *, num_features: int | None = None, num_labels: int | None = 
     """
     name = os.fspath(path)
     raw = _read_bytes(path)
+    if not raw.strip(b"\r\n"):
+        raise ValueError(f"{name}: the file is empty (no header, no examples)")
     first_nl = raw.find(b"\n")
     first_line = raw if first_nl < 0 else raw[:first_nl]
     header = _parse_header(first_line)
