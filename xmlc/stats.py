@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 from collections.abc import Iterable
 from typing import Literal
 
@@ -582,7 +583,7 @@ def _load(source: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m xmlc.stats FILE [--json]``."""
+    """``python -m xmlc.stats FILE [--json] [--plot PNG]``."""
     parser = argparse.ArgumentParser(
         prog="python -m xmlc.stats",
         description="Label report for an XMC / libsvm multilabel file (.gz ok) or synthetic:default / synthetic:seed.",
@@ -590,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", help="path, or synthetic:default / synthetic:seed")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--few", type=int, default=5, help="labels with 1..FEW positives are reported as few (default 5)")
+    parser.add_argument("--plot", metavar="PNG", help="also draw the label long tail (positives per label, sorted, "
+                        "with the neg/pos pos_weight range) into this PNG file")
     args = parser.parse_args(argv)
     try:
         data = _load(args.file)
@@ -601,6 +604,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"file": args.file, **report}, indent=2))
     else:
         print(format_report(report, args.file))
+    if args.plot:
+        from xmlc.figures import long_tail, save_png   # the command sits on top of the library
+
+        counts, num_examples = label_and_example_counts(data.labels)
+        figure = long_tail(counts, num_examples, buckets=frequency_buckets(counts),
+                           title=f"label long tail: {Path(args.file).name} ({counts.size:,} labels, {num_examples:,} examples)")
+        try:
+            path = save_png(figure, args.plot)
+        except OSError as err:
+            print(f"error: --plot {args.plot}: cannot write: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

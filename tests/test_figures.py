@@ -1,0 +1,177 @@
+"""xmlc.figures, xmlc.report and `xmlc.stats --plot`: figures build from small arrays, the binning
+matches a numpy reference, PNG and HTML files are written and readable, bad input is named."""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from xmlc import data as xdata, figures, report, stats
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    """60 x 9 scores and labels; label 8 has no positive, label 7 is never predicted at 0.5."""
+    rng = np.random.default_rng(0)
+    n, l = 60, 9
+    y = (rng.random((n, l)) < np.linspace(0.05, 0.6, l)).astype(np.float32)
+    y[:, 8] = 0
+    s = np.clip(0.6 * y + 0.5 * rng.random((n, l)), 0, 1).astype(np.float32)
+    s[:, 7] = 0.2 * s[:, 7]
+    s[0, 0], s[1, 1] = 0.0, 1.0   # the ends of the probability range
+    counts = stats.label_counts(sp.csr_matrix(y))
+    return {"scores": torch.from_numpy(s), "labels": sp.csr_matrix(y), "dense": y, "counts": counts,
+            "buckets": stats.frequency_buckets(counts), "pos_weight": torch.linspace(0.5, 20, l)}
+
+
+def _is_png(blob: bytes) -> bool:
+    return blob[:8] == PNG_MAGIC and len(blob) > 1000
+
+
+def test_predicted_counts_matches_numpy(arrays):
+    s = arrays["scores"].numpy()
+    t = np.linspace(0.1, 0.9, s.shape[1]).astype(np.float32)
+    np.testing.assert_array_equal(figures.predicted_counts(arrays["scores"], t), (s >= t).sum(0))
+    np.testing.assert_array_equal(figures.predicted_counts(s, 0.5), (s >= 0.5).sum(0))
+
+
+def _reference_bins(p: np.ndarray, y: np.ndarray, num_bins: int):
+    """Bins by comparing probabilities with the probability edges (searchsorted), in float64."""
+    edges = 1 / (1 + np.exp(-np.linspace(-12, 12, num_bins + 1)))
+    idx = np.clip(np.searchsorted(edges[1:-1], p.ravel(), side="right"), 0, num_bins - 1)
+    return (np.bincount(idx, minlength=num_bins), np.bincount(idx, weights=y.ravel(), minlength=num_bins),
+            np.bincount(idx, weights=p.ravel(), minlength=num_bins))
+
+
+@pytest.mark.parametrize("corrected", [False, True])
+def test_reliability_bins_match_reference(arrays, corrected):
+    s, y = arrays["scores"].numpy().astype(np.float64), arrays["dense"]
+    w = arrays["pos_weight"].numpy().astype(np.float64)
+    p = s / (s + w * (1 - s)) if corrected else s
+    bins = figures.reliability_bins(arrays["scores"], arrays["labels"], num_bins=12,
+                                    pos_weight=arrays["pos_weight"] if corrected else None)
+    count, positives, score_sum = _reference_bins(p, y, 12)
+    np.testing.assert_array_equal(bins.count, count)
+    np.testing.assert_array_equal(bins.positives, positives)
+    np.testing.assert_allclose(bins.score_sum, score_sum, rtol=1e-5, atol=1e-6)
+    assert bins.count.sum() == s.size and bins.positives.sum() == y.sum()
+    filled = bins.count > 0
+    np.testing.assert_allclose(bins.frequency[filled], positives[filled] / count[filled])
+    assert np.isnan(bins.mean_score[~filled]).all()
+
+
+def test_reliability_bins_subsample_every_kth_row(arrays):
+    bins = figures.reliability_bins(arrays["scores"], arrays["labels"], max_cells=9 * 20)   # 60 rows -> stride 3
+    y = arrays["dense"][::3]
+    assert bins.count.sum() == y.size and bins.positives.sum() == y.sum()
+
+
+def test_reliability_bins_reject_bad_input(arrays):
+    with pytest.raises(ValueError, match="num_bins"):
+        figures.reliability_bins(arrays["scores"], arrays["labels"], num_bins=1)
+    with pytest.raises(ValueError, match="pos_weight"):
+        figures.reliability_bins(arrays["scores"], arrays["labels"], pos_weight=torch.zeros(9))
+    bad = arrays["scores"].clone()
+    bad[3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        figures.reliability_bins(bad, arrays["labels"])
+
+
+def test_each_figure_builds_and_renders(arrays):
+    counts, b = arrays["counts"], arrays["buckets"]
+    at_half = figures.predicted_counts(arrays["scores"], 0.5)
+    assert at_half[7] == 0 and counts[8] == 0   # zeros on both log axes
+    fig = figures.predicted_vs_true(counts, {"at 0.5": at_half, "calibrated": counts}, b)
+    assert len(fig.axes) == 2
+    assert "0" in [t.get_text() for t in fig.axes[0].get_xticklabels()]   # the explicit zero tick
+    assert _is_png(figures.to_png(fig))
+    bins = {"as trained": figures.reliability_bins(arrays["scores"], arrays["labels"]),
+            "corrected": figures.reliability_bins(arrays["scores"], arrays["labels"], pos_weight=arrays["pos_weight"])}
+    assert _is_png(figures.to_png(figures.reliability(bins)))
+    ap = np.linspace(0.1, 0.9, 9)
+    ap[8] = np.nan
+    fig = figures.ap_by_frequency(counts, ap, b)
+    assert any("1 labels without a positive" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert _is_png(figures.to_png(fig))
+    fig = figures.long_tail(counts, 60, buckets=b, max_value=10.0)
+    assert any("with 0 positives" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert _is_png(figures.to_png(fig))
+
+
+def test_figures_reject_mismatched_shapes(arrays):
+    with pytest.raises(ValueError, match="buckets"):
+        figures.predicted_vs_true(arrays["counts"], {"a": arrays["counts"]}, np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="ap"):
+        figures.ap_by_frequency(arrays["counts"], np.zeros(4), arrays["buckets"])
+    with pytest.raises(ValueError, match="buckets must be in"):
+        figures.ap_by_frequency(arrays["counts"], np.zeros(9), np.full(9, 5))
+
+
+def test_run_figures_and_save_png(arrays, tmp_path):
+    figs = figures.run_figures(arrays["scores"], arrays["labels"], train_counts=arrays["counts"],
+                               buckets=arrays["buckets"], thresholds=torch.full((9,), 0.4),
+                               pos_weight=arrays["pos_weight"])
+    assert tuple(figs) == figures.FIGURE_NAMES
+    assert len(figs["reliability"].axes) == 4   # as trained + corrected, each with its count panel
+    path = figures.save_png(figs["predicted_vs_true"], tmp_path / "sub" / "p.png")
+    assert _is_png(path.read_bytes())
+
+
+def test_stats_plot_cli(tmp_path, capsys):
+    full = xdata.synthetic(200, 30, 12, mean_labels=2.0, seed=1)
+    src = tmp_path / "d.txt"
+    xdata.write_xmc(src, full.features, full.labels)
+    out = tmp_path / "tail.png"
+    assert stats.main([str(src), "--plot", str(out)]) == 0
+    assert _is_png(out.read_bytes())
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def _fake_run(root, *, metrics=True, png=True):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.yaml").write_text("data:\n  train: <b>x</b>\n")
+    if metrics:
+        (root / "metrics.json").write_text(json.dumps({
+            "val": {"auprc_macro": 0.5, "positive_rate_ratio": 2.0},
+            "val_calibrated": {"auprc_macro": 0.5, "positive_rate_ratio": 1.01},
+            "epoch_time_s": 1.5, "num_labels": 9, "refit": {}}))
+    if png:
+        (root / "figures").mkdir(exist_ok=True)
+        (root / "figures" / "predicted_vs_true.png").write_bytes(PNG_MAGIC + b"fake")
+    return root
+
+
+def test_report_is_self_contained(tmp_path, capsys):
+    run = _fake_run(tmp_path / "run")
+    assert report.main([str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert "data:image/png;base64," + base64.b64encode(PNG_MAGIC + b"fake").decode() in page
+    assert "positive_rate_ratio" in page and "1.0100" in page and "2.0000" in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page   # the config is escaped, not interpreted
+    assert "mean epoch time" in page
+    assert str((run / "report.html").resolve()) in capsys.readouterr().out
+
+
+def test_report_of_unfinished_run_and_custom_out(tmp_path):
+    run = _fake_run(tmp_path / "run", metrics=False, png=False)
+    out = report.write_report(run, tmp_path / "elsewhere" / "r.html")
+    page = out.read_text()
+    assert "has not finished" in page and "No figures" in page
+
+
+def test_report_bad_run_dir_exits_2(tmp_path, capsys):
+    assert report.main([str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    (tmp_path / "plain").mkdir()
+    assert report.main([str(tmp_path / "plain")]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+    run = _fake_run(tmp_path / "broken", png=False)
+    (run / "metrics.json").write_text('{"val": {\n  "a": 1,,\n}')
+    assert report.main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.json" in err and "line 2" in err
