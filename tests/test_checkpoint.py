@@ -1,13 +1,16 @@
 """xmlc.checkpoint: atomic writes, RNG round trip, model rebuilt from the dict alone."""
 
+import errno
+import os
 import random
+import tempfile
 
 import numpy as np
 import pytest
 import torch
 
-from xmlc.checkpoint import (load_checkpoint, model_from_checkpoint, rng_state, save_checkpoint,
-                             set_rng_state)
+from xmlc.checkpoint import (CheckpointError, CheckpointSaveError, load_checkpoint, model_from_checkpoint,
+                             remove_partial_writes, rng_state, save_checkpoint, set_rng_state)
 from xmlc.config import Config, to_dict
 from xmlc.models import build_model
 
@@ -55,3 +58,52 @@ def test_rejects_missing_and_foreign_files(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an xmlc checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_truncated_checkpoint_is_a_checkpoint_error(tmp_path):
+    path = save_checkpoint({"format": 1, "weights": torch.zeros(1000)}, tmp_path / "last.pt")
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=r"checkpoint .*last\.pt could not be read"):
+        load_checkpoint(tmp_path)
+    assert issubclass(CheckpointError, ValueError)
+
+
+def test_partial_writes_of_an_interrupted_save_are_removed(tmp_path):
+    save_checkpoint({"format": 1, "step": 1}, tmp_path / "last.pt")
+    stale = [tmp_path / ".last.pt.abc123.tmp", tmp_path / ".best.pt.x_9.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    keep = [tmp_path / "notes.tmp", tmp_path / ".last.pt.json"]
+    for p in keep:
+        p.write_text("mine")
+    save_checkpoint({"format": 1, "step": 2}, tmp_path / "last.pt")      # a save cleans its own name's
+    assert not stale[0].exists() and stale[1].exists()
+    assert remove_partial_writes(tmp_path) == [stale[1]]                 # a start cleans them all
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["last.pt", *(p.name for p in keep)])
+    assert remove_partial_writes(tmp_path / "missing") == []
+
+
+def test_unwritable_directory_is_a_save_error_that_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = save_checkpoint({"format": 1, "step": 1}, tmp_path / "run" / "last.pt")
+
+    def refuse(*args, **kwargs):   # what a read-only directory does (chmod does not stop root)
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(CheckpointSaveError, match=r"could not save checkpoint .*last\.pt "
+                                                  r"\(Permission denied\); the previous one is kept"):
+        save_checkpoint({"format": 1, "step": 2}, path)
+    with pytest.raises(CheckpointSaveError, match=r"best\.pt .*; there is no previous one"):
+        save_checkpoint({"format": 1, "step": 2}, path.parent / "best.pt")
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+
+
+def test_full_disk_is_a_save_error(tmp_path, monkeypatch):
+    def full(obj, f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    save_checkpoint({"format": 1, "step": 1}, tmp_path / "last.pt")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointSaveError, match=r"\(No space left on device\); the previous one is kept"):
+        save_checkpoint({"format": 1, "step": 2}, tmp_path / "last.pt")
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)["step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -36,19 +36,53 @@ from torch import nn
 from xmlc.config import Config, from_dict
 from xmlc.models import build_model
 
-__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_path", "rng_state", "set_rng_state", "model_from_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_path", "rng_state", "set_rng_state",
+           "model_from_checkpoint", "remove_partial_writes", "CheckpointError", "CheckpointSaveError"]
 
 FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read: truncated, corrupt, or not an xmlc checkpoint."""
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (disk full, directory not writable); the previous
+    file at that path, if any, is intact."""
+
+
+def _partial_writes(directory: Path, name: str = "*") -> list[Path]:
+    return sorted(directory.glob(f".{name}.*.tmp"))
+
+
+def remove_partial_writes(directory: str | Path) -> list[Path]:
+    """Delete the temp files that writes interrupted by a crash or ``kill -9`` left in a run
+    directory (``.last.pt.<random>.tmp``: as large as a checkpoint); returns their paths.
+    Only one process may be writing checkpoints into ``directory`` when this is called."""
+    directory = Path(directory)
+    stale = _partial_writes(directory, "*.pt") if directory.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> Path:
     """Write ``obj`` to ``path`` atomically: temp file in the same directory, fsync, rename.
 
-    A reader (or a crash) sees either the previous file or the new one, never a torn write.
+    A reader (or a crash) sees either the previous file or the new one, never a torn write;
+    temp files of earlier interrupted writes to ``path`` are removed first.
+
+    Raises:
+        CheckpointSaveError: the file system refused the write (the previous file is kept).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in _partial_writes(path.parent, path.name):
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _save_error(path, exc) from exc
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
@@ -56,8 +90,10 @@ def save_checkpoint(obj: dict, path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _save_error(path, exc) from exc
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -68,6 +104,12 @@ def save_checkpoint(obj: dict, path: str | Path) -> Path:
     except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
         pass
     return path
+
+
+def _save_error(path: Path, exc: OSError) -> CheckpointSaveError:
+    kept = "the previous one is kept" if path.is_file() else "there is no previous one"
+    reason = exc.strerror or str(exc)
+    return CheckpointSaveError(f"could not save checkpoint {path} ({reason}); {kept}")
 
 
 def checkpoint_path(path: str | Path, in_run_dir: str = "last.pt") -> Path:
@@ -85,9 +127,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise ValueError(f"checkpoint {path} could not be read: {exc}") from exc
+        raise CheckpointError(f"checkpoint {path} could not be read: {exc}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {path} is not an xmlc checkpoint (format {FORMAT})")
+        raise CheckpointError(f"checkpoint {path} is not an xmlc checkpoint (format {FORMAT})")
     return ckpt
 
 
