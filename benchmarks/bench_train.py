@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 from xmlc import data as xdata, losses
 from xmlc.config import Config
 from xmlc.models import build_model
-from xmlc.train import DistEnv, Progress, build_optimizer, build_scheduler, train_one_epoch
+from xmlc.optim import build_optimizer, build_scheduler
+from xmlc.train import DistEnv, Progress, train_one_epoch
 
 
 class _NoStop:

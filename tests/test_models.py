@@ -8,7 +8,8 @@ from torch import nn
 
 from xmlc import data as xdata
 from xmlc.config import ModelConfig
-from xmlc.models import MLP, MODELS, Ensemble, SparseLinear, build_model, ensemble_loss, init_output_bias, probabilities
+from xmlc.models import (MLP, MODELS, Ensemble, MemberBatchNorm, MemberLayerNorm, MemberLinear, SparseLinear, build_model,
+                         ensemble_loss, init_output_bias, probabilities)
 
 
 def _sparse_batch(n=6, d=20, seed=0):
@@ -26,15 +27,36 @@ def test_sparse_linear_equals_dense_linear():
     X, batch = _sparse_batch()
     layer = SparseLinear(20, 5)
     dense = torch.from_numpy(X.toarray())
-    expected = dense @ layer.weight + layer.bias
+    expected = (dense @ layer.weight + layer.bias)[None]
     torch.testing.assert_close(layer(batch.indices, batch.offsets, batch.weights), expected)
     torch.testing.assert_close(layer(dense), expected)   # dense input path
     # gradient of the sparse path equals the dense one
     layer(batch.indices, batch.offsets, batch.weights).sum().backward()
-    g_sparse = layer.bag.weight.grad.clone()
+    g_sparse = layer.weight.grad.clone()
     layer.zero_grad()
     layer(dense).sum().backward()
-    torch.testing.assert_close(g_sparse, layer.bag.weight.grad)
+    torch.testing.assert_close(g_sparse, layer.weight.grad)
+
+
+@pytest.mark.parametrize("dense_input", [False, True])
+def test_sparse_gradient_holds_the_touched_rows_of_the_dense_gradient(dense_input):
+    torch.manual_seed(0)
+    X, batch = _sparse_batch(n=7, d=40)
+    layer = SparseLinear(40, 4, members=3)
+    inputs = (torch.from_numpy(X.toarray()),) if dense_input else (batch.indices, batch.offsets, batch.weights)
+    upstream = torch.randn(3, 7, 4)
+    layer(*inputs).backward(upstream)
+    dense_grad = layer.weight.grad.clone()
+    layer.zero_grad()
+    layer.bag.sparse = True
+    layer(*inputs).backward(upstream)
+    grad = layer.weight.grad
+    assert grad.is_sparse and grad.sparse_dim() == 1
+    rows = grad.coalesce().indices()[0]
+    if not dense_input:   # exactly the feature ids present in the batch, sorted
+        torch.testing.assert_close(rows, torch.from_numpy(np.unique(X.indices)).long())
+    torch.testing.assert_close(grad.to_dense(), dense_grad)
+    assert dense_grad[np.setdiff1d(np.arange(40), X.indices)].abs().max() == 0
 
 
 def test_init_matches_nn_linear_scale():
@@ -56,8 +78,8 @@ def test_models_map_batches_to_logits(name, hidden):
 def test_mlp_structure_follows_config():
     model = build_model(ModelConfig(hidden=[32, 16], norm="batch", activation="gelu", dropout=0.1), 50, 7)
     kinds = [type(m) for m in model.body]
-    assert kinds == [nn.BatchNorm1d, nn.GELU, nn.Dropout, nn.Linear, nn.BatchNorm1d, nn.GELU, nn.Dropout]
-    assert model.head.out_features == 7
+    assert kinds == [MemberBatchNorm, nn.GELU, nn.Dropout, MemberLinear, MemberBatchNorm, nn.GELU, nn.Dropout]
+    assert model.head.weight.shape == (1, 16, 7)
 
 
 def test_input_dropout_only_while_training():
@@ -91,21 +113,97 @@ def test_users_can_register_an_encoder(monkeypatch):
 
     monkeypatch.setitem(MODELS, "tiny", lambda cfg, d, l: Tiny(d, l))
     _, batch = _sparse_batch()
-    assert build_model(ModelConfig(name="tiny"), 20, 3)(batch).shape == (6, 3)
+    assert build_model(ModelConfig(name="tiny"), 20, 3)(batch).shape == (1, 6, 3)
 
 
 def test_prior_output_bias():
     model = build_model(ModelConfig(hidden=[4]), 10, 3)
     init_output_bias(model, torch.tensor([0.5, 0.1, 0.0]))
-    torch.testing.assert_close(model.head.bias[:2], torch.tensor([0.0, -2.1972246]))
+    torch.testing.assert_close(model.output_bias[0, :2], torch.tensor([0.0, -2.1972246]))
     assert torch.isfinite(model.head.bias).all()
 
 
-def test_ensemble_members_are_independent_models():
+def _member(t: torch.Tensor, m: int, members: int) -> torch.Tensor:
+    """Member m's slice of a parameter above the input layer (batch norm keeps (M * H,) flat)."""
+    return t.view(members, -1)[m] if t.dim() == 1 else t[m]
+
+
+def _upper(model: MLP) -> list:
+    return list(model.body.parameters()) + list(model.head.parameters())
+
+
+def _copy_into(batched: MLP, m: int, member: MLP) -> None:
+    """Member m of a batched MLP <- a separate one-member MLP's weights."""
+    H = member.input.out_features
+    with torch.no_grad():
+        batched.input.weight[:, m * H:(m + 1) * H] = member.input.weight
+        batched.input.bias[m] = member.input.bias[0]
+        for mine, theirs in zip(_upper(batched), _upper(member)):
+            _member(mine, m, batched.members).copy_(_member(theirs, 0, 1))
+
+
+@pytest.mark.parametrize("norm", ["none", "layer", "batch"])
+@pytest.mark.parametrize("sparse_grad", [False, True])
+def test_batched_ensemble_equals_separate_members(norm, sparse_grad):
+    torch.manual_seed(0)
+    X, batch = _sparse_batch(n=8, d=30)
+    targets = (torch.rand(8, 5) < 0.3).float()
+    M, hidden = 3, [6, 4]
+    separate = [MLP(30, 5, hidden, norm=norm, activation="tanh") for _ in range(M)]
+    batched = MLP(30, 5, hidden, norm=norm, activation="tanh", members=M)
+    for m, member in enumerate(separate):
+        _copy_into(batched, m, member)
+    batched.input.bag.sparse = sparse_grad
+    logits = batched(batch)                                   # train mode: batch norm uses batch statistics
+    assert logits.shape == (M, 8, 5)
+    expected = torch.stack([member(batch) for member in separate])
+    torch.testing.assert_close(logits, expected)
+    loss_fn = nn.BCEWithLogitsLoss()
+    ensemble_loss(loss_fn, logits, targets).backward()
+    ensemble_loss(loss_fn, expected, targets).backward()
+    for m, member in enumerate(separate):
+        H = hidden[0]
+        grad = batched.input.weight.grad
+        grad = grad.to_dense() if grad.is_sparse else grad
+        torch.testing.assert_close(grad[:, m * H:(m + 1) * H], member.input.weight.grad)
+        torch.testing.assert_close(batched.input.bias.grad[m], member.input.bias.grad[0])
+        for mine, theirs in zip(_upper(batched), _upper(member)):
+            torch.testing.assert_close(_member(mine.grad, m, M), _member(theirs.grad, 0, 1))
+    if norm == "batch":   # running statistics kept per member
+        for m, member in enumerate(separate):
+            torch.testing.assert_close(batched.body[0].running_mean.view(M, -1)[m], member.body[0].running_mean)
+    batched.eval()
+    for member in separate:
+        member.eval()
+    torch.testing.assert_close(batched(batch), torch.stack([member(batch) for member in separate]))
+
+
+def test_member_dropout_masks_are_independent():
+    torch.manual_seed(0)
+    _, batch = _sparse_batch(n=40, d=100)
+    for cfg in (dict(input_dropout=0.5, dropout=0.0), dict(input_dropout=0.0, dropout=0.5)):
+        model = MLP(100, 3, [16], norm="none", members=2, **cfg)
+        with torch.no_grad():   # two identical members
+            H = 16
+            model.input.weight[:, H:] = model.input.weight[:, :H]
+            for p in [model.input.bias, model.head.weight, model.head.bias]:
+                p[1] = p[0]
+        model.eval()
+        out = model(batch)
+        torch.testing.assert_close(out[0], out[1])
+        model.train()
+        out = model(batch)
+        assert not torch.allclose(out[0], out[1])
+
+
+def test_ensemble_members_are_independent_models(monkeypatch):
     torch.manual_seed(0)
     X, batch = _sparse_batch()
     model = build_model(ModelConfig(name="mlp", hidden=[8], ensemble=3), num_features=20, num_labels=3)
-    assert isinstance(model, Ensemble) and len(model.members) == 3
+    assert isinstance(model, MLP) and model.members == 3     # the built-in models batch their members
+    monkeypatch.setitem(MODELS, "own", lambda cfg, d, l: MLP(d, l, list(cfg.hidden)))
+    model = build_model(ModelConfig(name="own", hidden=[8], ensemble=3), num_features=20, num_labels=3)
+    assert isinstance(model, Ensemble) and len(model.members) == 3   # other builders are wrapped
     model.eval()
     logits = model(batch)
     assert logits.shape == (3, 6, 3)
@@ -130,15 +228,16 @@ def test_ensemble_loss_is_mean_of_member_losses_and_keeps_gradients_apart():
     torch.testing.assert_close(loss, (loss_fn(logits[0], targets) + loss_fn(logits[1], targets)) / 2)
     loss.backward()
     # member 0's gradient equals that of its own loss alone, halved: no coupling between members
-    g0 = model.members[0].head.bag.weight.grad.clone()
+    g0 = model.head.weight.grad[:, :3].clone()   # (D, M * L): member 0 in the first L columns
     model.zero_grad()
-    (loss_fn(model.members[0](batch), targets) / 2).backward()
-    torch.testing.assert_close(g0, model.members[0].head.bag.weight.grad)
+    (loss_fn(model(batch)[0], targets) / 2).backward()
+    torch.testing.assert_close(g0, model.head.weight.grad[:, :3])
+    assert model.head.weight.grad[:, 3:].abs().max() == 0
 
 
 def test_prior_output_bias_sets_every_ensemble_member():
     model = build_model(ModelConfig(name="mlp", hidden=[4], ensemble=2), num_features=5, num_labels=3)
     prior = torch.tensor([0.5, 0.1, 0.01])
     init_output_bias(model, prior)
-    for member in model.members:
-        torch.testing.assert_close(member.output_bias, torch.log(prior / (1 - prior)))
+    for member_bias in model.output_bias:
+        torch.testing.assert_close(member_bias, torch.log(prior / (1 - prior)))

@@ -250,6 +250,11 @@ class OptimConfig:
     schedule: Literal["cosine", "constant"] = "cosine"
     # Clip the global gradient norm to this value; None: no clipping (the norm is still logged).
     grad_clip: Optional[Positive] = 1.0
+    # Sparse first-layer updates: the input table's gradient holds only the rows a batch touches
+    # and AdamW updates only those rows (lazy rows: an absent row is neither moved nor decayed;
+    # xmlc/optim.py). auto: on, except under DDP with NCCL (no sparse all-reduce); false: dense
+    # AdamW on the whole table, as in torch.
+    sparse: Union[Literal["auto"], bool] = "auto"
 
 
 @dataclass

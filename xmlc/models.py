@@ -1,9 +1,11 @@
 """Encoders for sparse bag-of-words / tf-idf input, each ending in a linear head over L labels.
 
-Every model maps a batch of sparse rows to logits ``(B, L)``; no loss, no sigmoid inside.
-The first layer is :class:`SparseLinear`, an ``nn.EmbeddingBag(mode="sum")`` with
-``per_sample_weights``: ``x @ W + b`` computed from the non-zeros of ``x`` only, so a batch
-never becomes a dense ``(B, D)`` tensor.
+Every model maps a batch of sparse rows to logits ``(B, L)`` (``(M, B, L)`` for an ensemble
+of M members); no loss, no sigmoid inside. The first layer is :class:`SparseLinear`:
+``x @ W + b`` computed from the non-zeros of ``x`` only (an ``embedding_bag``), so a batch
+never becomes a dense ``(B, D)`` tensor, and with ``bag.sparse = True`` its gradient holds
+only the rows of ``W`` the batch touched. The members of an ensemble run as one computation:
+one lookup into a ``(D, M * H)`` table, then batched matmuls (:class:`MemberLinear`).
 
 Models are built from the ``model`` config section through the :data:`MODELS` registry;
 register your own encoder with ``MODELS["mine"] = my_builder`` where
@@ -28,29 +30,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SparseLinear", "LinearModel", "MLP", "Ensemble", "MODELS", "ACTIVATIONS", "build_model",
-           "init_output_bias", "probabilities", "ensemble_loss"]
+__all__ = ["SparseLinear", "sparse_bag", "MemberLinear", "MemberLayerNorm", "MemberBatchNorm", "LinearModel",
+           "MLP", "Ensemble", "MODELS", "ACTIVATIONS", "NORMS", "build_model", "init_output_bias",
+           "probabilities", "ensemble_loss"]
 
 
 class SparseLinear(nn.Module):
-    """``y = x @ weight + bias`` for sparse rows ``x`` given as EmbeddingBag inputs.
+    """``y = x @ weight + bias`` for sparse rows ``x``, for ``members`` independent layers at once.
 
-    Initialised like ``nn.Linear(num_features, out_features)``, so a model built on it
-    starts where the same model on dense input would.
+    The ``members`` weight matrices ``(D, H)`` sit side by side in one ``(D, members * H)``
+    table, so one sparse lookup serves every member; member ``m``'s matrix is
+    ``weight.view(D, members, H)[:, m]``. Each is initialised like ``nn.Linear(D, H)``.
+
+    The table is stored in ``self.bag``, an ``nn.EmbeddingBag`` that holds the parameter and its
+    ``sparse`` flag (as in torch: ``bag.sparse = True`` makes the gradient a sparse COO tensor
+    over the rows of the table present in the batch, which DistributedDataParallel and
+    :class:`xmlc.optim.AdamW` know how to handle); the product itself is :func:`sparse_bag`.
 
     Args:
         num_features: D, the input dimension.
-        out_features: H, the output dimension.
-        input_dropout: probability of dropping each non-zero input entry while training
-            (the kept entries are scaled by ``1 / (1 - p)``, as ``nn.Dropout`` does on dense input).
+        out_features: H, the output dimension of each member.
+        members: M, the number of independent layers.
+        input_dropout: probability of dropping each non-zero input entry while training, drawn
+            independently per member (the kept entries are scaled by ``1 / (1 - p)``, as
+            ``nn.Dropout`` does on dense input).
     """
 
-    def __init__(self, num_features: int, out_features: int, *, input_dropout: float = 0.0):
+    def __init__(self, num_features: int, out_features: int, *, members: int = 1, input_dropout: float = 0.0):
         super().__init__()
         if not 0.0 <= input_dropout < 1.0:
             raise ValueError(f"input_dropout must be in [0, 1), got {input_dropout!r}")
-        self.bag = nn.EmbeddingBag(num_features, out_features, mode="sum")
-        self.bias = nn.Parameter(torch.empty(out_features))
+        if members < 1:
+            raise ValueError(f"members must be >= 1, got {members!r}")
+        self.members, self.out_features = members, out_features
+        self.bag = nn.EmbeddingBag(num_features, members * out_features, mode="sum")
+        self.bias = nn.Parameter(torch.empty(members, out_features))
         self.input_dropout = input_dropout
         bound = 1.0 / math.sqrt(num_features)
         nn.init.uniform_(self.bag.weight, -bound, bound)
@@ -58,21 +72,111 @@ class SparseLinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """(D, H) weight; ``x @ weight`` for dense x."""
+        """(D, M * H) weight; ``x @ weight[:, m*H:(m+1)*H]`` is member m for dense x."""
         return self.bag.weight
 
     def forward(self, indices: torch.Tensor, offsets: torch.Tensor | None = None,
                 weights: torch.Tensor | None = None) -> torch.Tensor:
         """Args: ``indices`` (nnz,) int64 feature ids, ``offsets`` (B,) row starts, ``weights``
         (nnz,) feature values (None: all ones). A dense float ``indices`` of shape (B, D) is
-        accepted too and multiplied directly. Returns (B, H)."""
+        accepted too and multiplied directly. Returns (M, B, H)."""
+        M, H, weight = self.members, self.out_features, self.bag.weight
+        drop = self.input_dropout if self.training else 0.0
         if indices.is_floating_point():  # dense (B, D) input
-            x = F.dropout(indices, self.input_dropout, self.training)
-            return x @ self.bag.weight + self.bias
+            x = indices.to(weight.dtype).expand(M, -1, -1)
+            if drop:   # an independent mask per member
+                x = F.dropout(x, drop, True)
+            return _DenseInput.apply(weight, x, self.bag.sparse) + self.bias[:, None, :]
         if weights is None:
-            weights = torch.ones(indices.shape[0], dtype=self.bag.weight.dtype, device=indices.device)
-        weights = F.dropout(weights, self.input_dropout, self.training)
-        return self.bag(indices, offsets, per_sample_weights=weights) + self.bias
+            weights = torch.ones(indices.shape[0], dtype=weight.dtype, device=indices.device)
+        w = weights.to(weight.dtype).expand(M, -1)
+        if drop:
+            w = F.dropout(w, drop, True)
+        return sparse_bag(weight, indices, offsets, w, sparse=self.bag.sparse) + self.bias[:, None, :]
+
+
+def sparse_bag(weight: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor, *,
+               sparse: bool = False) -> torch.Tensor:
+    """``X_m @ weight_m`` for M members sharing the sparse rows ``X`` (B, D) with their own values.
+
+    Args:
+        weight: (D, M * H), member m's (D, H) matrix in columns ``[m*H, (m+1)*H)``.
+        indices, offsets: ``X``'s column ids (nnz,) and row starts (B,), as for ``nn.EmbeddingBag``.
+        values: (M, nnz) the entries of X for each member (e.g. under per-member dropout).
+        sparse: the gradient of ``weight`` as a coalesced sparse COO tensor holding only the
+            rows present in ``indices`` (else a dense (D, M * H) tensor).
+
+    Returns:
+        (M, B, H).
+
+    The forward is one ``embedding_bag`` over ``weight`` viewed as (D * M, H). The backward
+    sorts the feature ids once (``torch.unique``), then computes the gradient of the touched
+    rows only, (U, M * H) for the U distinct ids, as a second ``embedding_bag`` over the output
+    gradient: no (nnz, M * H) intermediate and no re-coalescing.
+    """
+    return _SparseBag.apply(weight, indices, offsets, values, sparse)
+
+
+class _SparseBag(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight, indices, offsets, values, sparse):
+        D, M, nnz, B = weight.shape[0], values.shape[0], indices.shape[0], offsets.shape[0]
+        H = weight.shape[1] // M
+        member = torch.arange(M, device=indices.device)
+        rows = (indices[None, :] * M + member[:, None]).reshape(-1)   # rows of the (D * M, H) view
+        bags = (offsets[None, :] + member[:, None] * nnz).reshape(-1)
+        out = F.embedding_bag(rows, weight.view(D * M, H), bags, mode="sum",
+                              per_sample_weights=values.reshape(-1))
+        ctx.save_for_backward(indices, offsets, values)
+        ctx.shape, ctx.sparse = weight.shape, sparse
+        return out.view(M, B, H)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        indices, offsets, values = ctx.saved_tensors
+        (D, MH), (M, B, H), nnz = ctx.shape, grad_out.shape, indices.shape[0]
+        device = indices.device
+        ids, inverse, counts = torch.unique(indices, sorted=True, return_inverse=True, return_counts=True)
+        order = torch.argsort(inverse, stable=True)          # the entries grouped by feature id
+        start = torch.cumsum(counts, 0) - counts             # first entry of each id in `order`
+        lengths = torch.diff(offsets, append=offsets.new_tensor([nnz]))
+        row_of_entry = torch.repeat_interleave(torch.arange(B, device=device), lengths, output_size=nnz)
+        member = torch.arange(M, device=device)
+        # compact bag (id u, member m) = row u * M + m of the (U * M, H) = (U, M * H) gradient; its
+        # entries are u's entries, reading row m * B + b of grad_out with the member's values
+        u = inverse[order]
+        pos = (M * start[u] + (torch.arange(nnz, device=device) - start[u]))[None, :] + member[:, None] * counts[u][None, :]
+        src = torch.empty(M * nnz, dtype=torch.int64, device=device)
+        src[pos.reshape(-1)] = (member[:, None] * B + row_of_entry[order][None, :]).reshape(-1)
+        val = torch.empty(M * nnz, dtype=values.dtype, device=device)
+        val[pos.reshape(-1)] = values[:, order].reshape(-1)
+        bags = (M * start[:, None] + member[None, :] * counts[:, None]).reshape(-1)
+        rows = F.embedding_bag(src, grad_out.reshape(M * B, H).to(values.dtype), bags, mode="sum",
+                               per_sample_weights=val).view(-1, MH)
+        if ctx.sparse:
+            grad = torch.sparse_coo_tensor(ids[None, :], rows, (D, MH), is_coalesced=True, check_invariants=False)
+        else:
+            grad = rows.new_zeros(D, MH).index_copy_(0, ids, rows)
+        return grad, None, None, None, None
+
+
+class _DenseInput(torch.autograd.Function):
+    """``x_m @ weight_m`` for dense x (M, B, D) -> (M, B, H); the gradient of ``weight`` dense or,
+    with ``sparse``, as a sparse COO tensor of all D rows (the layout DDP and the optimizer expect)."""
+
+    @staticmethod
+    def forward(ctx, weight, x, sparse):
+        M, D = x.shape[0], weight.shape[0]
+        ctx.save_for_backward(weight, x)
+        ctx.sparse = sparse
+        return torch.bmm(x, weight.view(D, M, -1).transpose(0, 1))
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, x = ctx.saved_tensors
+        M, D = x.shape[0], weight.shape[0]
+        g = torch.bmm(x.transpose(1, 2), grad.to(x.dtype)).transpose(0, 1).reshape(D, -1)
+        return (g.to_sparse(1) if ctx.sparse else g), None, None
 
 
 def _split_inputs(x: Any, offsets, weights):
@@ -84,19 +188,69 @@ def _split_inputs(x: Any, offsets, weights):
     return x, offsets, weights
 
 
-class LinearModel(nn.Module):
-    """One linear layer from sparse features to L logits (one-vs-all logistic regression)."""
+class MemberLinear(nn.Module):
+    """``M`` independent ``nn.Linear(in_features, out_features)`` layers as one batched matmul.
 
-    def __init__(self, num_features: int, num_labels: int, *, input_dropout: float = 0.0):
+    ``weight`` (M, in, out) (member m's ``nn.Linear.weight`` is ``weight[m].T``), ``bias`` (M, out);
+    initialised like ``nn.Linear``. Maps (M, B, in) to (M, B, out) with ``torch.baddbmm``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, members: int = 1):
         super().__init__()
-        self.head = SparseLinear(num_features, num_labels, input_dropout=input_dropout)
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(members, out_features))
+        bound = 1.0 / math.sqrt(in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias[:, None, :], x, self.weight)
+
+
+class MemberLayerNorm(nn.Module):
+    """``nn.LayerNorm(dim)`` for each of M members: (M, B, dim), a per-member affine (M, dim)."""
+
+    def __init__(self, dim: int, members: int = 1, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members, dim))
+        self.bias = nn.Parameter(torch.zeros(members, dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias[:, None, :], F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight[:, None, :])
+
+
+class MemberBatchNorm(nn.BatchNorm1d):
+    """``nn.BatchNorm1d(dim)`` for each of M members: (M, B, dim), statistics per member and unit."""
+
+    def __init__(self, dim: int, members: int = 1):
+        super().__init__(members * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        M, B, H = x.shape
+        return super().forward(x.transpose(0, 1).reshape(B, M * H)).view(B, M, H).transpose(0, 1)
+
+
+class LinearModel(nn.Module):
+    """One linear layer from sparse features to L logits (one-vs-all logistic regression).
+
+    With ``members = M > 1``, M independent such layers (an ensemble) in one computation.
+    """
+
+    def __init__(self, num_features: int, num_labels: int, *, input_dropout: float = 0.0, members: int = 1):
+        super().__init__()
+        self.members = members
+        self.head = SparseLinear(num_features, num_labels, members=members, input_dropout=input_dropout)
 
     def forward(self, x, offsets=None, weights=None) -> torch.Tensor:
-        """x: a Batch, or (indices, offsets, weights) as for :class:`SparseLinear`. Returns (B, L)."""
-        return self.head(*_split_inputs(x, offsets, weights))
+        """x: a Batch, or (indices, offsets, weights) as for :class:`SparseLinear`.
+        Returns (B, L); (M, B, L) with M > 1 members."""
+        out = self.head(*_split_inputs(x, offsets, weights))
+        return out[0] if self.members == 1 else out
 
     @property
     def output_bias(self) -> torch.Tensor:
+        """(M, L) output bias."""
         return self.head.bias
 
 
@@ -106,10 +260,11 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "silu": nn.SiLU,
     "tanh": nn.Tanh,
 }
-NORMS: dict[str, Callable[[int], nn.Module]] = {
-    "layer": nn.LayerNorm,
-    "batch": nn.BatchNorm1d,
-    "none": lambda dim: nn.Identity(),
+#: Name -> ``(dim, members) -> module`` normalising (M, B, dim) per member.
+NORMS: dict[str, Callable[[int, int], nn.Module]] = {
+    "layer": MemberLayerNorm,
+    "batch": MemberBatchNorm,
+    "none": lambda dim, members: nn.Identity(),
 }
 
 
@@ -122,38 +277,47 @@ def _lookup(registry: dict, name: str, what: str):
 class MLP(nn.Module):
     """Sparse input -> [linear, norm, activation, dropout] x len(hidden) -> linear head (L).
 
-    The first linear layer is a :class:`SparseLinear` (EmbeddingBag), the rest are dense.
+    The first linear layer is a :class:`SparseLinear`, the rest are :class:`MemberLinear`.
+    With ``members = M > 1`` the module is a deep ensemble of M independently initialised
+    MLPs computed together: one sparse lookup into a (D, M * H) table, then batched matmuls;
+    dropout masks are drawn independently per member, norms keep per-member statistics and
+    affine parameters. It computes what M separate ``MLP(members=1)`` would (tested).
 
     Args:
         num_features: D. num_labels: L. hidden: hidden sizes, at least one.
         dropout: after each hidden block. input_dropout: on the sparse input entries.
         norm: "layer" | "batch" | "none". activation: a key of :data:`ACTIVATIONS`.
+        members: M, the ensemble size.
     """
 
     def __init__(self, num_features: int, num_labels: int, hidden: list[int], *,
                  dropout: float = 0.0, input_dropout: float = 0.0, norm: str = "layer",
-                 activation: str = "relu"):
+                 activation: str = "relu", members: int = 1):
         super().__init__()
         if not hidden or any(h <= 0 for h in hidden):
             raise ValueError(f"hidden must be a non-empty list of positive sizes, got {hidden!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         make_norm, make_act = _lookup(NORMS, norm, "norm"), _lookup(ACTIVATIONS, activation, "activation")
-        self.input = SparseLinear(num_features, hidden[0], input_dropout=input_dropout)
+        self.members = members
+        self.input = SparseLinear(num_features, hidden[0], members=members, input_dropout=input_dropout)
         blocks = []
         for i, size in enumerate(hidden):
             if i > 0:
-                blocks.append(nn.Linear(hidden[i - 1], size))
-            blocks += [make_norm(size), make_act(), nn.Dropout(dropout)]
+                blocks.append(MemberLinear(hidden[i - 1], size, members=members))
+            blocks += [make_norm(size, members), make_act(), nn.Dropout(dropout)]
         self.body = nn.Sequential(*blocks)
-        self.head = nn.Linear(hidden[-1], num_labels)
+        self.head = MemberLinear(hidden[-1], num_labels, members=members)
 
     def forward(self, x, offsets=None, weights=None) -> torch.Tensor:
-        """x: a Batch, or (indices, offsets, weights) as for :class:`SparseLinear`. Returns (B, L)."""
-        return self.head(self.body(self.input(*_split_inputs(x, offsets, weights))))
+        """x: a Batch, or (indices, offsets, weights) as for :class:`SparseLinear`.
+        Returns (B, L); (M, B, L) with M > 1 members."""
+        out = self.head(self.body(self.input(*_split_inputs(x, offsets, weights))))
+        return out[0] if self.members == 1 else out
 
     @property
     def output_bias(self) -> torch.Tensor:
+        """(M, L) output bias."""
         return self.head.bias
 
 
@@ -164,6 +328,9 @@ class Ensemble(nn.Module):
     (:func:`ensemble_loss`, the mean of the member losses, so no gradient flows between
     members) and the ensemble's score is the mean of the member probabilities
     (:func:`probabilities`). Members differ by initialisation and dropout masks.
+
+    The built-in models compute all members in one pass (``members=M``); this wrapper runs
+    M separate modules in turn, for registered models that do not.
 
     ``forward`` returns the member logits ``(M, B, L)``; everything in xmlc that turns
     logits into a loss or a score goes through the two functions above, which accept
@@ -195,15 +362,23 @@ def ensemble_loss(loss_fn: Callable, logits: torch.Tensor, targets: torch.Tensor
 
 
 def build_linear(cfg, num_features: int, num_labels: int) -> nn.Module:
-    return LinearModel(num_features, num_labels, input_dropout=cfg.input_dropout)
+    return LinearModel(num_features, num_labels, input_dropout=cfg.input_dropout,
+                       members=getattr(cfg, "ensemble", 1))
 
 
 def build_mlp(cfg, num_features: int, num_labels: int) -> nn.Module:
     return MLP(num_features, num_labels, list(cfg.hidden), dropout=cfg.dropout,
-               input_dropout=cfg.input_dropout, norm=cfg.norm, activation=cfg.activation)
+               input_dropout=cfg.input_dropout, norm=cfg.norm, activation=cfg.activation,
+               members=getattr(cfg, "ensemble", 1))
 
 
-#: Name -> builder ``(model_cfg, num_features, num_labels) -> nn.Module``. Add your own.
+# these two build all `cfg.ensemble` members themselves, as one module
+build_linear.builds_ensemble = build_mlp.builds_ensemble = True
+
+#: Name -> builder ``(model_cfg, num_features, num_labels) -> nn.Module``. Add your own; a
+#: builder with the attribute ``builds_ensemble = True`` returns all ``model_cfg.ensemble``
+#: members as one module (``forward -> (M, B, L)``), any other is called M times and wrapped
+#: in :class:`Ensemble`.
 MODELS: dict[str, Callable[..., nn.Module]] = {"linear": build_linear, "mlp": build_mlp}
 
 
@@ -216,13 +391,14 @@ def build_model(cfg, num_features: int, num_labels: int) -> nn.Module:
 
     Returns:
         An ``nn.Module`` with ``forward(batch) -> logits (B, L)``; with ``cfg.ensemble = M > 1``
-        an :class:`Ensemble` of M such encoders, ``forward(batch) -> (M, B, L)``.
+        M such encoders, ``forward(batch) -> (M, B, L)``: for the built-in models one module
+        computing all members together, for others an :class:`Ensemble`.
     """
     builder = _lookup(MODELS, cfg.name, "model")
     ensemble = getattr(cfg, "ensemble", 1)
     if ensemble < 1:
         raise ValueError(f"model.ensemble must be >= 1, got {ensemble!r}")
-    if ensemble == 1:
+    if ensemble == 1 or getattr(builder, "builds_ensemble", False):
         return builder(cfg, num_features, num_labels)
     return Ensemble([builder(cfg, num_features, num_labels) for _ in range(ensemble)])
 

@@ -51,6 +51,7 @@ from xmlc.inference import predict_scores
 from xmlc.metrics import results_table, threshold_metrics
 from xmlc.models import build_model, ensemble_loss, init_output_bias
 from xmlc.monitor import log_epoch, log_final, log_run_start, open_writer
+from xmlc.optim import build_optimizer, build_scheduler, clip_grad_norm_
 
 __all__ = ["main", "run", "train_one_epoch", "refit", "evaluate"]
 
@@ -384,7 +385,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
                 return "nonfinite"
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)
+            grad_norm = clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             lr = optimizer.param_groups[0]["lr"]   # the rate this step used
             optimizer.step()
             scheduler.step()
@@ -580,37 +581,6 @@ def loss_weights(lcfg, counts, num_examples) -> tuple[torch.Tensor | None, torch
         inverse = 1.0 / stats.propensity(counts, num_examples)
         weight = inverse / inverse.mean()   # normalised to mean 1, like class_balanced
     return pos_weight, (None if weight is None else weight.float())
-
-
-# ---------------------------------------------------------------------------------------
-# Optimizer and schedule
-
-
-def build_optimizer(ocfg, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW (fused where supported); weight decay on weight matrices only (not biases, not norms)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": ocfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    try:   # the fused kernel (CPU and CUDA) is several times faster than the per-tensor loop
-        return torch.optim.AdamW(groups, lr=ocfg.lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, lr=ocfg.lr)
-
-
-def build_scheduler(ocfg, optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over ``optim.warmup`` of the steps, then cosine to 0 or constant."""
-    warmup = int(round(ocfg.warmup * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if ocfg.schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(total_steps - warmup, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""xmlc.optim: the lazy row update equals torch's AdamW on the rows it touches; clipping; config."""
+
+import pytest
+import torch
+from torch import nn
+
+from xmlc.config import ModelConfig, OptimConfig
+from xmlc.models import build_model
+from xmlc.optim import AdamW, build_optimizer, clip_grad_norm_, optimizer_state_bytes, use_sparse
+
+
+def _row_sparse(dense: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    return torch.sparse_coo_tensor(rows[None], dense[rows], dense.shape, check_invariants=True).coalesce()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_sparse_rows_step_like_torch_adamw_and_absent_rows_stay(fused, monkeypatch):
+    torch.manual_seed(0)
+    start = torch.randn(50, 6)
+    ours, ref = nn.Parameter(start.clone()), nn.Parameter(start.clone())
+    monkeypatch.setattr(AdamW, "chunk_elements", 12)   # several chunks of 2 rows
+    opt = AdamW([ours], lr=0.01, weight_decay=0.1, fused=fused)
+    ref_opt = torch.optim.AdamW([ref], lr=0.01, weight_decay=0.1)
+    always = torch.tensor([1, 4, 9, 30])
+    for step in range(4):
+        rows = torch.cat([always, torch.tensor([40 + step])])      # row 40+s only at step s
+        grad = torch.zeros(50, 6)
+        grad[rows] = torch.randn(len(rows), 6)
+        ours.grad = _row_sparse(grad, rows)
+        ref.grad = grad
+        opt.step()
+        ref_opt.step()
+        if step == 0:
+            row40 = ours.data[40].clone()
+        # rows present at every step: exactly dense AdamW
+        torch.testing.assert_close(ours.data[always], ref.data[always])
+        # rows never present: untouched (dense AdamW decays them)
+        untouched = torch.tensor([0, 2, 49])
+        assert torch.equal(ours.data[untouched], start[untouched])
+        assert not torch.equal(ref.data[untouched], start[untouched])
+    # a row present once moved once, at that step's update, and never again
+    assert not torch.equal(row40, start[40]) and torch.equal(ours.data[40], row40)
+    assert ours.grad.is_sparse                      # the gradient is handed back after the step
+    state = opt.state[ours]
+    assert set(state) == {"step", "exp_avg", "exp_avg_sq"} and float(state["step"]) == 4
+    assert optimizer_state_bytes(opt) == 2 * 50 * 6 * 4 + 4
+
+
+def test_uncoalesced_sparse_gradient_is_summed():
+    p, ref = nn.Parameter(torch.zeros(5, 2)), nn.Parameter(torch.zeros(5, 2))
+    opt, ref_opt = AdamW([p], lr=0.1), torch.optim.AdamW([ref], lr=0.1)
+    # rows 3 and 1, row 3 twice (as after a DDP all-reduce of two processes' rows)
+    p.grad = torch.sparse_coo_tensor(torch.tensor([[3, 1, 3]]), torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
+                                     (5, 2), check_invariants=True)
+    ref.grad = p.grad.to_dense()
+    opt.step()
+    ref_opt.step()
+    torch.testing.assert_close(p.data[[1, 3]], ref.data[[1, 3]])
+
+
+@pytest.mark.parametrize("max_norm", [None, 0.5, 1e6])
+def test_clip_grad_norm_with_sparse_gradients_matches_torch(max_norm):
+    torch.manual_seed(0)
+    a, b = torch.randn(20, 3), torch.randn(4)
+    a[::3] = 0
+    rows = torch.nonzero(a.abs().sum(1)).flatten()
+    ours = [nn.Parameter(torch.zeros(20, 3)), nn.Parameter(torch.zeros(4))]
+    ref = [nn.Parameter(torch.zeros(20, 3)), nn.Parameter(torch.zeros(4))]
+    ours[0].grad, ours[1].grad = _row_sparse(a, rows), b.clone()
+    ref[0].grad, ref[1].grad = a.clone(), b.clone()
+    norm = clip_grad_norm_(ours, max_norm)
+    ref_norm = nn.utils.clip_grad_norm_(ref, max_norm if max_norm is not None else float("inf"))
+    torch.testing.assert_close(norm, ref_norm)
+    torch.testing.assert_close(ours[0].grad.to_dense(), ref[0].grad)
+    torch.testing.assert_close(ours[1].grad, ref[1].grad)
+
+
+@pytest.mark.parametrize("setting, expected", [("auto", True), (True, True), (False, False)])
+def test_build_optimizer_sets_the_input_table_gradient_layout(setting, expected):
+    model = build_model(ModelConfig(hidden=[4], ensemble=2), num_features=30, num_labels=3)
+    build_optimizer(OptimConfig(sparse=setting), model)
+    assert model.input.bag.sparse is expected
+    assert use_sparse(setting) is expected
+    with pytest.raises(ValueError, match="optim.sparse"):
+        use_sparse("yes")
+
+
+def test_one_training_step_sparse_equals_dense_on_touched_rows():
+    """The whole path: model -> sparse gradient -> clip -> AdamW, against optim.sparse=false."""
+    from xmlc import data as xdata
+    import scipy.sparse as sp
+    X = sp.random(16, 60, density=0.05, format="csr", random_state=0, dtype="float32")
+    Y = sp.csr_matrix((torch.rand(16, 4) < 0.3).numpy().astype("float32"))
+    batch = next(iter(xdata.make_loader(xdata.XMCData(X, Y, 60, 4), 16, shuffle=False)))
+    params = []
+    for sparse in (True, False):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(hidden=[8], dropout=0.0, ensemble=2), num_features=60, num_labels=4)
+        opt = build_optimizer(OptimConfig(sparse=sparse, weight_decay=0.0), model)
+        loss = nn.functional.binary_cross_entropy_with_logits(model(batch), batch.targets.expand(2, -1, -1))
+        loss.backward()
+        clip_grad_norm_(model.parameters(), 0.1)
+        opt.step()
+        params.append([p.detach().clone() for p in model.parameters()])
+    for ours, ref in zip(*params):
+        torch.testing.assert_close(ours, ref)     # every row is touched or has a zero first moment
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_sparse_step_matches_cpu():
+    torch.manual_seed(0)
+    indices, offsets = torch.tensor([3, 7, 7, 1, 9]), torch.tensor([0, 2])
+    results = []
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(hidden=[8], dropout=0.0, ensemble=3), 12, 5).to(device)
+        opt = build_optimizer(OptimConfig(), model)
+        out = model(indices.to(device), offsets.to(device), torch.ones(5, device=device))
+        out.square().mean().backward()
+        clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        results.append([p.detach().cpu() for p in model.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -1,0 +1,202 @@
+"""Optimizer, learning-rate schedule and gradient clipping, with row-sparse first-layer updates.
+
+The input table of a model on sparse text features is ``(D, M * H)`` with D = 10^4-10^6, yet a
+batch of 128 documents touches a few thousand of its rows. With ``optim.sparse`` on,
+:func:`build_optimizer` sets ``bag.sparse = True`` on every :class:`xmlc.models.SparseLinear`,
+so the table's gradient is a sparse COO tensor over the touched rows only, and :class:`AdamW`
+updates just those rows; every other parameter gets torch's fused AdamW as before.
+
+**Lazy rows** (the meaning of the hyperparameters for the table): a row's Adam moments,
+its decoupled weight decay and its learning-rate step are applied at the steps where the row
+has a gradient, with the learning rate of that step (from the schedule) and the bias
+correction of the global step count, as TensorFlow's ``LazyAdam`` and ``torch.optim.SparseAdam``
+do. At a step where a row is absent, dense AdamW would still move it (its first moment
+decays but is not zero) and decay it; the lazy update leaves it exactly as it is. For a row
+present at every step the two are the same update (tested). With ``weight_decay = 0`` (the
+text recipe) the only difference is the skipped momentum drift of absent rows.
+
+Example::
+
+    >>> from xmlc.config import ModelConfig, OptimConfig
+    >>> from xmlc.models import build_model
+    >>> model = build_model(ModelConfig(hidden=[8]), num_features=100, num_labels=3)
+    >>> optimizer = build_optimizer(OptimConfig(), model)
+    >>> model.input.bag.sparse, type(optimizer).__name__
+    (True, 'AdamW')
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["AdamW", "build_optimizer", "build_scheduler", "clip_grad_norm_", "use_sparse", "optimizer_state_bytes"]
+
+
+class AdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` (fused where supported) that also takes row-sparse gradients.
+
+    A parameter whose ``.grad`` is a sparse COO tensor with one sparse dimension (rows) gets
+    the AdamW update on the rows present in it only (lazy rows, see the module docstring);
+    its state is the same ``step``, ``exp_avg`` and ``exp_avg_sq`` as torch's, so
+    ``state_dict`` is AdamW's. Dense gradients go through ``torch.optim.AdamW.step``.
+
+    The row update gathers a chunk of rows of the parameter and both moments, applies the
+    AdamW formula in place while the chunk is in cache and writes the rows back; the rows
+    come sorted and unique from :func:`xmlc.models.sparse_bag`, so nothing is re-coalesced.
+    ``amsgrad``, ``maximize`` and ``capturable`` are not supported for sparse rows.
+    """
+
+    #: rows per chunk are chosen so a chunk of one tensor holds about this many elements
+    chunk_elements = 1 << 17
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        sparse = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and p.grad.is_sparse:
+                    sparse.append((group, p, p.grad))
+                    p.grad = None          # hidden from torch's dense step
+        try:
+            loss = super().step(closure)
+        finally:
+            for _, p, grad in sparse:
+                p.grad = grad
+        for group, p, grad in sparse:
+            self._row_step(group, p, grad)
+        return loss
+
+    def _row_step(self, group: dict, p: torch.Tensor, grad: torch.Tensor) -> None:
+        if group["amsgrad"] or group["maximize"]:
+            raise ValueError("xmlc.optim.AdamW: amsgrad and maximize are not supported for sparse gradients")
+        if grad.sparse_dim() != 1:
+            raise ValueError(f"xmlc.optim.AdamW: expected a row-sparse gradient (sparse_dim 1), "
+                             f"got sparse_dim {grad.sparse_dim()}")
+        rows, values = _rows_and_values(grad)
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        step = float(state["step"])
+        lr, (beta1, beta2), eps, wd = float(group["lr"]), group["betas"], group["eps"], group["weight_decay"]
+        step_size = lr / (1 - beta1 ** step)
+        bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        n = rows.shape[0]
+        row_numel = max(values[0].numel(), 1) if n else 1
+        chunk = n if p.device.type != "cpu" else max(1, self.chunk_elements // row_numel)
+        for start in range(0, n, chunk):
+            r, g = rows[start:start + chunk], values[start:start + chunk]
+            param, m, v = p.index_select(0, r), exp_avg.index_select(0, r), exp_avg_sq.index_select(0, r)
+            # torch.optim.AdamW's single-tensor formula, on the rows
+            param.mul_(1 - lr * wd)
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+            param.addcdiv_(m, denom, value=-step_size)
+            p.index_copy_(0, r, param)
+            exp_avg.index_copy_(0, r, m)
+            exp_avg_sq.index_copy_(0, r, v)
+
+
+def _rows_and_values(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sorted unique row ids (U,), their gradient rows (U, ...)) of a row-sparse COO gradient.
+
+    Autograd may drop the "coalesced" flag of a gradient that is coalesced; sorted, unique row
+    ids are recognised as such instead of being sorted again. Anything else (e.g. after a
+    DDP all-reduce, which concatenates the processes' rows) is coalesced.
+    """
+    if not grad.is_coalesced():
+        rows = grad._indices()[0]
+        if rows.numel() < 2 or bool((rows[1:] > rows[:-1]).all()):
+            grad._coalesced_(True)
+        else:
+            grad = grad.coalesce()
+    return grad._indices()[0], grad._values()
+
+
+def clip_grad_norm_(parameters, max_norm: float | None) -> torch.Tensor:
+    """``nn.utils.clip_grad_norm_`` (2-norm) that also takes row-sparse gradients.
+
+    Returns the total norm before clipping; ``max_norm=None`` only measures it. A sparse
+    gradient's norm is that of its rows (coalesced first where needed), and clipping scales them in place.
+    """
+    grads = []
+    for p in parameters:
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            rows, values = _rows_and_values(p.grad)
+            p.grad = torch.sparse_coo_tensor(rows[None], values, p.grad.shape, is_coalesced=True,
+                                             check_invariants=False)
+            grads.append(values)
+        else:
+            grads.append(p.grad)
+    if not grads:
+        return torch.tensor(0.0)
+    device = grads[0].device
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g).to(device) for g in grads]))
+    if max_norm is not None and max_norm < math.inf:
+        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.to(g.device, g.dtype))
+    return total
+
+
+def use_sparse(setting) -> bool:
+    """Resolve ``optim.sparse``: True/False as given; "auto" is on, except in a process group
+    with the NCCL backend (no sparse all-reduce there), where the table gets dense gradients."""
+    if setting == "auto":
+        return not (dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl")
+    if not isinstance(setting, bool):
+        raise ValueError(f"optim.sparse must be 'auto', true or false, got {setting!r}")
+    return setting
+
+
+def build_optimizer(ocfg, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW (fused where supported); weight decay on weight matrices only (not biases, not norms).
+
+    With ``optim.sparse`` resolving to on (:func:`use_sparse`), every ``nn.EmbeddingBag`` in
+    ``model`` (the input tables of :class:`xmlc.models.SparseLinear`) is switched to sparse
+    gradients, which :class:`AdamW` updates row by row; off switches them back to dense.
+    Call it before wrapping the model in DistributedDataParallel (which reads that flag).
+    """
+    sparse = use_sparse(getattr(ocfg, "sparse", "auto"))
+    for module in model.modules():
+        if isinstance(module, nn.EmbeddingBag):
+            module.sparse = sparse
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": ocfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    try:   # the fused kernel (CPU and CUDA) is several times faster than the per-tensor loop
+        return AdamW(groups, lr=ocfg.lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return AdamW(groups, lr=ocfg.lr)
+
+
+def build_scheduler(ocfg, optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over ``optim.warmup`` of the steps, then cosine to 0 or constant."""
+    warmup = int(round(ocfg.warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if ocfg.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(total_steps - warmup, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held by the optimizer's state tensors (Adam moments and step counters)."""
+    return sum(t.numel() * t.element_size() for state in optimizer.state.values()
+               for t in state.values() if torch.is_tensor(t))
