@@ -63,17 +63,19 @@ def test_ap_matches_sklearn_with_ties(kind):
 def test_ap_matches_sklearn_continuous_and_chunked(monkeypatch):
     import xmlc.metrics as m
     s, t = model_data()
-    monkeypatch.setattr(m, "_LABEL_CHUNK_BYTES", 4 * s.shape[1] * 7 * 4)  # 7 rows per micro chunk
+    monkeypatch.setattr(m, "_POOLED_BLOCK_ENTRIES", s.shape[1] * 7)  # 7 rows per micro block
     monkeypatch.setattr(m, "_LABEL_BLOCK", 7)  # 7 labels per block of the per-label counts
     ref = sk_per_label(s, t)
     assert np.allclose(average_precision(s, t, average="none").numpy(), ref, atol=1e-6)
-    got = m._micro_tie_counts(s, m._positives(t, s.shape), max_cells=64)  # forces the exact fix-up path
-    assert np.mean(got[1] / got[2]) == pytest.approx(average_precision_score(t.ravel(), s.ravel()), abs=1e-6)
+    monkeypatch.setattr(m, "_CELLS_PER_KEY", 0.05)  # crowded cells: forces the exact fix-up path
+    got = m.tie_counts(m.eval_inputs(s, t), pooled=True)
+    assert np.mean(got.pos_ge / got.all_ge) == pytest.approx(average_precision_score(t.ravel(), s.ravel()), abs=1e-6)
 
 
+@pytest.mark.parametrize("pooled", [False, True])
 @pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("cells_per_key", [1, 4, 64])
-def test_per_label_counts_exact_on_every_lookup_path(monkeypatch, cells_per_key, signed):
+def test_per_label_counts_exact_on_every_lookup_path(monkeypatch, cells_per_key, signed, pooled):
     """Ties inside and across lookup cells, crowded cells (binary search), small label/row blocks.
 
     Data: a coarse score grid with exact 0 and 1 (shifted by -0.5, with -0.0, when signed), one
@@ -91,15 +93,18 @@ def test_per_label_counts_exact_on_every_lookup_path(monkeypatch, cells_per_key,
         s[::2][s[::2] == 0] = -0.0
     monkeypatch.setattr(m, "_LABEL_BLOCK", 5)  # partial last block (23 = 4 x 5 + 3)
     monkeypatch.setattr(m, "_BLOCK_ENTRIES", 5 * 17)  # 17 rows per block: 257 = 15 x 17 + 2
-    pos = m._positives(t, s.shape)
-    lab, ps, pos_ge, all_ge = m._ap_tie_counts(s, pos, cells_per_key=cells_per_key)
-    # brute force: per positive, #positives and #entries of its label with score >= its score
+    monkeypatch.setattr(m, "_CELLS_PER_KEY", cells_per_key)
+    monkeypatch.setattr(m, "_POOLED_BLOCK_ENTRIES", 23 * 17)  # 17 rows per block when pooled
+    lab, ps, pos_ge, all_ge = m.tie_counts(m.eval_inputs(s, t), pooled=pooled)
+    # brute force: per positive, #positives and #entries of its label (pooled: of all labels)
+    # with score >= its score
     assert np.array_equal(lab, np.sort(lab)) and lab.size == int(t.sum())
-    for j in range(s.shape[1]):
+    groups = [(0, s.ravel(), t.ravel())] if pooled else [(j, s[:, j], t[:, j]) for j in range(s.shape[1])]
+    for j, sj, tj in groups:
         k = lab == j
         assert np.all(np.diff(ps[k]) >= 0)
-        ref_pos = [(s[:, j][t[:, j] == 1] >= v).sum() for v in ps[k]]
-        ref_all = [(s[:, j] >= v).sum() for v in ps[k]]
+        ref_pos = [(sj[tj == 1] >= v).sum() for v in ps[k]]
+        ref_all = [(sj >= v).sum() for v in ps[k]]
         assert np.array_equal(pos_ge[k], ref_pos) and np.array_equal(all_ge[k], ref_all)
     ref = sk_per_label(s, t)
     got = average_precision(s, t, average="none").numpy()

@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from xmlc.metrics import _ap_tie_counts, _check_finite, _micro_tie_counts, _positives, _scores_np
+from xmlc.metrics import eval_inputs, tie_counts
 
 __all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "METHODS"]
 
@@ -85,7 +85,7 @@ def apply_thresholds(scores, thresholds) -> torch.Tensor:
 def _best_per_label(lab: np.ndarray, score: np.ndarray, value: np.ndarray, num_labels: int) -> np.ndarray:
     """For each label, the score of its candidate with the largest value (ties: higher score).
 
-    ``lab``/``score`` sorted by (label, score), as :func:`xmlc.metrics._ap_tie_counts` returns
+    ``lab``/``score`` sorted by (label, score), as :func:`xmlc.metrics.tie_counts` returns
     them: two segmented maxima, no sort.
     """
     best = np.full(num_labels, np.nan)
@@ -145,11 +145,9 @@ def fit_thresholds(
         raise ValueError(f"beta must be a number > 0, got {beta!r}")
     b2 = float(beta) ** 2 if method == "fbeta" else 1.0
 
-    s = _scores_np(scores)
-    _check_finite(s)
+    inputs = eval_inputs(scores, targets)
+    s, n_pos = inputs.scores, inputs.counts
     n, l = s.shape
-    pos = _positives(targets, s.shape)
-    n_pos = pos.counts
 
     few = n_pos < min_positives
     need_global = bool(np.any(few | (n_pos == 0)))
@@ -160,13 +158,14 @@ def fit_thresholds(
         if need_global and total:
             glob = float(np.partition(s.ravel(), s.size - total)[s.size - total])
     else:
-        lab, ps, pos_ge, all_ge = _ap_tie_counts(s, pos)
-        fb = (1 + b2) * pos_ge / (b2 * n_pos[lab] + all_ge)
-        per_label = _best_per_label(lab, ps, fb, l)
-        if need_global and pos.rows.size:  # the micro counts cost more than the per-label ones
-            mps, mpos_ge, mall_ge = _micro_tie_counts(s, pos)
-            mf = (1 + b2) * mpos_ge / (b2 * mps.size + mall_ge)
-            glob = float(mps[np.lexsort((-mps, -mf))[0]])
+        # F-beta at a positive's score: TP = pos_ge, predicted = all_ge, positives = n_pos
+        per = tie_counts(inputs)
+        fb = (1 + b2) * per.pos_ge / (b2 * n_pos[per.labels] + per.all_ge)
+        per_label = _best_per_label(per.labels, per.scores, fb, l)
+        if need_global and inputs.rows.size:  # the pooled counts cost more than the per-label ones
+            pooled = tie_counts(inputs, pooled=True)
+            f = (1 + b2) * pooled.pos_ge / (b2 * pooled.scores.size + pooled.all_ge)
+            glob = float(pooled.scores[np.lexsort((-pooled.scores, -f))[0]])
 
     out = per_label.copy()
     if fallback == "global":

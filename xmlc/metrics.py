@@ -22,9 +22,12 @@ average precision (recall is 0/0). ``"ignore"`` (default) leaves it out of macro
 returns NaN for it under ``average="none"``; ``"zero"`` counts it as 0 (torchmetrics >= 1.4).
 Either way :func:`evaluate_all` reports how many there were (``num_labels_no_positive``).
 
-Metric math lives once: the functional metrics and the ``torchmetrics.Metric`` classes at the
-bottom call the same private steps (``_ap_tie_counts`` / ``_binned_counts`` then
-``_ap_from_counts``).
+Metric math lives once. Every metric starts from :func:`eval_inputs` (validation, the positive
+entries). Exact AP, micro and macro, and the F1-optimal thresholds of :mod:`xmlc.calibrate` come
+from one counts step, :func:`tie_counts`; the binned AP from ``_binned_counts``; both end in
+``_ap_from_counts``. :func:`evaluate_all` validates once and calls the steps of the public
+functions; the ``torchmetrics.Metric`` classes at the bottom call the public functions or the
+same steps.
 
 References:
     * Average precision: scikit-learn ``average_precision_score`` (step-wise, ties form one step).
@@ -35,16 +38,21 @@ References:
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torchmetrics import Metric
 
+from xmlc._keys import floats_from_keys, sortable_keys
 from xmlc.stats import BUCKET_NAMES
 
 __all__ = [
+    "EvalInputs",
+    "eval_inputs",
+    "TieCounts",
+    "tie_counts",
     "average_precision",
     "binned_average_precision",
     "precision_at_k",
@@ -66,9 +74,10 @@ Average = Literal["macro", "micro", "none"]
 Empty = Literal["ignore", "zero"]
 _AVERAGES = ("macro", "micro", "none")
 _EMPTY = ("ignore", "zero")
-_LABEL_CHUNK_BYTES = 32 * 2**20  # scores per row chunk of the micro counts
+_CELLS_PER_KEY = 4  # lookup-table cells per distinct positive key (tie_counts)
 _LABEL_BLOCK = 64  # labels per block of the per-label counts (their lookup tables stay in cache)
 _BLOCK_ENTRIES = 1 << 16  # entries per block (its temporaries stay in cache)
+_POOLED_BLOCK_ENTRIES = 1 << 23  # entries per block of the pooled (micro) counts: one shared table
 _CROWDED = -(1 << 40)  # lookup-table mark of a cell that needs a binary search
 _ROW_CHUNK = 2048
 
@@ -81,6 +90,44 @@ _ROW_CHUNK = 2048
 def _check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+class EvalInputs(NamedTuple):
+    """Scores and the positive entries of their targets, validated once (:func:`eval_inputs`).
+
+    Attributes:
+        scores: ``(N, L)`` float32 numpy array, no NaN (a view of the caller's array when possible).
+        rows, cols: ``(P,)`` int64 row and column of each positive entry, in row-major order.
+        counts: ``(L,)`` int64 positives per label.
+    """
+
+    scores: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    counts: np.ndarray
+
+
+def eval_inputs(scores, targets) -> EvalInputs:
+    """Validate ``scores`` and ``targets`` and extract the positives: the first step of every metric.
+
+    Args:
+        scores: ``(N, L)`` torch tensor or numpy array (converted to float32; NaN raises).
+        targets: ``(N, L)`` {0, 1} torch tensor, numpy array or scipy sparse matrix (never
+            densified).
+
+    Returns:
+        :class:`EvalInputs`.
+
+    Example:
+        >>> inputs = eval_inputs(torch.tensor([[0.9, 0.1], [0.4, 0.8]]), torch.tensor([[1, 0], [1, 1]]))
+        >>> inputs.rows, inputs.cols, inputs.counts
+        (array([0, 1, 1]), array([0, 0, 1]), array([2, 1]))
+    """
+    s = _scores_np(scores)
+    if s.size and np.isnan(s.min()):  # NaN propagates through min; no (N, L) temporary
+        raise ValueError("scores contain NaN")
+    rows, cols = _positive_entries(targets, s.shape)
+    return EvalInputs(s, rows, cols, np.bincount(cols, minlength=s.shape[1]).astype(np.int64))
 
 
 def _scores_np(scores) -> np.ndarray:
@@ -100,18 +147,8 @@ def _scores_np(scores) -> np.ndarray:
     return scores
 
 
-class _Positives:
-    """The positive entries of a target matrix: rows, cols (row-major order), per-label counts."""
-
-    def __init__(self, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]):
-        self.rows = rows.astype(np.int64, copy=False)
-        self.cols = cols.astype(np.int64, copy=False)
-        self.shape = shape
-        self.counts = np.bincount(self.cols, minlength=shape[1]).astype(np.int64)
-
-
-def _positives(targets, shape: tuple[int, int]) -> _Positives:
-    """Validate ``targets`` against ``shape`` and extract its positive entries."""
+def _positive_entries(targets, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``targets`` against ``shape``; (rows, cols) int64 of its positives, row-major."""
     n, l = shape
     if sp.issparse(targets):
         t = sp.csr_matrix(targets)
@@ -125,8 +162,7 @@ def _positives(targets, shape: tuple[int, int]) -> _Positives:
             raise ValueError(f"targets must hold only 0/1, found {bad!r}")
         keep = t.data != 0
         rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(t.indptr))[keep]
-        cols = t.indices[keep].astype(np.int64)
-        return _Positives(rows, cols, shape)
+        return rows, t.indices[keep].astype(np.int64)
     if isinstance(targets, torch.Tensor):
         targets = targets.detach().cpu().numpy()
     if not isinstance(targets, np.ndarray):
@@ -146,7 +182,7 @@ def _positives(targets, shape: tuple[int, int]) -> _Positives:
                 raise ValueError(f"targets must hold only 0/1, found {vals[vals != 1][0]!r}")
         flat.append(f + r0 * l)
     rows, cols = np.divmod(np.concatenate(flat) if flat else np.zeros(0, np.int64), max(l, 1))
-    return _Positives(rows, cols, shape)
+    return rows.astype(np.int64, copy=False), cols.astype(np.int64, copy=False)
 
 
 def _thresholds_np(thresholds, num_labels: int) -> np.ndarray:
@@ -161,221 +197,226 @@ def _thresholds_np(thresholds, num_labels: int) -> np.ndarray:
     return t
 
 
-def _order_key(x: np.ndarray) -> np.ndarray:
-    """uint32 keys that sort like the float32 values ``x`` (``-0.0`` must be normalised first)."""
-    u = x.view(np.uint32)
-    mask = (x.view(np.int32) >> 31).view(np.uint32)  # all ones for negative values
-    mask |= np.uint32(0x80000000)
-    mask ^= u
-    return mask
-
-
-def _check_finite(x: np.ndarray, name: str = "scores") -> None:
-    if x.size and np.isnan(x.min()):  # NaN propagates through min; no (N, L) temporary
-        raise ValueError(f"{name} contain NaN")
-
-
 # --------------------------------------------------------------------------------------------
-# Private steps shared by the functional metrics, the Metric classes and calibration
+# The counts pipeline: one step shared by exact AP (macro, micro, none) and calibration
 # --------------------------------------------------------------------------------------------
 
 
-def _score_keys(scores: np.ndarray):
-    """Functions mapping float32 blocks to uint32 keys that sort like the scores, and back.
+class TieCounts(NamedTuple):
+    """Per positive entry, the counts at its score; P entries sorted by (label, score).
 
-    Non-negative scores (the usual probabilities, no ``-0.0``) are their own bit patterns, a
-    zero-copy view; otherwise :func:`_order_key` after normalising ``-0.0`` (which comes back
-    as ``0.0``).
+    Attributes:
+        labels: ``(P,)`` int64 label of each positive (0 for all when pooled).
+        scores: ``(P,)`` float32 its score (``-0.0`` reads ``0.0``).
+        pos_ge: ``(P,)`` int64 positives of the same label (pooled: of any label) scoring ``>=`` it.
+        all_ge: ``(P,)`` int64 entries of the same label (pooled: all N * L) scoring ``>=`` it.
+
+    ``pos_ge / all_ge`` is the precision at the threshold ``score``: mean it per label for
+    average precision, or turn it into F1 with the positive count (:mod:`xmlc.calibrate`).
     """
-    if not scores.size or scores.view(np.int32).min() >= 0:  # no sign bit anywhere
-        return (lambda x: x.view(np.uint32)), (lambda k: k.view(np.float32))
 
-    def value_of(k: np.ndarray) -> np.ndarray:
-        neg = k < np.uint32(0x80000000)
-        return np.where(neg, ~k, k ^ np.uint32(0x80000000)).view(np.float32)
-
-    return (lambda x: _order_key(x + np.float32(0.0))), value_of
+    labels: np.ndarray
+    scores: np.ndarray
+    pos_ge: np.ndarray
+    all_ge: np.ndarray
 
 
-def _ap_tie_counts(scores: np.ndarray, pos: _Positives, cells_per_key: int = 4):
-    """Per positive entry: its label, score, #positives and #entries with score >= its score.
+def tie_counts(inputs: EvalInputs, *, pooled: bool = False) -> TieCounts:
+    """For every positive entry: #positives and #entries scoring at least as high (ties count).
 
-    No sort of the scores: only the positives need a rank. Per label j, with ``u_j`` its
-    sorted distinct positive keys (order-preserving uint32 keys of the float32 scores), every
-    entry of column j gets its gap ``g = #{u in u_j : u <= key}``; a histogram of the gaps and
-    a suffix sum per label give ``#entries >= u`` for every ``u``. The gap comes from a lookup
-    table over equal cells of label j's key range (about ``cells_per_key`` cells per distinct
-    key): ``g = base[cell] + (key >= first[cell]) + (key >= second[cell])``, exact when the
-    cell holds at most two positive keys; the few entries in cells holding more (0.6 % on
-    the benchmark data) are binary-searched. Any monotone cell map is exact; equal cells
-    only keep the table small. The score matrix is walked in blocks of ``_LABEL_BLOCK``
-    labels x rows, in place (no transpose), so each block's slice of the table and the
-    temporaries stay in cache. No Python loop over labels or examples.
+    Per label (or, with ``pooled=True``, over all N x L entries as one "label", for micro
+    averages), with no sort of the score matrix: only the positives are sorted. Each label's
+    distinct positive scores ``u_1 < ... < u_d`` cut the score axis into d + 1 *gaps*; every
+    entry of the matrix is assigned its gap ``#{i: u_i <= score}`` through a lookup table
+    (:func:`_gap_table`, :func:`_gap_histogram`), the gaps are histogrammed, and a suffix sum
+    of the histogram gives ``#entries >= u_i`` for every i. Scores are compared as
+    order-preserving int32 keys (:func:`xmlc._keys.sortable_keys`), so equal scores tie exactly.
+
+    Args:
+        inputs: from :func:`eval_inputs`.
+        pooled: one group of all entries (micro) instead of one per label.
 
     Returns:
-        labels (P,) int64, scores (P,) float32, pos_ge (P,) int64, all_ge (P,) int64, sorted
-        by (label, score).
+        :class:`TieCounts`.
+
+    Example:
+        >>> inputs = eval_inputs(torch.tensor([[0.9, 0.1], [0.4, 0.8], [0.4, 0.3]]),
+        ...                      torch.tensor([[1, 0], [0, 1], [1, 0]]))
+        >>> c = tie_counts(inputs)
+        >>> c.labels, c.pos_ge, c.all_ge  # label 0: 0.4 is scored twice, once by a positive
+        (array([0, 0, 1]), array([2, 1, 1]), array([3, 1, 1]))
+    """
+    scores = inputs.scores
+    n, l = scores.shape
+    nonneg = scores.size == 0 or bool(scores.view(np.int32).min() >= 0)  # keys = the bits: no copy
+    group_of_label = np.zeros(l, np.int64) if pooled else np.arange(l, dtype=np.int64)
+    num_groups = 1 if pooled else l
+
+    # The positives, sorted by (group, key): one uint64 per positive packs both.
+    pos_group = group_of_label[inputs.cols]
+    pos_key = sortable_keys(scores[inputs.rows, inputs.cols], nonnegative=nonneg)
+    packed = np.sort(_pack(pos_group, pos_key))
+    is_first = np.r_[True, packed[1:] != packed[:-1]] if packed.size else np.zeros(0, bool)
+    distinct = packed[is_first]  # each group's distinct positive keys, ascending
+
+    table = _gap_table(distinct, num_groups, _CELLS_PER_KEY)
+    if pooled:  # one table for every label: no label blocks, large row blocks
+        labels_per_block, entries_per_block = l, _POOLED_BLOCK_ENTRIES
+    else:  # a block of labels' tables stays in cache
+        labels_per_block, entries_per_block = _LABEL_BLOCK, _BLOCK_ENTRIES
+    hist = _gap_histogram(scores, nonneg, group_of_label, table, labels_per_block, entries_per_block)
+
+    # all_ge at distinct key i (group j) = entries of group j in gaps above i's own gap. The
+    # gaps of group j are hist[gap_start[j]:gap_start[j + 1]]: suffix sums within each group.
+    suffix = np.cumsum(hist[::-1])[::-1]
+    gap_end = table.gap_start[1:]
+    suffix -= np.repeat(suffix[gap_end - 1] - hist[gap_end - 1], table.num_keys + 1)
+    distinct_group = (distinct >> np.uint64(32)).astype(np.int64)
+    distinct_all_ge = suffix[np.arange(distinct.size) + distinct_group + 1]  # gap of i is i + j + 1
+
+    # pos_ge of a positive = positives of its group from the first one with its key to the end.
+    key_index = np.cumsum(is_first) - 1  # each positive's distinct key
+    group_end = np.cumsum(np.bincount(pos_group, minlength=num_groups))
+    labels = (packed >> np.uint64(32)).astype(np.int64)
+    pos_ge = group_end[labels] - np.flatnonzero(is_first)[key_index]
+    return TieCounts(labels, _unpack_scores(packed), pos_ge, distinct_all_ge[key_index])
+
+
+def _pack(groups: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """uint64 ``group << 32 | (key + 2**31)``: sorts by group, then by key."""
+    return (groups.astype(np.uint64) << np.uint64(32)) | (keys.astype(np.int64) + 2**31).astype(np.uint64)
+
+
+def _unpack_keys(packed: np.ndarray) -> np.ndarray:
+    return ((packed & np.uint64(0xFFFFFFFF)).astype(np.int64) - 2**31).astype(np.int32)
+
+
+def _unpack_scores(packed: np.ndarray) -> np.ndarray:
+    return floats_from_keys(_unpack_keys(packed))
+
+
+class _GapTable(NamedTuple):
+    """Lookup table from a key to its gap, per group over equal cells of the group's key range.
+
+    Per group j (``num_keys[j]`` distinct positive keys, ``key_start[j]`` the first in the
+    packed array): cell of key k = ``(clip(k, origin_j, top_j) - origin_j) >> shift_j``, with
+    one empty cell below the lowest key, about ``cells_per_key`` cells per distinct key. Per
+    cell c: ``base[c]`` = global gap index of a key below every positive key in c, and
+    ``first[c]``, ``second[c]`` its lowest two positive keys (``INT32_MAX`` if absent); then
+
+        gap(k) = base[c] + (k >= first[c]) + (k >= second[c])
+
+    is exact when c holds at most two positive keys. Crowded cells, holding more, have
+    ``base = _CROWDED`` (< 0): their entries are binary-searched. Group j's gaps 0..num_keys[j]
+    are global gap indices ``gap_start[j]..gap_start[j + 1] - 1``; its cells
+    ``cell_start[j]..cell_start[j + 1] - 1``.
+    """
+
+    num_keys: np.ndarray  # (G,) int64
+    key_start: np.ndarray  # (G + 1,)
+    gap_start: np.ndarray  # (G + 1,) = key_start + group index
+    cell_start: np.ndarray  # (G + 1,)
+    origin: np.ndarray  # (G,) int32 key of the bottom of cell 0
+    top: np.ndarray  # (G,) int32 highest positive key
+    shift: np.ndarray  # (G,) uint32 log2 of the cell width
+    base: np.ndarray  # (C,) int64
+    first: np.ndarray  # (C,) int32
+    second: np.ndarray  # (C,) int32
+    distinct: np.ndarray  # (K,) uint64 the packed distinct keys, for the binary search
+
+
+def _gap_table(distinct: np.ndarray, num_groups: int, cells_per_key: float) -> _GapTable:
+    group = (distinct >> np.uint64(32)).astype(np.int64)
+    key = _unpack_keys(distinct).astype(np.int64)
+    num_keys = np.bincount(group, minlength=num_groups)
+    key_start = np.r_[0, np.cumsum(num_keys)]
+    gap_start = key_start + np.arange(num_groups + 1)
+    # Each group's cell width: the smallest power of two giving at most cells_per_key cells per key.
+    has = num_keys > 0
+    low = np.zeros(num_groups, np.int64)
+    top = np.zeros(num_groups, np.int64)
+    low[has], top[has] = key[key_start[:-1][has]], key[key_start[1:][has] - 1]
+    max_cells = np.maximum((cells_per_key * num_keys).astype(np.int64), 1)
+    shift = np.zeros(num_groups, np.int64)
+    while np.any(too_many := ((top - low) >> shift) + 1 > max_cells):
+        shift[too_many] += 1
+    origin = np.maximum(low - (np.int64(1) << shift), np.iinfo(np.int32).min)  # one empty cell below
+    num_cells = ((top - origin) >> shift) + 1
+    cell_start = np.r_[0, np.cumsum(num_cells)]
+    # Each distinct key's cell, and per cell: keys below it (base), its first two keys.
+    key_cell = cell_start[group] + ((key - origin[group]) >> shift[group])
+    keys_in_cell = np.bincount(key_cell, minlength=int(cell_start[-1]))
+    cell_group = np.repeat(np.arange(num_groups), num_cells)
+    keys_below = np.cumsum(keys_in_cell) - keys_in_cell - key_start[cell_group]  # within the group
+    base = keys_below + gap_start[cell_group]
+    base[keys_in_cell > 2] = _CROWDED
+    first = np.full(keys_in_cell.size, np.iinfo(np.int32).max, dtype=np.int32)
+    second = first.copy()
+    if key_cell.size:
+        opens_cell = np.r_[True, key_cell[1:] != key_cell[:-1]]
+        first[key_cell[opens_cell]] = key[opens_cell]
+        seconds = np.flatnonzero(~opens_cell & np.r_[False, opens_cell[:-1]])
+        second[key_cell[seconds]] = key[seconds]
+    return _GapTable(num_keys, key_start, gap_start, cell_start, origin.astype(np.int32),
+                     top.astype(np.int32), shift.astype(np.uint32), base, first, second, distinct)
+
+
+def _gap_histogram(scores: np.ndarray, nonneg: bool, group_of_label: np.ndarray, table: _GapTable,
+                   labels_per_block: int, entries_per_block: int) -> np.ndarray:
+    """Entries per global gap index: every entry of ``scores`` looked up in ``table``.
+
+    The matrix is walked in place (no transpose, no (N, L) temporary) in blocks of
+    ``labels_per_block`` labels x rows; the block's slices of the table stay in cache when
+    blocks of labels have their own tables. Labels of one block must have consecutive groups.
     """
     n, l = scores.shape
-    key_of, value_of = _score_keys(scores)
-    # distinct (label, key) pairs of the positives, sorted; one uint64 per pair
-    pkey = key_of(scores[pos.rows, pos.cols])
-    pair = np.sort((pos.cols.astype(np.uint64) << np.uint64(32)) | pkey)
-    new = np.r_[True, pair[1:] != pair[:-1]] if pair.size else np.zeros(0, bool)
-    u = pair[new]
-    ulab = (u >> np.uint64(32)).astype(np.int64)
-    ukey = (u & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    d = np.bincount(ulab, minlength=l)  # distinct positive keys per label
-    uptr = np.r_[0, np.cumsum(d)]
-    goff = np.r_[0, np.cumsum(d + 1)]  # label j's gaps 0..d_j live at goff[j]..goff[j+1]-1
-    # per label cells of 2**shift keys from origin (one empty cell below the lowest key)
-    lo, hi = np.zeros(l, np.int64), np.zeros(l, np.int64)
-    has = d > 0
-    lo[has], hi[has] = ukey[uptr[:-1][has]], ukey[uptr[1:][has] - 1]
-    target = np.maximum(cells_per_key * d, 1)
-    shift = np.zeros(l, np.int64)
-    while np.any(too_many := ((hi - lo) >> shift) + 1 > target):
-        shift[too_many] += 1
-    origin = np.maximum(lo - (np.int64(1) << shift), 0)
-    cells = ((hi - origin) >> shift) + 1
-    coff = np.r_[0, np.cumsum(cells)]
-    ucell = coff[ulab] + ((ukey - origin[ulab]) >> shift[ulab])
-    per_cell = np.bincount(ucell, minlength=int(coff[-1]))
-    cell_lab = np.repeat(np.arange(l), cells)
-    base = np.cumsum(per_cell) - per_cell - uptr[cell_lab] + goff[cell_lab]  # global gap index
-    base[per_cell > 2] = _CROWDED  # more than two positive keys in the cell: binary search
-    first = np.full(per_cell.size, np.iinfo(np.uint32).max, dtype=np.uint32)
-    second = first.copy()
-    if ucell.size:
-        starts = np.r_[True, ucell[1:] != ucell[:-1]]
-        first[ucell[starts]] = ukey[starts]
-        seconds = np.flatnonzero(~starts & np.r_[False, starts[:-1]])
-        second[ucell[seconds]] = ukey[seconds]
-    del cell_lab, per_cell, ucell
-
-    hist = np.zeros(int(goff[-1]), dtype=np.int64)
-    origin32, hi32, shift32 = origin.astype(np.uint32), hi.astype(np.uint32), shift.astype(np.uint32)
-    w_max = min(l, _LABEL_BLOCK)
-    rows = max(1, _BLOCK_ENTRIES // w_max)
-    k_buf = np.empty(rows * w_max, np.uint32)
-    c_buf = np.empty(rows * w_max, np.intp)
-    g_buf = np.empty(rows * w_max, np.int64)
-    f_buf = np.empty(rows * w_max, np.uint32)
-    b_buf = np.empty(rows * w_max, np.bool_)
-    for c0 in range(0, l, w_max):
-        c1 = min(l, c0 + w_max)
+    hist = np.zeros(int(table.gap_start[-1]), dtype=np.int64)
+    width = max(1, min(l, labels_per_block))
+    rows = max(1, entries_per_block // width)
+    buffers = [np.empty(rows * width, dtype) for dtype in (np.int32, np.intp, np.int64, np.int32, np.bool_)]
+    for c0 in range(0, l, width):
+        c1 = min(l, c0 + width)
         w = c1 - c0
-        g0, g1 = int(goff[c0]), int(goff[c1])
-        u0 = int(uptr[c0])
-        u_c = u[u0:uptr[c1]]  # the block's distinct keys: binary searches stay in cache
-        base_c = base[coff[c0]:coff[c1]]
-        base_c = np.where(base_c < 0, _CROWDED, base_c - g0)  # gap index local to the label block
-        first_c, second_c = first[coff[c0]:coff[c1]], second[coff[c0]:coff[c1]]
-        cell0 = coff[c0:c1] - coff[c0]
-        lo_c, hi_c, sh_c = origin32[c0:c1], hi32[c0:c1], shift32[c0:c1]
-        h = np.zeros(g1 - g0, dtype=np.int64)
+        groups = group_of_label[c0:c1]
+        g_lo, g_hi = int(groups[0]), int(groups[-1]) + 1
+        cell0, cell1 = table.cell_start[g_lo], table.cell_start[g_hi]
+        gap0, gap1 = int(table.gap_start[g_lo]), int(table.gap_start[g_hi])
+        key0 = int(table.key_start[g_lo])
+        block_keys = table.distinct[key0:table.key_start[g_hi]]  # binary searches stay in cache
+        base = table.base[cell0:cell1]
+        if gap0:  # gap indices local to the block (crowded cells stay negative)
+            base = np.where(base < 0, base, base - gap0)
+        first, second = table.first[cell0:cell1], table.second[cell0:cell1]
+        origin, top, shift = table.origin[groups], table.top[groups], table.shift[groups]
+        cell_offset = table.cell_start[groups] - cell0
+        h = np.zeros(gap1 - gap0, dtype=np.int64)
         for r0 in range(0, n, rows):
             raw = scores[r0:r0 + rows, c0:c1]
             m = raw.shape[0]
-            key, cell, g, f, ge = (b[: m * w].reshape(m, w) for b in (k_buf, c_buf, g_buf, f_buf, b_buf))
-            np.clip(key_of(raw), lo_c, hi_c, out=key)
-            np.subtract(key, lo_c, out=f)
-            np.right_shift(f, sh_c, out=f)
-            np.add(f, cell0, out=cell)
-            # mode="clip": the cells are in range by construction, and "raise" would buffer out
-            base_c.take(cell, out=g, mode="clip")
-            first_c.take(cell, out=f, mode="clip")
-            np.greater_equal(key, f, out=ge)
-            g += ge
-            second_c.take(cell, out=f, mode="clip")
-            np.greater_equal(key, f, out=ge)
-            g += ge
-            miss = np.flatnonzero(g < 0)
-            if miss.size:
-                r, c = np.divmod(miss, w)
-                lab = c + c0
-                q = (lab.astype(np.uint64) << np.uint64(32)) | key_of(raw[r, c])
-                g.ravel()[miss] = np.searchsorted(u_c, q, side="right") + u0 - uptr[lab] + goff[lab] - g0
-            h += np.bincount(g.ravel(), minlength=g1 - g0)
-        hist[g0:g1] = h
-    # ge[t] = #entries of its label with key >= u[t]: suffix sums over gaps > t within the label
-    suffix = np.cumsum(hist[::-1])[::-1]
-    ge_gap = suffix - np.repeat(suffix[goff[1:] - 1] - hist[goff[1:] - 1], d + 1)
-    ge = ge_gap[np.arange(u.size) + ulab + 1]  # gap t+1 of label j is global gap goff[j] + t + 1
-
-    lab = (pair >> np.uint64(32)).astype(np.int64)
-    ps = value_of((pair & np.uint64(0xFFFFFFFF)).astype(np.uint32))
-    uidx = np.cumsum(new) - 1  # each positive's distinct key
-    pos_ptr = np.r_[0, np.cumsum(pos.counts)]
-    rank_first = np.flatnonzero(new)  # position of the first positive of each distinct key
-    pos_ge = pos_ptr[lab + 1] - rank_first[uidx]
-    return lab, ps, pos_ge, ge[uidx]
-
-
-def _micro_tie_counts(scores: np.ndarray, pos: _Positives, max_cells: int = 1 << 22):
-    """Per positive entry: its score, #positives and #entries (all labels) with score >= it.
-
-    Every entry is assigned its gap ``g = #distinct positive scores <= entry`` and the gaps are
-    histogrammed; a suffix sum then gives the counts. ``g`` comes from a lookup table over
-    equal cells of the (order-preserving integer) key range; only entries in the few cells
-    that contain a positive's key are located with a binary search. No sort of all entries.
-
-    Returns:
-        scores (P,) float32 ascending, pos_ge (P,) int64, all_ge (P,) int64.
-    """
-    ps = np.sort(scores[pos.rows, pos.cols] + np.float32(0.0))
-    if ps.size == 0:
-        e = np.zeros(0, dtype=np.int64)
-        return ps, e, e
-    pkeys = _order_key(ps)
-    pos_ge = ps.size - np.searchsorted(pkeys, pkeys, side="left")
-    u = pkeys[np.r_[True, pkeys[1:] != pkeys[:-1]]]  # distinct keys, already sorted
-    m = u.size
-    # The table spans the keys from the 0.1 % quantile of the positive keys up; the sparse
-    # low tail would otherwise stretch the cells. Entries below it: binary search among the
-    # few positive keys there.
-    low = m // 1000
-    span = int(u[-1]) - int(u[low - 1] if low else u[0]) + 1
-    shift = max(0, (span - 1).bit_length() - max_cells.bit_length() + 1)
-    # Keys relative to lo_key (just above u[low - 1]), cut into cells of 2**shift keys.
-    # For an entry in cell c, g = base[c] + (key >= first[c]) + (key >= second[c]), exact when
-    # the cell holds at most two distinct positive keys (first/second = those keys, or the
-    # maximum when absent); cells holding more have base = -1 and their entries are located
-    # by binary search.
-    lo_key, hi_key = (u[low - 1] + np.uint32(1) if low else u[0]), u[-1]
-    u_low = u[: low + 1]
-    cells = ((int(hi_key) - int(lo_key)) >> shift) + 1
-    upper = u[low:]
-    urel = upper - lo_key
-    ucell = urel >> np.uint32(shift)
-    per_cell = np.bincount(ucell, minlength=cells)
-    base = (np.cumsum(per_cell) - per_cell + low).astype(np.int32)
-    base[per_cell > 2] = -1
-    first = np.full(cells, np.iinfo(np.uint32).max, dtype=np.uint32)
-    second = first.copy()
-    start = np.r_[True, ucell[1:] != ucell[:-1]]  # first distinct key of its cell
-    first[ucell[start]] = urel[start]
-    nxt = np.flatnonzero(~start & np.r_[False, start[:-1]])  # second key of its cell
-    second[ucell[nxt]] = urel[nxt]
-    hist = np.zeros(m + 1, dtype=np.int64)
-    rows = max(1, (_LABEL_CHUNK_BYTES // 4) // max(1, 4 * scores.shape[1]))
-    for r0 in range(0, scores.shape[0], rows):
-        k = _order_key(scores[r0:r0 + rows] + np.float32(0.0)).ravel()
-        below = np.flatnonzero(k < lo_key)
-        g_below = np.searchsorted(u_low, k[below], side="right")
-        np.clip(k, lo_key, hi_key, out=k)
-        k -= lo_key
-        c = (k >> np.uint32(shift)).astype(np.intp)  # one index conversion for the three takes
-        g = base.take(c, mode="clip")  # in range by construction; "clip" skips the bounds check
-        miss = np.flatnonzero(g < 0)
-        g += k >= first.take(c, mode="clip")
-        g += k >= second.take(c, mode="clip")
-        g[miss] = low + np.searchsorted(urel, k[miss], side="right")
-        g[below] = g_below
-        hist += np.bincount(g, minlength=m + 1)
-    ge = np.cumsum(hist[::-1])[::-1][1:]  # ge[i] = #entries with key >= u[i]
-    all_ge = ge[np.searchsorted(u, pkeys, side="left")]
-    return ps, pos_ge, all_ge
+            key, cell, gap, tmp, ge = (b[: m * w].reshape(m, w) for b in buffers)
+            np.clip(sortable_keys(raw, nonnegative=nonneg), origin, top, out=key)
+            np.subtract(key, origin, out=tmp)  # in [0, 2**32): read as uint32
+            np.right_shift(tmp.view(np.uint32), shift, out=tmp.view(np.uint32))
+            np.add(tmp.view(np.uint32), cell_offset, out=cell)
+            # mode="clip": the cells are in range by construction, and "raise" would buffer `out`
+            base.take(cell, out=gap, mode="clip")
+            first.take(cell, out=tmp, mode="clip")
+            np.greater_equal(key, tmp, out=ge)
+            gap += ge
+            second.take(cell, out=tmp, mode="clip")
+            np.greater_equal(key, tmp, out=ge)
+            gap += ge
+            crowded = np.flatnonzero(gap < 0)
+            if crowded.size:
+                r, c = np.divmod(crowded, w)
+                g = groups[c]
+                query = _pack(g, sortable_keys(raw[r, c], nonnegative=nonneg))
+                # keys of the block <= the query, minus the keys of the groups before g, plus g's gap start
+                found = np.searchsorted(block_keys, query, side="right") + key0
+                gap.ravel()[crowded] = found - table.key_start[g] + table.gap_start[g] - gap0
+            h += np.bincount(gap.ravel(), minlength=gap1 - gap0)
+        hist[gap0:gap1] += h
+    return hist
 
 
 def _ap_from_counts(ap_sum: torch.Tensor, n_pos: torch.Tensor, average: str, empty: str) -> torch.Tensor:
@@ -423,10 +464,6 @@ def _binned_ap(pos_hist: torch.Tensor, all_hist: torch.Tensor, average: str, emp
     return _ap_from_counts((pos_hist * prec).sum(1), pos_hist.sum(1), average, empty)
 
 
-def _per_label_ap_sum(scores: np.ndarray, pos: _Positives) -> np.ndarray:
-    lab, _, pos_ge, all_ge = _ap_tie_counts(scores, pos)
-    return np.bincount(lab, weights=pos_ge / all_ge, minlength=scores.shape[1])
-
 
 # --------------------------------------------------------------------------------------------
 # Functional metrics
@@ -468,15 +505,18 @@ def average_precision(
     """
     _check_choice("average", average, _AVERAGES)
     _check_choice("empty", empty, _EMPTY)
-    s = _scores_np(scores)
-    _check_finite(s)
-    pos = _positives(targets, s.shape)
+    return _average_precision(eval_inputs(scores, targets), average, empty)
+
+
+def _average_precision(inputs: EvalInputs, average: str, empty: str) -> float | torch.Tensor:
+    counts = tie_counts(inputs, pooled=average == "micro")
+    precision = counts.pos_ge / counts.all_ge
     if average == "micro":
-        _, pos_ge, all_ge = _micro_tie_counts(s, pos)
-        ap_sum = torch.tensor([np.sum(pos_ge / all_ge)])
-        return _as_result(_ap_from_counts(ap_sum, torch.tensor([pos.rows.size]), "micro", empty))
-    ap_sum = torch.from_numpy(_per_label_ap_sum(s, pos))
-    return _as_result(_ap_from_counts(ap_sum, torch.from_numpy(pos.counts), average, empty))
+        ap_sum, n_pos = torch.tensor([precision.sum()]), torch.tensor([precision.size])
+    else:
+        ap_sum = torch.from_numpy(np.bincount(counts.labels, weights=precision, minlength=inputs.scores.shape[1]))
+        n_pos = torch.from_numpy(inputs.counts)
+    return _as_result(_ap_from_counts(ap_sum, n_pos, average, empty))
 
 
 def _as_result(value: torch.Tensor) -> float | torch.Tensor:
@@ -536,8 +576,9 @@ def _dense_targets(targets, shape) -> torch.Tensor:
     return t
 
 
-def _topk_hits(scores: np.ndarray, pos: _Positives, k: int) -> np.ndarray:
+def _topk_hits(inputs: EvalInputs, k: int) -> np.ndarray:
     """(N, k) bool: whether the j-th highest-scored label of each example is a positive."""
+    scores, pos = inputs.scores, inputs
     n, l = scores.shape
     k = min(k, l)
     pos_keys = np.sort(pos.rows * l + pos.cols)
@@ -572,8 +613,8 @@ def precision_at_k(scores, targets, k: int) -> float:
         >>> precision_at_k(s, t, 1), precision_at_k(s, t, 2)
         (0.5, 0.5)
     """
-    s = _scores_np(scores)
-    return float(_topk_hits(s, _positives(targets, s.shape), _check_k(k)).sum(1).mean() / k)
+    k = _check_k(k)
+    return float(_topk_hits(eval_inputs(scores, targets), k).sum(1).mean() / k)
 
 
 def _check_k(k) -> int:
@@ -583,8 +624,9 @@ def _check_k(k) -> int:
 
 
 def _ndcg(hits: np.ndarray, n_pos: np.ndarray, k: int) -> float:
+    """Mean nDCG@k from the (N, >= k) top-k hits and the positives per example."""
     disc = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = hits[:, :k] @ disc[: hits[:, :k].shape[1]]
+    dcg = hits[:, :k].astype(np.float64) @ disc[: hits[:, :k].shape[1]]
     ideal = np.concatenate([[0.0], np.cumsum(disc)])[np.minimum(n_pos, k)]
     return float(np.mean(np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1), 0.0)))
 
@@ -607,14 +649,13 @@ def ndcg_at_k(scores, targets, k: int) -> float:
         >>> round(ndcg_at_k(s, t, 2), 4)  # the positive at rank 2: 1 / log2(3)
         0.6309
     """
-    s = _scores_np(scores)
-    pos = _positives(targets, s.shape)
     k = _check_k(k)
-    n_pos = np.bincount(pos.rows, minlength=s.shape[0])
-    return _ndcg(_topk_hits(s, pos, k).astype(np.float64), n_pos, k)
+    inputs = eval_inputs(scores, targets)
+    return _ndcg(_topk_hits(inputs, k), np.bincount(inputs.rows, minlength=inputs.scores.shape[0]), k)
 
 
-def _psp(scores: np.ndarray, pos: _Positives, k: int, prop: np.ndarray) -> float:
+def _psp(inputs: EvalInputs, k: int, prop: np.ndarray) -> float:
+    scores, pos = inputs.scores, inputs
     n, l = scores.shape
     inv = 1.0 / prop.astype(np.float64)
     k_ = min(k, l)
@@ -658,9 +699,9 @@ def psp_at_k(scores, targets, k: int, propensities) -> float:
         >>> psp_at_k(s, t, 1, torch.tensor([0.5, 1.0, 0.25]))  # (1/0.5) / (1/0.25)
         0.5
     """
-    s = _scores_np(scores)
-    prop = _propensities_np(propensities, s.shape[1])
-    return _psp(s, _positives(targets, s.shape), _check_k(k), prop)
+    k = _check_k(k)
+    inputs = eval_inputs(scores, targets)
+    return _psp(inputs, k, _propensities_np(propensities, inputs.scores.shape[1]))
 
 
 def _propensities_np(propensities, num_labels: int) -> np.ndarray:
@@ -673,8 +714,9 @@ def _propensities_np(propensities, num_labels: int) -> np.ndarray:
     return p
 
 
-def _decision_counts(scores: np.ndarray, pos: _Positives, thresholds) -> tuple[np.ndarray, np.ndarray]:
+def _decision_counts(inputs: EvalInputs, thresholds) -> tuple[np.ndarray, np.ndarray]:
     """Per label: (#predicted positives, #true positives among them) at ``score >= threshold``."""
+    scores, pos = inputs.scores, inputs
     n, l = scores.shape
     thr = _thresholds_np(thresholds, l)
     predicted = np.zeros(l, dtype=np.int64)
@@ -733,10 +775,9 @@ def f1_score(
     """
     _check_choice("average", average, _AVERAGES)
     _check_choice("empty", empty, _EMPTY)
-    s = _scores_np(scores)
-    pos = _positives(targets, s.shape)
-    predicted, tp = _decision_counts(s, pos, thresholds)
-    return _f1_from_counts(predicted, tp, pos.counts, average, empty)
+    inputs = eval_inputs(scores, targets)
+    predicted, tp = _decision_counts(inputs, thresholds)
+    return _f1_from_counts(predicted, tp, inputs.counts, average, empty)
 
 
 def _rate_ratio(predicted, n_pos) -> float:
@@ -759,10 +800,9 @@ def positive_rate_ratio(scores, targets, thresholds=0.5) -> float:
         >>> positive_rate_ratio(s, torch.tensor([[1, 0], [0, 1]]))  # 3 predicted / 2 true
         1.5
     """
-    s = _scores_np(scores)
-    pos = _positives(targets, s.shape)
-    predicted, _ = _decision_counts(s, pos, thresholds)
-    return _rate_ratio(predicted, pos.counts)
+    inputs = eval_inputs(scores, targets)
+    predicted, _ = _decision_counts(inputs, thresholds)
+    return _rate_ratio(predicted, inputs.counts)
 
 
 def positive_rate_ratio_by_bucket(scores, targets, thresholds=0.5, *, buckets) -> dict[str, float]:
@@ -782,13 +822,15 @@ def positive_rate_ratio_by_bucket(scores, targets, thresholds=0.5, *, buckets) -
         >>> positive_rate_ratio_by_bucket(s, torch.tensor([[1, 0], [0, 1]]), buckets=[0, 2])
         {'all': 1.5, 'head': 1.0, 'torso': nan, 'tail': 2.0}
     """
-    s = _scores_np(scores)
-    pos = _positives(targets, s.shape)
-    predicted, _ = _decision_counts(s, pos, thresholds)
-    b = _buckets_np(buckets, s.shape[1])
-    out = {"all": _rate_ratio(predicted, pos.counts)}
+    inputs = eval_inputs(scores, targets)
+    predicted, _ = _decision_counts(inputs, thresholds)
+    return _rate_ratios_by_bucket(predicted, inputs.counts, _buckets_np(buckets, inputs.scores.shape[1]))
+
+
+def _rate_ratios_by_bucket(predicted, n_pos, buckets: np.ndarray) -> dict[str, float]:
+    out = {"all": _rate_ratio(predicted, n_pos)}
     for i, name in enumerate(BUCKET_NAMES):
-        out[name] = _rate_ratio(predicted[b == i], pos.counts[b == i])
+        out[name] = _rate_ratio(predicted[buckets == i], n_pos[buckets == i])
     return out
 
 
@@ -836,44 +878,39 @@ def evaluate_all(
         1.0
     """
     _check_choice("empty", empty, _EMPTY)
-    s = _scores_np(scores)
-    _check_finite(s)
-    n, l = s.shape
-    pos = _positives(targets, s.shape)
+    ks = [_check_k(k) for k in ks]
+    inputs = eval_inputs(scores, targets)  # validated once; then the steps of the public metrics
+    n, l = inputs.scores.shape
     out: dict[str, float] = {}
 
-    ap_sum = torch.from_numpy(_per_label_ap_sum(s, pos))
-    n_pos = torch.from_numpy(pos.counts)
-    per_label = _ap_from_counts(ap_sum, n_pos, "none", empty)
-    _, pos_ge, all_ge = _micro_tie_counts(s, pos)
-    micro = _ap_from_counts(torch.tensor([np.sum(pos_ge / all_ge)]), torch.tensor([pos.rows.size]), "micro", empty)
-    out["auprc_micro"] = float(micro)
-    out["auprc_macro"] = _nanmean(per_label.numpy())
+    out["auprc_micro"] = _average_precision(inputs, "micro", empty)
+    per_label = _average_precision(inputs, "none", empty).numpy()
+    out["auprc_macro"] = _nanmean(per_label)  # = _average_precision(inputs, "macro", empty)
 
-    kmax = max(ks) if ks else 0
-    if kmax:
-        hits = _topk_hits(s, pos, kmax).astype(np.float64)
-        n_pos_row = np.bincount(pos.rows, minlength=n)
+    if ks:
+        hits = _topk_hits(inputs, max(ks))
         for k in ks:
             out[f"p@{k}"] = float(hits[:, :k].sum(1).mean() / k)
+        positives_per_row = np.bincount(inputs.rows, minlength=n)
         for k in ks:
-            out[f"ndcg@{k}"] = _ndcg(hits, n_pos_row, k)
+            out[f"ndcg@{k}"] = _ndcg(hits, positives_per_row, k)
         if propensities is not None:
             prop = _propensities_np(propensities, l)
             for k in ks:
-                out[f"psp@{k}"] = _psp(s, pos, k, prop)
+                out[f"psp@{k}"] = _psp(inputs, k, prop)
 
-    predicted, tp = _decision_counts(s, pos, thresholds)
-    out["f1_micro"] = _f1_from_counts(predicted, tp, pos.counts, "micro", empty)
-    out["f1_macro"] = _f1_from_counts(predicted, tp, pos.counts, "macro", empty)
-    out["positive_rate_ratio"] = _rate_ratio(predicted, pos.counts)
+    predicted, tp = _decision_counts(inputs, thresholds)
+    out["f1_micro"] = _f1_from_counts(predicted, tp, inputs.counts, "micro", empty)
+    out["f1_macro"] = _f1_from_counts(predicted, tp, inputs.counts, "macro", empty)
+    out["positive_rate_ratio"] = _rate_ratio(predicted, inputs.counts)
     if buckets is not None:
         b = _buckets_np(buckets, l)
         for i, name in enumerate(BUCKET_NAMES):
-            out[f"auprc_macro_{name}"] = _nanmean(per_label.numpy()[b == i])
-        for i, name in enumerate(BUCKET_NAMES):
-            out[f"positive_rate_ratio_{name}"] = _rate_ratio(predicted[b == i], pos.counts[b == i])
-    out["num_labels_no_positive"] = int((pos.counts == 0).sum())
+            out[f"auprc_macro_{name}"] = _nanmean(per_label[b == i])
+        for name, ratio in _rate_ratios_by_bucket(predicted, inputs.counts, b).items():
+            if name != "all":
+                out[f"positive_rate_ratio_{name}"] = ratio
+    out["num_labels_no_positive"] = int((inputs.counts == 0).sum())
     return {prefix + k: v for k, v in out.items()}
 
 
