@@ -51,7 +51,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from xmlc.metrics import _check_finite, _positives, _scores_np, _thresholds_np
+from xmlc.metrics import _scores_np, _thresholds_np, eval_inputs
 from xmlc.stats import BUCKET_NAMES, pos_weight_from_counts
 
 __all__ = [
@@ -144,10 +144,9 @@ def reliability_bins(scores, targets, *, num_bins: int = 24, pos_weight=None,
     """
     if not (isinstance(num_bins, int) and num_bins >= 2):
         raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}")
-    s_np = _scores_np(scores)
-    _check_finite(s_np)
+    pos = eval_inputs(scores, targets)
+    s_np = pos.scores
     n, l = s_np.shape
-    pos = _positives(targets, (n, l))
     stride = 1 if max_cells is None or n * l <= max_cells else math.ceil(n * l / max(max_cells, l))
     s = torch.from_numpy(s_np[::stride])
     keep = pos.rows % stride == 0
@@ -489,8 +488,7 @@ def run_figures(scores, targets, *, train_counts, buckets, thresholds, pos_weigh
     from xmlc.metrics import average_precision
 
     s = _scores_np(scores)
-    pos = _positives(targets, s.shape)
-    true = pos.counts
+    true = eval_inputs(s, targets).counts
     decisions = {"at 0.5": predicted_counts(s, 0.5),
                  f"calibrated thresholds ({calibration})": predicted_counts(s, thresholds)}
     bins = {"as trained": reliability_bins(s, targets)}
