@@ -14,6 +14,9 @@ config file or the training data::
       "num_features": int, "num_labels": int,
       "label_stats": {"counts": LongTensor (L,), "num_examples": int, "pos_weight": Tensor (L,) | None},
       "thresholds": Tensor (L,) | None,          # calibrated probability thresholds (best.pt, end of run)
+      "label_names": list[str] | None,           # column j of the output is label_names[j]
+      "featurizer": {"settings": dict, "vocabulary": list[str] | None, "idf": Tensor (D,)} | None,
+                                                 # raw-text runs: xmlc.features.TextFeaturizer.state_dict()
       "best": {"metric": str, "value": float, "epoch": int},
     }
 

@@ -62,12 +62,17 @@ class XMCData:
         labels: scipy CSR ``(N, L)`` float32, data all 1.0, sorted unique indices per row.
         num_features: ``D``.
         num_labels: ``L``.
+        label_names: column ``j`` of ``labels`` is ``label_names[j]``; None: the index is the name.
+        featurizer: the plain-data state of the tf-idf featuriser that made ``features`` from
+            raw text (:meth:`xmlc.features.TextFeaturizer.state_dict`); None for other inputs.
     """
 
     features: sp.csr_matrix
     labels: sp.csr_matrix
     num_features: int
     num_labels: int
+    label_names: list[str] | None = None
+    featurizer: dict | None = None
 
     def __post_init__(self) -> None:
         if self.features.shape[0] != self.labels.shape[0]:
@@ -87,7 +92,8 @@ class XMCData:
         idx = np.asarray(idx)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
-        return XMCData(self.features[idx], self.labels[idx], self.num_features, self.num_labels)
+        return XMCData(self.features[idx], self.labels[idx], self.num_features, self.num_labels,
+                       self.label_names, self.featurizer)
 
 
 # --------------------------------------------------------------------------------------
@@ -949,18 +955,50 @@ class DataFileError(ValueError):
     """A data file named in the config is missing or malformed (raised before training starts)."""
 
 
-def load_splits(dcfg, *, seed: int = 0):
+def load_splits(dcfg, *, seed: int = 0, features=None, say=None):
     """Train, validation and test :class:`xmlc.data.XMCData` (test may be None), features normalised.
 
-    Every named file is checked before any is read, so a typo fails at once, naming the key
-    and the path. Without ``data.train`` the synthetic preset ``data.synthetic`` is generated
-    and split (stratified) into train / test; without ``data.val`` a stratified validation
-    split is carved from train.
+    The one entry point for every input: XMC files, a synthetic preset, and the user's own
+    raw text, tables and feature matrices (``data.format``; :func:`xmlc.tables.load_text_splits`
+    fits the ``features`` featuriser on the training rows and sets ``label_names`` and
+    ``featurizer`` on every split). Every named file is checked before any is read, so a typo
+    fails at once, naming the key and the path. Without ``data.train`` the synthetic preset
+    ``data.synthetic`` is generated and split (stratified) into train / test; without
+    ``data.val`` a stratified validation split is carved from train.
+
+    Args:
+        dcfg: the ``data`` config section.
+        seed: the run's seed (splits).
+        features: the ``features`` config section (raw text only; None: its defaults).
+        say: called with one line per decision and count worth telling the user (the format
+            chosen by ``auto``, rows without labels, labels only in val/test); None: silent.
     """
-    for key in ("train", "val", "test"):
+    for key in ("train", "val", "test", "train_labels", "val_labels", "test_labels", "label_names"):
         path = getattr(dcfg, key)
         if path is not None and not Path(path).is_file():
             raise DataFileError(f"data.{key}: file not found: {path}")
+    if dcfg.train is not None:
+        from xmlc import tables   # raw inputs; tables builds on this module
+
+        try:
+            fmt, why = tables.detect_format(dcfg.train, dcfg.format)
+            if fmt != "xmc":
+                if features is None:
+                    from xmlc.config import FeaturesConfig
+                    features = FeaturesConfig()
+                out = tables.load_text_splits(dcfg, features, seed=seed)
+                for note in out.notes:
+                    (say or (lambda _: None))(note)
+                for split in (out.train, out.val, out.test):
+                    if split is not None:
+                        split.label_names = out.label_names
+                        split.featurizer = None if out.featurizer is None else out.featurizer.state_dict()
+                return out.train, out.val, out.test
+            names = tables.read_label_names(dcfg.label_names) if dcfg.label_names is not None else None
+        except (ValueError, OSError, EOFError) as exc:   # InputError, bad gzip, unreadable file
+            raise DataFileError(str(exc)) from exc
+        if say is not None and dcfg.format == "auto":
+            say(f"data.train: {dcfg.train} read as xmc ({why})")
     if dcfg.train is None:
         if dcfg.synthetic not in SYNTHETIC_PRESETS:
             raise ConfigError(f"config key 'data.synthetic' must be one of "
@@ -982,14 +1020,22 @@ def load_splits(dcfg, *, seed: int = 0):
     else:
         fit, held = stratified_split(train.labels, dcfg.val_fraction, seed=seed + 1)
         train, val = train.subset(fit), train.subset(held)
+    if dcfg.train is not None and names is not None:
+        if len(names) != train.num_labels:
+            raise DataFileError(f"data.label_names: {dcfg.label_names} names {len(names):,} labels but "
+                                f"{dcfg.train} has L={train.num_labels:,}")
+        for split in (train, val, test):
+            if split is not None:
+                split.label_names = names
     return train, val, test
 
 
 def concat_data(first: "XMCData", second: "XMCData") -> "XMCData":
     """The rows of ``first`` followed by the rows of ``second`` (same features and labels)."""
-    return XMCData(sp.vstack([first.features, second.features], format="csr"),
+    stack = np.vstack if isinstance(first.features, np.ndarray) else (lambda m: sp.vstack(m, format="csr"))
+    return XMCData(stack([first.features, second.features]),
                    sp.vstack([first.labels, second.labels], format="csr"),
-                   first.num_features, first.num_labels)
+                   first.num_features, first.num_labels, first.label_names, first.featurizer)
 
 
 def read_data(path, dcfg, *, key: str = "data", num_features=None, num_labels=None) -> "XMCData":

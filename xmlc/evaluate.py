@@ -19,16 +19,24 @@ import torch
 
 from xmlc import calibrate, data as xdata, metrics, stats
 from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
-from xmlc.data import DataFileError, read_data
+from xmlc.config import ConfigError, apply_overrides
+from xmlc.data import DataFileError
+from xmlc.features import TextFeaturizer
 from xmlc.inference import predict_scores
 from xmlc.metrics import metrics_table, threshold_metrics
+from xmlc.tables import read_for_model
 
 __all__ = ["main", "evaluate_checkpoint"]
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, *, batch_size: int | None = None,
-                        device: str = "cpu") -> dict:
-    """Metrics of the checkpoint's model on ``data_path``.
+                        device: str = "cpu", labels_path: str | Path | None = None,
+                        overrides: list[str] = (), notes: list[str] | None = None) -> dict:
+    """Metrics of the checkpoint's model on ``data_path``: any input the run could train on
+    (XMC, or raw text / tables / feature matrices through the checkpoint's featuriser and label
+    names; ``labels_path`` is the labels file of a feature matrix). ``overrides`` are
+    ``data.key=value`` changes to the checkpoint's ``data`` section (e.g. another text column);
+    ``notes`` collects lines for the user (format decided, labels training never saw).
 
     Returns:
         ``{"at_0.5": {...}, "calibrated": {...} (if thresholds), "prior": {...} (if pos_weight),
@@ -38,8 +46,15 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, *, batch_
     device = torch.device(device)
     ckpt = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(ckpt, device)
-    data = read_data(data_path, cfg.data, key="--data", num_features=ckpt["num_features"],
-                     num_labels=ckpt["num_labels"])
+    dcfg = apply_overrides(cfg, list(overrides)).data
+    if not Path(data_path).is_file():
+        raise DataFileError(f"--data: file not found: {data_path}")
+    names = ckpt.get("label_names")
+    state = ckpt.get("featurizer")
+    data = read_for_model(data_path, dcfg, key="--data", num_features=ckpt["num_features"],
+                          label_names=None if names is None else list(names),
+                          featurizer=None if state is None else TextFeaturizer.from_state(state),
+                          labels_path=labels_path, notes=notes)
     loader = xdata.make_loader(data, batch_size or cfg.data.eval_batch_size, shuffle=False,
                                pin_memory=device.type == "cuda")
     scores = predict_scores(model, loader, len(data), device=device, amp=cfg.train.amp)
@@ -62,17 +77,28 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, *, batch_
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xmlc.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a .pt checkpoint or a run directory (uses best.pt)")
-    parser.add_argument("--data", required=True, help="labelled file in XMC format (.gz ok)")
+    parser.add_argument("--data", required=True, help="labelled file in any format the run trained on "
+                                                      "(XMC, .csv/.tsv/.jsonl, LibMultiLabel, .npy/.npz; .gz ok)")
+    parser.add_argument("--labels", help="labels file of a .npy/.npz feature matrix (one line per row)")
+    parser.add_argument("overrides", nargs="*", metavar="data.key=value",
+                        help="changes to the checkpoint's data section for reading --data, e.g. data.text_column=body")
     parser.add_argument("--out", help="JSON output (default: <checkpoint dir>/eval-<data file name>.json)")
     parser.add_argument("--batch-size", type=int, help="scoring batch size (default: data.eval_batch_size)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     checkpoint = checkpoint_path(args.checkpoint, "best.pt")   # a run directory means its best model
+    notes: list[str] = []
     try:
-        results = evaluate_checkpoint(checkpoint, args.data, batch_size=args.batch_size, device=args.device)
-    except (DataFileError, FileNotFoundError, ValueError) as exc:
+        bad = [o for o in args.overrides if not o.startswith("data.")]
+        if bad:
+            raise ConfigError(f"evaluate takes data.<key>=value overrides only; got {bad[0]!r}")
+        results = evaluate_checkpoint(checkpoint, args.data, batch_size=args.batch_size, device=args.device,
+                                      labels_path=args.labels, overrides=args.overrides, notes=notes)
+    except (DataFileError, ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for note in notes:
+        print(note, file=sys.stderr)
     columns = [("@0.5", results["at_0.5"])]
     if "calibrated" in results:
         columns.append(("calibrated", results["calibrated"]))

@@ -1,99 +1,146 @@
-"""Predict labels for a file: ``python -m xmlc.predict --checkpoint C --data FILE --top-k K --out OUT``.
+"""Predict label names: ``python -m xmlc.predict --checkpoint RUN [--data FILE | --text "doc" ...] [--out OUT]``.
 
-Writes one JSON object per input row (JSON lines), in input order::
+Input, one of:
 
-    {"row": 0, "top_k": [[label, score], ...], "predicted": [label, ...]}
+- ``--data FILE``: any format the run could train on (a ``.csv``/``.tsv``/``.jsonl`` table,
+  LibMultiLabel text, ``.npy``/``.npz`` features, XMC), read with the checkpoint's ``data``
+  keys (``text_column``, ``format``, ...); change them with overrides such as
+  ``data.text_column=body``. Labels in FILE, if any, are ignored (a table needs no labels column).
+- ``--text "one document"`` (repeatable): raw text for a raw-text run.
+- neither: one document per line on standard input (``--data -`` too).
 
-``top_k`` holds the K highest-scoring labels with their probabilities, best first;
-``predicted`` the labels whose probability reaches the checkpoint's calibrated per-label
-threshold (0.5 when the checkpoint has none; ``--threshold 0.5`` forces a global one).
-With ``--label-names FILE`` (one name per line) labels are written as names. The labels
-in FILE, if any, are ignored. Rows are scored batch by batch, so memory does not grow with FILE.
+Output (``--out``, default standard output; ``--format jsonl | csv``, default from the
+extension of ``--out``, else jsonl), one record per input row, in input order::
+
+    {"row": 0, "top_k": [[name, probability], ...], "predicted": [name, ...]}
+
+``top_k`` holds the K most probable labels, best first; ``predicted`` the labels whose
+probability reaches the checkpoint's calibrated per-label threshold (0.5 when it has none;
+``--threshold 0.5`` forces a global one). CSV has the columns ``row``, ``predicted``
+(names joined by ``|``) and ``top_k`` (``name:probability`` joined by ``|``). Labels are the
+names the run was trained with (tables, ``data.label_names``); runs on XMC files print label
+indices unless ``--label-names FILE`` (one name per line) is given. Rows are scored in chunks,
+so memory does not grow with FILE beyond its raw text.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from xmlc import data as xdata
-from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
-from xmlc.data import DataFileError, read_data
-from xmlc.models import probabilities
+from xmlc.api import Classifier
+from xmlc.checkpoint import checkpoint_path, load_checkpoint
+from xmlc.config import ConfigError, apply_overrides
+from xmlc.data import DataFileError
+from xmlc.tables import read_for_model, read_label_names
 
-__all__ = ["main", "predict_file"]
+__all__ = ["main", "predict_file", "write_predictions"]
+
+CHUNK = 8192   # rows featurised and scored at a time
 
 
-@torch.no_grad()
-def predict_file(checkpoint: str | Path, data_path: str | Path, out_path: str | Path, *, top_k: int = 5,
-                 threshold: float | None = None, label_names: list[str] | None = None,
-                 batch_size: int | None = None, device: str = "cpu") -> int:
-    """Write JSON-lines predictions for every row of ``data_path``; returns the number of rows."""
+def write_predictions(clf: Classifier, inputs, out, *, top_k: int = 5, fmt: str = "jsonl",
+                      batch_size: int | None = None) -> int:
+    """Score ``inputs`` (a list of texts, or a feature matrix / :class:`xmlc.data.XMCData`) chunk
+    by chunk and write one record per row to the text stream ``out``; returns the row count."""
+    if fmt not in ("jsonl", "csv"):
+        raise ValueError(f"--format must be jsonl or csv, got {fmt!r}")
     if top_k < 0:
         raise ValueError(f"--top-k must be >= 0, got {top_k}")
-    device = torch.device(device)
+    features = getattr(inputs, "features", inputs)   # XMCData -> its (already normalised) matrix
+    prepared = features is not inputs
+    n = features.shape[0] if hasattr(features, "shape") else len(features)
+    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    if writer is not None:
+        writer.writerow(["row", "predicted", "top_k"])
+    for start in range(0, n, CHUNK):
+        chunk = features[start:start + CHUNK]
+        scores = clf.scores_of_features(chunk, batch_size=batch_size) if prepared else clf.scores(chunk, batch_size=batch_size)
+        for row, record in enumerate(clf.rows(scores, top_k=top_k), start):
+            if writer is not None:
+                writer.writerow([row, "|".join(map(str, record["predicted"])),
+                                 "|".join(f"{name}:{p:.6g}" for name, p in record["top_k"])])
+            else:
+                out.write(json.dumps({"row": row, "top_k": [list(t) for t in record["top_k"]],
+                                      "predicted": record["predicted"]}) + "\n")
+    return n
+
+
+def predict_file(checkpoint: str | Path, data_path: str | Path | None, out_path: str | Path | None, *,
+                 top_k: int = 5, threshold: float | None = None, label_names: list[str] | None = None,
+                 batch_size: int | None = None, device: str = "cpu", texts: list[str] | None = None,
+                 fmt: str | None = None, overrides: list[str] = ()) -> int:
+    """Predict for ``data_path`` (or ``texts``; ``data_path`` "-" or None: standard input) and
+    write to ``out_path`` (None: standard output); returns the number of rows."""
     ckpt = load_checkpoint(checkpoint)
-    model, cfg = model_from_checkpoint(ckpt, device)
-    num_labels = ckpt["num_labels"]
-    if label_names is not None and len(label_names) != num_labels:
-        raise ValueError(f"--label-names has {len(label_names)} names, the model has {num_labels} labels")
-    if threshold is not None:
-        thresholds = torch.full((num_labels,), float(threshold))
-    elif ckpt.get("thresholds") is not None:
-        thresholds = ckpt["thresholds"].float()
+    clf = Classifier(ckpt, device=device, threshold=threshold)
+    if label_names is not None:
+        if len(label_names) != len(clf.label_names):
+            raise ValueError(f"--label-names has {len(label_names)} names, the model has {len(clf.label_names)} labels")
+        clf.label_names = list(label_names)
+    dcfg = apply_overrides(clf.config, list(overrides)).data
+    notes: list[str] = []
+    if texts is not None:
+        inputs = list(texts)
+    elif data_path is None or str(data_path) == "-":
+        inputs = [line.rstrip("\r\n") for line in sys.stdin]
     else:
-        print(f"note: {checkpoint} has no calibrated thresholds; using 0.5", file=sys.stderr)
-        thresholds = torch.full((num_labels,), 0.5)
-    thresholds = thresholds.to(device)
-    data = read_data(data_path, cfg.data, key="--data", num_features=ckpt["num_features"], num_labels=num_labels)
-    loader = xdata.make_loader(data, batch_size or cfg.data.eval_batch_size, shuffle=False,
-                               pin_memory=device.type == "cuda")
-    k = min(top_k, num_labels)
-    name = (lambda i: label_names[i]) if label_names is not None else (lambda i: i)
+        if not Path(data_path).is_file():
+            raise FileNotFoundError(f"--data: file not found: {data_path}")
+        inputs = read_for_model(data_path, dcfg, key="--data", num_features=clf.num_features,
+                                label_names=clf.label_names if clf.has_names else None,
+                                featurizer=clf.featurizer, with_labels=False, notes=notes)
+    for note in notes:
+        print(note, file=sys.stderr)
+    fmt = fmt or ("csv" if out_path is not None and str(out_path).lower().endswith(".csv") else "jsonl")
+    if out_path is None:
+        return write_predictions(clf, inputs, sys.stdout, top_k=top_k, fmt=fmt, batch_size=batch_size)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    amp = cfg.train.amp and device.type == "cuda"
-    with open(out_path, "w") as out:
-        for batch in loader:
-            batch = batch.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                probs = probabilities(model(batch))
-            top_scores, top_labels = probs.topk(k, dim=1)
-            chosen = probs >= thresholds
-            for row, labels, scores, mask in zip(batch.row_ids.tolist(), top_labels.tolist(),
-                                                 top_scores.tolist(), chosen.cpu()):
-                record = {"row": row,
-                          "top_k": [[name(l), round(s, 6)] for l, s in zip(labels, scores)],
-                          "predicted": [name(l) for l in mask.nonzero().flatten().tolist()]}
-                out.write(json.dumps(record) + "\n")
-    return len(data)
+    with open(out_path, "w", newline="") as out:
+        return write_predictions(clf, inputs, out, top_k=top_k, fmt=fmt, batch_size=batch_size)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xmlc.predict", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m xmlc.predict", description=__doc__.split("\n\n")[0],
+                                     epilog="overrides: data.<key>=value for reading --data (default: the "
+                                            "checkpoint's data section), e.g. data.text_column=body")
     parser.add_argument("--checkpoint", required=True, help="a .pt checkpoint or a run directory (uses best.pt)")
-    parser.add_argument("--data", required=True, help="file in XMC / libsvm format (labels optional)")
+    parser.add_argument("--data", help="input file (any training format; labels ignored); '-' or "
+                                       "omitted with no --text: text lines on standard input")
+    parser.add_argument("--text", action="append", help="one document (repeatable)")
     parser.add_argument("--top-k", type=int, default=5, help="labels per row in top_k (default 5)")
-    parser.add_argument("--out", required=True, help="output file, JSON lines")
+    parser.add_argument("--out", help="output file (default: standard output)")
+    parser.add_argument("--format", choices=("jsonl", "csv"), help="output format (default: from --out's "
+                                                                    "extension, else jsonl)")
     parser.add_argument("--threshold", type=float, help="one global probability threshold instead of "
                                                         "the checkpoint's calibrated ones")
-    parser.add_argument("--label-names", help="file with one label name per line")
+    parser.add_argument("--label-names", help="file with one label name per line (runs without names)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("overrides", nargs="*", metavar="data.key=value")
     args = parser.parse_args(argv)
     checkpoint = checkpoint_path(args.checkpoint, "best.pt")   # a run directory means its best model
     try:
-        names = Path(args.label_names).read_text().splitlines() if args.label_names else None
+        bad = [o for o in args.overrides if not o.startswith("data.")]
+        if bad:
+            raise ConfigError(f"predict takes data.<key>=value overrides only; got {bad[0]!r}")
+        if args.data is not None and args.text:
+            raise ConfigError("give --data or --text, not both")
+        names = read_label_names(args.label_names) if args.label_names else None
         n = predict_file(checkpoint, args.data, args.out, top_k=args.top_k, threshold=args.threshold,
-                         label_names=names, batch_size=args.batch_size, device=args.device)
-    except (DataFileError, FileNotFoundError, ValueError) as exc:
+                         label_names=names, batch_size=args.batch_size, device=args.device, texts=args.text,
+                         fmt=args.format, overrides=args.overrides)
+    except (DataFileError, ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {n:,} predictions to {args.out}")
+    if args.out is not None:
+        print(f"wrote {n:,} predictions to {args.out}", file=sys.stderr)
     return 0
 
 

@@ -148,8 +148,9 @@ def detect_format(path, fmt: str = "auto") -> tuple[str, str]:
     """Resolve ``data.format`` for ``path``: ``(format, reason)``.
 
     ``auto``: ``.csv`` / ``.tsv`` -> table, ``.jsonl`` / ``.json`` -> jsonl, ``.npy`` / ``.npz``
-    -> npz (each also ``.gz``); any other name by its first line: ``N D L`` or ``labels f:v ...``
-    -> xmc, a line with a tab -> libmultilabel, a line starting with ``{`` -> jsonl.
+    -> npz (each also ``.gz``); any other name by its first line: only numbers, ``,`` and ``:``
+    (``N D L`` or ``labels f:v ...``) -> xmc, a line starting with ``{`` -> jsonl, a line with a
+    tab -> libmultilabel, anything else -> xmc (whose reader then names what is wrong).
     """
     if fmt not in FORMATS:
         raise InputError(f"data.format must be one of {', '.join(FORMATS)}; got {fmt!r}")
@@ -161,19 +162,13 @@ def detect_format(path, fmt: str = "auto") -> tuple[str, str]:
     if suffix in by_suffix:
         return by_suffix[suffix], f"extension {suffix}"
     line = _first_line(path)
-    words = line.split()
-    if len(words) == 3 and all(w.isdigit() for w in words):
-        return "xmc", "first line is an 'N D L' header"
-    if words and all(":" in w for w in words[1:]) and (len(words) > 1 or line.startswith(" ")
-                                                      or all(c in "0123456789," for c in words[0])):
-        if all(c in "0123456789,: .-+eE" for c in line):
-            return "xmc", "first line is 'labels f:v f:v ...'"
+    if line and all(c in "0123456789,:. \t+-eE\r" for c in line):
+        return "xmc", "first line holds only numbers, ',' and ':'"
     if line.lstrip().startswith("{"):
         return "jsonl", "first line is a JSON object"
     if "\t" in line:
         return "libmultilabel", "first line has tab-separated labels and text"
-    raise InputError(f"{os.fspath(path)}: cannot tell the format from the name or the first line "
-                     f"({line[:80]!r}); set data.format to one of {', '.join(FORMATS[1:])}")
+    return "xmc", "not a .csv/.tsv/.jsonl/.npy/.npz name, no tab or JSON in the first line"
 
 
 # ---------------------------------------------------------------------------------------
@@ -232,7 +227,7 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
     Args:
         path: the file; the delimiter is a tab for ``.tsv``, else a comma (or ``delimiter``).
         text_column: column name or 0-based index, or a list of them (joined with a space).
-        labels_column: column name or 0-based index.
+        labels_column: column name or 0-based index; None: no labels (every row gets ``[]``).
         label_sep: separator of the labels inside the labels cell (whitespace: any run of it).
         header: ``"auto"`` | True | False (see the module docstring for ``auto``).
         skip_bad_rows: skip and count malformed rows instead of stopping.
@@ -247,8 +242,9 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
     name = os.fspath(path)
     if delimiter is None:
         delimiter = "\t" if _base_suffix(path) == ".tsv" else ","
-    text_specs, label_spec = _as_list(text_column), labels_column
-    specs = text_specs + [label_spec]
+    text_specs = _as_list(text_column)
+    n_text = len(text_specs)
+    specs = text_specs + ([labels_column] if labels_column is not None else [])
     named = [s for s in specs if isinstance(s, str)]
     rows = _Rows(name, skip_bad_rows)
     undecodable: list[int] | None = [] if skip_bad_rows else None
@@ -290,8 +286,8 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
             rows.bad(start, f"{len(record)} field(s) but column {need - 1} is needed "
                             f"(delimiter {delimiter!r})")
             continue
-        text = " ".join(record[c] for c in columns[:-1])
-        rows.add(start, text, _split_labels(record[columns[-1]], label_sep))
+        text = " ".join(record[c] for c in columns[:n_text])
+        rows.add(start, text, _split_labels(record[columns[n_text]], label_sep) if len(columns) > n_text else [])
     if undecodable:
         rows.skipped.extend(undecodable)
     return rows.split("table")
@@ -302,11 +298,12 @@ def read_jsonl(path, *, text_column="text", labels_column="labels", label_sep: s
     """Read JSON lines (``.gz`` ok): one object per line; blank lines are ignored.
 
     ``text_column`` (a key, or a list of keys joined with a space) must hold a string;
-    ``labels_column`` a list of labels or a string split on ``label_sep``.
+    ``labels_column`` a list of labels or a string split on ``label_sep`` (None: no labels).
     """
     name = os.fspath(path)
     text_keys = _as_list(text_column)
-    for key in text_keys + [labels_column]:
+    label_keys = [labels_column] if labels_column is not None else []
+    for key in text_keys + label_keys:
         if not isinstance(key, str):
             raise InputError(f"{name}: JSON lines are read by key; data.text_column / data.labels_column "
                              f"must be names, got {key!r}")
@@ -323,7 +320,7 @@ def read_jsonl(path, *, text_column="text", labels_column="labels", label_sep: s
         if not isinstance(obj, dict):
             rows.bad(number, f"expected a JSON object, got {type(obj).__name__}")
             continue
-        missing = [k for k in text_keys + [labels_column] if k not in obj]
+        missing = [k for k in text_keys + label_keys if k not in obj]
         if missing:
             rows.bad(number, f"no key {missing[0]!r}; this line has keys {sorted(obj)}")
             continue
@@ -331,7 +328,7 @@ def read_jsonl(path, *, text_column="text", labels_column="labels", label_sep: s
         if not all(isinstance(p, str) for p in parts):
             rows.bad(number, f"text key(s) {text_keys} must hold strings")
             continue
-        value = obj[labels_column]
+        value = obj[labels_column] if label_keys else None
         if isinstance(value, list):
             labels = [str(v).strip() for v in value if str(v).strip()]
         elif isinstance(value, (str, int)):
@@ -347,8 +344,10 @@ def read_jsonl(path, *, text_column="text", labels_column="labels", label_sep: s
     return rows.split("jsonl")
 
 
-def read_libmultilabel(path, *, skip_bad_rows: bool = False) -> RawSplit:
-    """Read LibMultiLabel's text layout: ``[id<TAB>]label label ...<TAB>text`` per line, no header."""
+def read_libmultilabel(path, *, skip_bad_rows: bool = False, with_labels: bool = True) -> RawSplit:
+    """Read LibMultiLabel's text layout: ``[id<TAB>]label label ...<TAB>text`` per line, no header.
+
+    With ``with_labels=False`` (prediction) a line may also be the text alone; labels are ignored."""
     name = os.fspath(path)
     rows = _Rows(name, skip_bad_rows)
     undecodable: list[int] | None = [] if skip_bad_rows else None
@@ -357,6 +356,9 @@ def read_libmultilabel(path, *, skip_bad_rows: bool = False) -> RawSplit:
         if not line.strip():
             continue
         fields = line.split("\t")
+        if not with_labels:
+            rows.add(number, fields[-1], [])
+            continue
         if len(fields) not in (2, 3):
             rows.bad(number, f"{len(fields)} tab-separated field(s); expected [id<TAB>]labels<TAB>text")
             continue
@@ -442,24 +444,30 @@ def ids_to_names(labels: list[list[str]], names: list[str], where: str, line_of=
     return out
 
 
-def read_split(path, dcfg, *, key: str, labels_path=None, fmt: str | None = None) -> RawSplit:
+def read_split(path, dcfg, *, key: str, labels_path=None, fmt: str | None = None,
+               with_labels: bool = True) -> RawSplit:
     """Read one split named by config key ``key`` in the format ``fmt`` (resolved, not auto).
 
     ``dcfg`` is the ``data`` config section (columns, separator, header, skip_bad_rows);
-    ``labels_path`` the labels file of a feature matrix (``data.<split>_labels``).
+    ``labels_path`` the labels file of a feature matrix (``data.<split>_labels``);
+    ``with_labels=False`` (prediction) reads no labels: every row gets ``[]``.
     """
+    labels_column = dcfg.labels_column if with_labels else None
     fmt = fmt or detect_format(path, dcfg.format)[0]
+    if dcfg.label_sep == "" and fmt != "libmultilabel":
+        raise InputError("config key 'data.label_sep' is empty; on the command line YAML reads a bare | or "
+                         "space as empty: quote it, e.g. data.label_sep=\"'|'\" or data.label_sep=\"' '\"")
     if fmt == "table":
-        return read_table(path, text_column=dcfg.text_column, labels_column=dcfg.labels_column,
+        return read_table(path, text_column=dcfg.text_column, labels_column=labels_column,
                           label_sep=dcfg.label_sep, header=dcfg.header, skip_bad_rows=dcfg.skip_bad_rows)
     if fmt == "jsonl":
-        return read_jsonl(path, text_column=dcfg.text_column, labels_column=dcfg.labels_column,
+        return read_jsonl(path, text_column=dcfg.text_column, labels_column=labels_column,
                           label_sep=dcfg.label_sep, skip_bad_rows=dcfg.skip_bad_rows)
     if fmt == "libmultilabel":
-        return read_libmultilabel(path, skip_bad_rows=dcfg.skip_bad_rows)
+        return read_libmultilabel(path, skip_bad_rows=dcfg.skip_bad_rows, with_labels=with_labels)
     if fmt == "npz":
         features = read_feature_matrix(path)
-        if labels_path is None:
+        if labels_path is None or not with_labels:
             labels = [[] for _ in range(features.shape[0])]
         else:
             labels = read_label_lines(labels_path, label_sep=dcfg.label_sep)
@@ -686,6 +694,56 @@ def _rows(raw: RawSplit, idx: np.ndarray) -> RawSplit:
     features = None if raw.features is None else raw.features[idx]
     lines = None if raw.lines is None else np.asarray(raw.lines)[idx]
     return RawSplit(texts, features, [raw.labels[i] for i in idx], dict(raw.report), raw.fmt, lines)
+
+
+def read_for_model(path, dcfg, *, key: str, num_features: int, label_names: list[str] | None,
+                   featurizer=None, labels_path=None, with_labels: bool = True, notes=None):
+    """One file as the trained model's input: :class:`xmlc.data.XMCData` with the model's
+    ``D`` and ``L`` (evaluate, predict).
+
+    Raw text goes through the checkpoint's ``featurizer``; feature matrices must have ``D =
+    num_features`` columns; labels are encoded with the checkpoint's ``label_names`` (names
+    training never saw are counted in ``notes`` and left out); integer ids map to names when
+    the run was trained with ``data.label_names``. XMC files are read as in training.
+
+    Args:
+        path: the file. dcfg: the ``data`` section (the checkpoint's, with any overrides).
+        key: names the input in messages (``--data``).
+        num_features: ``D`` of the model. label_names: the model's label names, or None
+            (XMC-trained: label ``j`` is ``j``).
+        featurizer: a :class:`xmlc.features.TextFeaturizer` for raw text, or None.
+        labels_path: labels file of a feature matrix.
+        with_labels: read the labels (False: every row unlabelled; prediction).
+        notes: a list that collects lines for the user.
+    """
+    from xmlc.data import XMCData, read_data
+
+    L = len(label_names) if label_names is not None else None
+    fmt, why = detect_format(path, dcfg.format)
+    if fmt == "xmc":
+        if featurizer is not None:
+            raise InputError(f"{key}: {os.fspath(path)} is in the XMC format ({why}) but the model was "
+                             f"trained on raw text; give text (a table, JSON lines, or text lines)")
+        return read_data(path, dcfg, key=key, num_features=num_features, num_labels=L)
+    if notes is not None:
+        notes.append(f"{key}: {os.fspath(path)} read as {fmt} ({why})")
+    raw = read_split(path, dcfg, key=key, labels_path=labels_path, fmt=fmt, with_labels=with_labels)
+    X = featurize(raw, featurizer, num_features, key)
+    if label_names is None:
+        label_names = [str(j) for j in range(_model_labels(dcfg, L))]
+    if with_labels and dcfg.label_names is not None:
+        raw.labels = ids_to_names(raw.labels, label_names, f"{key} ({os.fspath(labels_path or path)})", raw.line_of)
+    Y, unseen = LabelVocab(label_names).encode(raw.labels)
+    note = unseen_note(unseen, key)
+    if note and notes is not None:
+        notes.append(note)
+    return XMCData(normalize(X, dcfg.normalize), Y, num_features, len(label_names), label_names)
+
+
+def _model_labels(dcfg, L):
+    if L is None:
+        raise InputError("the checkpoint has no label names; its model was trained on XMC files: give XMC input")
+    return L
 
 
 def describe(split: RawSplit, key: str) -> str:

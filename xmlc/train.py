@@ -133,7 +133,7 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
     check_early_stopping_metric(cfg)
 
     # -- data and label statistics (train split only) --
-    train_set, val_set, test_set = load_splits(cfg.data, seed=cfg.train.seed)
+    train_set, val_set, test_set = load_splits(cfg.data, seed=cfg.train.seed, features=cfg.features, say=say)
     num_features, num_labels = train_set.num_features, train_set.num_labels
     counts, num_train = stats.label_and_example_counts(train_set.labels, num_labels)
     pos_weight, label_weight = loss_weights(cfg.loss, counts, num_train)
@@ -189,6 +189,7 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
             "step": progress.step, "epoch": progress.epoch, "rng": rng_state(),
             "config": to_dict(cfg), "num_features": num_features, "num_labels": num_labels,
             "label_stats": label_stats, "thresholds": thresholds,
+            "label_names": train_set.label_names, "featurizer": train_set.featurizer,
             "best": {"metric": cfg.train.early_stopping_metric, "value": progress.best_value,
                      "epoch": progress.best_epoch},
         }

@@ -1,0 +1,136 @@
+"""A trained run from Python: texts (or a feature matrix) in, label names out.
+
+Example::
+
+    >>> import xmlc
+    >>> clf = xmlc.load("runs/tickets")                   # a run directory (best.pt) or a .pt file
+    >>> clf.predict(["printer on fire", "cannot log in"], top_k=3)
+    [{'top_k': [('hardware', 0.91), ('urgent', 0.64), ('network', 0.08)], 'predicted': ['hardware', 'urgent']},
+     {'top_k': [('account', 0.88), ...], 'predicted': ['account']}]
+    >>> clf.scores(["printer on fire"]).shape           # (N, L) probabilities
+    torch.Size([1, 12])
+
+Everything comes from the checkpoint alone, loaded with ``torch.load(weights_only=True)``:
+the model, the tf-idf featuriser rebuilt from plain data, the row normalisation, the label
+names and the calibrated per-label thresholds (``predicted``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
+from xmlc.data import XMCData, make_loader
+from xmlc.features import TextFeaturizer
+from xmlc.inference import predict_scores
+from xmlc.tables import InputError, normalize
+
+__all__ = ["Classifier", "load"]
+
+
+class Classifier:
+    """A trained model with what it needs to take raw input; build it with :func:`load`.
+
+    Attributes:
+        label_names: column ``j`` of the scores is ``label_names[j]`` (the index ``j`` itself
+            for runs trained on XMC files without ``data.label_names``).
+        thresholds: ``(L,)`` probability thresholds of ``predicted`` (calibrated, else 0.5).
+        featurizer: the :class:`xmlc.features.TextFeaturizer` of a raw-text run, else None.
+        config: the run's resolved :class:`xmlc.config.Config`.
+        num_features: ``D``.
+    """
+
+    def __init__(self, ckpt: dict, *, device: str | torch.device = "cpu", threshold: float | None = None):
+        self.device = torch.device(device)
+        self.model, self.config = model_from_checkpoint(ckpt, self.device)
+        self.num_features, num_labels = int(ckpt["num_features"]), int(ckpt["num_labels"])
+        names = ckpt.get("label_names")
+        self.has_names = names is not None
+        self.label_names = list(names) if names is not None else list(range(num_labels))
+        state = ckpt.get("featurizer")
+        self.featurizer = TextFeaturizer.from_state(state) if state is not None else None
+        if threshold is not None:
+            self.thresholds = torch.full((num_labels,), float(threshold))
+        elif ckpt.get("thresholds") is not None:
+            self.thresholds = ckpt["thresholds"].float().cpu()
+        else:
+            self.thresholds = torch.full((num_labels,), 0.5)
+        self.calibrated = threshold is None and ckpt.get("thresholds") is not None
+
+    def features(self, x) -> sp.csr_matrix | np.ndarray:
+        """Model input for ``x``: a string or a list of strings (featurised), or an ``(N, D)``
+        scipy sparse matrix / ndarray / tensor; rows normalised as in training.
+
+        Raises:
+            ValueError: text for a model trained on features (or the reverse), or a matrix
+                whose ``D`` is not the model's (both numbers named).
+        """
+        if isinstance(x, str):
+            x = [x]
+        if isinstance(x, torch.Tensor):
+            x = x.to_dense().cpu().numpy() if x.layout != torch.strided else x.cpu().numpy()
+        if sp.issparse(x) or isinstance(x, np.ndarray):
+            if x.ndim != 2 or x.shape[1] != self.num_features:
+                raise InputError(f"features have shape {tuple(x.shape)}: D={x.shape[-1]:,} columns but the "
+                                 f"model has D={self.num_features:,}")
+            if self.featurizer is not None:
+                raise InputError("the model was trained on raw text: give a list of strings, not a matrix")
+            X = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.ascontiguousarray(x, np.float32)
+        else:
+            texts = list(x)
+            if not all(isinstance(t, str) for t in texts):
+                raise InputError("give a string, a list of strings, or an (N, D) feature matrix")
+            if self.featurizer is None:
+                raise InputError(f"the model was trained on a feature matrix (D={self.num_features:,}); give "
+                                 f"features, not text")
+            X = self.featurizer.transform(texts)
+        return normalize(X, self.config.data.normalize)
+
+    @torch.no_grad()
+    def scores(self, x, *, batch_size: int | None = None) -> torch.Tensor:
+        """Probabilities ``(N, L)`` float32 for ``x`` (see :meth:`features`)."""
+        return self.scores_of_features(self.features(x), batch_size=batch_size)
+
+    @torch.no_grad()
+    def scores_of_features(self, X, *, batch_size: int | None = None) -> torch.Tensor:
+        """Probabilities ``(N, L)`` for model input ``X`` as :meth:`features` returns it
+        (``(N, D)``, already normalised)."""
+        n = X.shape[0]
+        data = XMCData(X, sp.csr_matrix((n, len(self.label_names)), dtype=np.float32), self.num_features,
+                       len(self.label_names))
+        loader = make_loader(data, batch_size or self.config.data.eval_batch_size, shuffle=False)
+        return predict_scores(self.model, loader, n, device=self.device, amp=self.config.train.amp)
+
+    def predict(self, x, *, top_k: int = 5, batch_size: int | None = None) -> list[dict]:
+        """Per row ``{"top_k": [(name, probability), ...] best first, "predicted": [names at the
+        thresholds]}``."""
+        return list(self.rows(self.scores(x, batch_size=batch_size), top_k=top_k))
+
+    def rows(self, scores: torch.Tensor, *, top_k: int = 5) -> Iterator[dict]:
+        """:meth:`predict`'s records for a ``(N, L)`` score matrix."""
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {top_k}")
+        k = min(top_k, scores.shape[1])
+        top_scores, top_labels = scores.topk(k, dim=1)
+        chosen = scores >= self.thresholds
+        names = self.label_names
+        for labels, probs, mask in zip(top_labels.tolist(), top_scores.tolist(), chosen):
+            yield {"top_k": [(names[j], round(p, 6)) for j, p in zip(labels, probs)],
+                   "predicted": [names[j] for j in mask.nonzero().flatten().tolist()]}
+
+
+def load(run: str | Path, *, device: str | torch.device = "cpu", threshold: float | None = None) -> Classifier:
+    """Load a run directory (its ``best.pt``) or a checkpoint file as a :class:`Classifier`.
+
+    Args:
+        run: a run directory or a ``.pt`` file.
+        device: where the model runs.
+        threshold: one global probability threshold for ``predicted`` instead of the
+            checkpoint's calibrated per-label thresholds.
+    """
+    return Classifier(load_checkpoint(checkpoint_path(run, "best.pt")), device=device, threshold=threshold)
