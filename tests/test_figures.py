@@ -175,3 +175,65 @@ def test_report_bad_run_dir_exits_2(tmp_path, capsys):
     assert report.main([str(run)]) == 2
     err = capsys.readouterr().err
     assert "metrics.json" in err and "line 2" in err
+
+
+# ---------------------------------------------------------------------------------------
+# In a training run
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    full = xdata.synthetic(300, 40, 12, mean_labels=2.0, seed=0)
+    paths = {}
+    for name, rows in (("train", slice(0, 200)), ("val", slice(200, 250)), ("test", slice(250, 300))):
+        paths[name] = root / f"{name}.txt"
+        xdata.write_xmc(paths[name], full.features[rows], full.labels[rows])
+    return paths
+
+
+def _train(files, out, *extra):
+    from xmlc import train as xtrain
+
+    args = [f"data.train={files['train']}", f"data.val={files['val']}", f"data.test={files['test']}",
+            "model.hidden=[16]", "data.batch_size=100", "data.eval_batch_size=50", "train.epochs=2",
+            "train.progress=false", "eval.min_positives=1", "eval.pr_curve_samples=120",
+            "loss.pos_weight=neg_pos", f"output.dir={out}", *extra]
+    assert xtrain.main(args) == 0
+
+
+def _image_tags(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run), size_guidance={"images": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.width, e.height) for e in acc.Images(tag)] for tag in acc.Tags()["images"]}
+
+
+def test_training_run_writes_figures_png_tensorboard_and_report(files, tmp_path, capsys):
+    run = tmp_path / "run"
+    _train(files, run, "train.epochs=1")
+    names = [*figures.FIGURE_NAMES, "long_tail"]
+    for name in names:
+        assert _is_png((run / "figures" / f"{name}.png").read_bytes()), name
+    tags = _image_tags(run)
+    for name in figures.FIGURE_NAMES:   # one image per validation epoch
+        assert [step for step, _, _ in tags[f"figures/{name}"]] == [2]   # 200 rows / batch 100
+    for name in names:
+        [(_, width, height)] = tags[f"final/{name}"]
+        assert width > 300 and height > 300
+    capsys.readouterr()
+    assert report.main([str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(names)
+    assert "test_calibrated" in page and "auprc_macro" in page and "Validation per epoch" in page
+
+
+def test_figures_false_writes_none(files, tmp_path):
+    run = tmp_path / "run"
+    (run / "figures").mkdir(parents=True)
+    (run / "figures" / "reliability.png").write_bytes(PNG_MAGIC)   # left by an earlier run: removed
+    _train(files, run, "output.figures=false")
+    assert list((run / "figures").glob("*.png")) == []
+    assert _image_tags(run) == {}
+    assert (run / "metrics.json").is_file()

@@ -302,6 +302,9 @@ class OutputConfig:
     dir: str = "runs/default"
     # Write TensorBoard event files.
     tensorboard: bool = True
+    # Diagnostic figures (xmlc.figures): in TensorBoard per epoch and at the end, and as
+    # RUN_DIR/figures/*.png at the end (python -m xmlc.report RUN_DIR embeds them). false: none.
+    figures: bool = True
 
 
 @dataclass

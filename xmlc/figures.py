@@ -382,14 +382,16 @@ def ap_by_frequency(train_counts, ap, buckets, *, title: str = "") -> Figure:
             ax.hlines(m, x[sel].min(), x[sel].max(), colors=BUCKET_COLORS[i], lw=3)
             means.append(f"{name} {m:.3f}")
     ax.set_xlabel("training positives per label")
-    ax.set_ylabel("average precision (validation)")
+    ax.set_ylabel("average precision")
     macro = float(a[ok].mean()) if ok.any() else math.nan
-    ax.set_title(title or f"per-label AP: macro {macro:.3f}\nbucket means: " + ", ".join(means), fontsize=10)
+    ax.set_title(f"per-label AP: macro {macro:.3f}\nbucket means: " + ", ".join(means), fontsize=10)
     ax.grid(True, alpha=0.3)
     extra = [Line2D([], [], color="0.3", lw=3, label="bucket mean (over its count range)")]
     if (~ok).any():
         extra.append(Line2D([], [], ls="", label=f"not shown: {(~ok).sum():,} labels without a positive (AP undefined)"))
     _bucket_legend(ax, b, extra=extra, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=11)
     return fig
 
 
@@ -460,7 +462,9 @@ def long_tail(counts, num_examples: int, *, buckets=None, power: float = 1.0, ma
             if cap > ZERO_AT:
                 ax.axhline(cap, color="C3", lw=1, ls="--", label=f"pos_weight capped at {max_value:g} below")
     ax.legend(loc="lower left", fontsize=8)
-    ax.set_title(title or f"label long tail: {c.size:,} labels, {int(num_examples):,} examples", fontsize=10)
+    ax.set_title(f"label long tail: {c.size:,} labels, {int(num_examples):,} examples", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
     return fig
 
 
@@ -469,7 +473,7 @@ def long_tail(counts, num_examples: int, *, buckets=None, power: float = 1.0, ma
 
 
 def run_figures(scores, targets, *, train_counts, buckets, thresholds, pos_weight=None, ap=None,
-                calibration: str = "calibrated") -> dict[str, Figure]:
+                calibration: str = "calibrated", title: str = "") -> dict[str, Figure]:
     """The run's diagnostic figures from one set of evaluation scores.
 
     Args:
@@ -481,6 +485,7 @@ def run_figures(scores, targets, *, train_counts, buckets, thresholds, pos_weigh
         pos_weight: ``(L,)`` if the run used one: adds the corrected reliability panel.
         ap: ``(L,)`` per-label AP if the caller has it already (else computed here).
         calibration: name of the calibration method, for the panel title.
+        title: title of every figure (e.g. which split, which step).
 
     Returns:
         ``{name: Figure}`` with the keys of :data:`FIGURE_NAMES`.
@@ -497,9 +502,9 @@ def run_figures(scores, targets, *, train_counts, buckets, thresholds, pos_weigh
     if ap is None:
         ap = average_precision(s, targets, average="none")
     return {
-        "predicted_vs_true": predicted_vs_true(true, decisions, buckets),
-        "reliability": reliability(bins),
-        "ap_by_frequency": ap_by_frequency(train_counts, ap, buckets),
+        "predicted_vs_true": predicted_vs_true(true, decisions, buckets, title=title),
+        "reliability": reliability(bins, title=title),
+        "ap_by_frequency": ap_by_frequency(train_counts, ap, buckets, title=title),
     }
 
 

@@ -1,5 +1,7 @@
 """TensorBoard logging of a training run: config and label statistics at the start, validation
-metrics, per-label AP histogram and a micro PR curve per epoch, hparams at the end.
+metrics, per-label AP histogram and a micro PR curve per epoch, hparams at the end; with
+``output.figures`` the diagnostic figures of :mod:`xmlc.figures` per epoch (``figures/*``) and at
+the end (``final/*``, also written as ``RUN_DIR/figures/*.png``).
 
 Only rank 0 writes; every function takes the writer :func:`open_writer` returned.
 """
@@ -12,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xmlc import metrics, stats
+from xmlc import figures, metrics, stats
 from xmlc.config import Config, dump_config, to_dict
 
-__all__ = ["open_writer", "log_run_start", "log_epoch", "log_final"]
+__all__ = ["open_writer", "log_run_start", "log_epoch", "log_final", "log_figures", "write_final_figures",
+           "remove_figures", "FIGURES_DIR"]
+
+FIGURES_DIR = "figures"   # RUN_DIR/figures/<name>.png
 
 
 def open_writer(cfg: Config, out: Path, *, resumed: bool, step: int):
@@ -41,7 +46,11 @@ def log_run_start(writer, cfg: Config, counts, num_train: int, pos_weight) -> No
     writer.add_histogram("label_stats/label_count", torch.as_tensor(counts, dtype=torch.float32), 0)
 
 
-def log_epoch(writer, cfg: Config, step: int, val_metrics: dict, scores, labels, epoch_time: float) -> None:
+def log_epoch(writer, cfg: Config, step: int, val_metrics: dict, scores, labels, epoch_time: float, *,
+              figure_inputs: dict | None = None) -> None:
+    """Validation metrics, per-label AP histogram, micro PR curve; with ``figure_inputs`` (the
+    keyword arguments of :func:`xmlc.figures.run_figures` besides scores, targets and ap) also
+    the diagnostic figures, built from these scores and the per-label AP computed here once."""
     if writer is None:
         return
     for name, value in val_metrics.items():
@@ -51,11 +60,13 @@ def log_epoch(writer, cfg: Config, step: int, val_metrics: dict, scores, labels,
         else:
             writer.add_scalar(f"val/{name}", value, step)
     writer.add_scalar("train/epoch_time_s", epoch_time, step)
-    per_label_ap = metrics.average_precision(scores, labels, average="none")
-    per_label_ap = torch.as_tensor(per_label_ap, dtype=torch.float32)
-    per_label_ap = per_label_ap[torch.isfinite(per_label_ap)]
+    all_ap = torch.as_tensor(metrics.average_precision(scores, labels, average="none"), dtype=torch.float32)
+    per_label_ap = all_ap[torch.isfinite(all_ap)]
     if per_label_ap.numel():
         writer.add_histogram("val/ap_per_label", per_label_ap, step)
+    if figure_inputs is not None:
+        log_figures(writer, figures.run_figures(scores, labels, ap=all_ap, title=f"validation, step {step:,}",
+                                                **figure_inputs), step)
     # micro PR curve over a fixed subsample of rows (every entry of those rows)
     num_rows = scores.shape[0]
     take = min(num_rows, max(1, cfg.eval.pr_curve_samples // max(scores.shape[1], 1)))
@@ -74,3 +85,34 @@ def log_final(writer, cfg: Config, results: dict) -> None:
     final = {f"hparams/{split}/{k}": v for k, v in results[split].items()
              if isinstance(v, (int, float)) and math.isfinite(v)}
     writer.add_hparams(hparams, final, run_name="hparams")
+
+
+def log_figures(writer, figs: dict, step: int, *, prefix: str = "figures") -> None:
+    """``add_figure`` each ``{name: Figure}`` under ``prefix/name`` (IMAGES tab)."""
+    for name, fig in figs.items():
+        writer.add_figure(f"{prefix}/{name}", fig, step, close=False)   # not pyplot-managed: nothing to close
+
+
+def write_final_figures(out: Path, writer, step: int, split: str, scores, labels, *, train_counts, num_train: int,
+                        buckets, thresholds, pos_weight, calibration: str, pos_weight_power: float = 1.0,
+                        pos_weight_max: float | None = None) -> list[Path]:
+    """The run's figures from the final ``scores`` of ``split`` plus the label long tail of the
+    training split: PNG files in ``out/figures/`` and, with a writer, ``final/<name>`` in TensorBoard.
+
+    Returns the paths written.
+    """
+    figs = figures.run_figures(scores, labels, train_counts=train_counts, buckets=buckets, thresholds=thresholds,
+                               pos_weight=pos_weight, calibration=calibration, title=f"{split}, final model")
+    figs["long_tail"] = figures.long_tail(train_counts, num_train, buckets=buckets, title="training split",
+                                          power=pos_weight_power, max_value=pos_weight_max)
+    paths = [figures.save_png(fig, out / FIGURES_DIR / f"{name}.png") for name, fig in figs.items()]
+    if writer is not None:
+        log_figures(writer, figs, step, prefix="final")
+        writer.flush()
+    return paths
+
+
+def remove_figures(out: Path) -> None:
+    """Delete the PNGs a previous run left in ``out/figures/`` (a fresh run replaces its directory's run)."""
+    for old in (out / FIGURES_DIR).glob("*.png"):
+        old.unlink()

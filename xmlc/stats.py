@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
 
         counts, num_examples = label_and_example_counts(data.labels)
         figure = long_tail(counts, num_examples, buckets=frequency_buckets(counts),
-                           title=f"label long tail: {Path(args.file).name} ({counts.size:,} labels, {num_examples:,} examples)")
+                           title=Path(args.file).name)
         try:
             path = save_png(figure, args.plot)
         except OSError as err:

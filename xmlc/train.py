@@ -50,7 +50,7 @@ from xmlc.data import DataFileError, concat_data, load_splits
 from xmlc.inference import predict_scores
 from xmlc.metrics import results_table, threshold_metrics
 from xmlc.models import build_model, ensemble_loss, init_output_bias
-from xmlc.monitor import log_epoch, log_final, log_run_start, open_writer
+from xmlc.monitor import log_epoch, log_final, log_run_start, open_writer, remove_figures, write_final_figures
 from xmlc.optim import build_optimizer, build_scheduler, clip_grad_norm_
 
 __all__ = ["main", "run", "train_one_epoch", "refit", "evaluate"]
@@ -177,10 +177,17 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(cfg))
         writer = open_writer(cfg, out, resumed=resume is not None, step=progress.step)
+        if resume is None:
+            remove_figures(out)
         if writer is not None and resume is None:
             log_run_start(writer, cfg, counts, num_train, pos_weight)
     label_stats = {"counts": torch.as_tensor(counts, dtype=torch.int64), "num_examples": int(num_train),
                    "pos_weight": pos_weight}
+
+    def figure_inputs(thresholds) -> dict:
+        """What the figures need besides scores and labels: arrays the run already has."""
+        return {"train_counts": counts, "buckets": buckets, "thresholds": thresholds, "calibration": cfg.eval.calibration,
+                "pos_weight": None if pos_weight is None else pos_weight.cpu()}
 
     def checkpoint(thresholds=None) -> dict:
         return {
@@ -206,8 +213,9 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
                 break
             epoch_times.append(time.perf_counter() - start)
             eval_start = time.perf_counter()
-            val_metrics, val_scores = validate(model, val_loader, val_set.labels, cfg=cfg, env=env,
-                                               buckets=buckets, propensities=propensities, pos_weight=pos_weight)
+            val_metrics, val_scores, val_thresholds = validate(model, val_loader, val_set.labels, cfg=cfg, env=env,
+                                                               buckets=buckets, propensities=propensities,
+                                                               pos_weight=pos_weight)
             value = val_metrics[cfg.train.early_stopping_metric]
             improved = value > progress.best_value   # False for NaN
             progress.history.append({"epoch": progress.epoch + 1, "step": progress.step, **val_metrics})
@@ -222,11 +230,11 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
                 f"train {epoch_times[-1]:.1f} s, eval {time.perf_counter() - eval_start:.1f} s")
             if env.rank == 0:
                 log_epoch(writer, cfg, progress.step, val_metrics, val_scores, val_set.labels,
-                          epoch_times[-1])
+                          epoch_times[-1], figure_inputs=figure_inputs(val_thresholds) if cfg.output.figures else None)
                 save_checkpoint(checkpoint(), out / "last.pt")
                 if improved:
                     save_checkpoint(checkpoint(), out / "best.pt")
-            del val_scores   # (N_val, L) dense: not kept alive into the final phase
+            del val_scores, val_thresholds   # (N_val, L) dense: not kept alive into the final phase
             if cfg.train.patience and progress.bad_epochs >= cfg.train.patience:
                 say(f"early stopping: no improvement in {cfg.train.early_stopping_metric} for "
                     f"{progress.bad_epochs} epochs")
@@ -241,12 +249,15 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
     # -- final: best weights, thresholds fitted on validation, optional refit, test --
     if best_state is not None:
         model.load_state_dict(best_state)
-    results, thresholds = fit_on_validation(model, cfg, env, val_set, val_loader, buckets, propensities,
-                                            pos_weight)
+    results, thresholds, val_scores = fit_on_validation(model, cfg, env, val_set, val_loader, buckets,
+                                                        propensities, pos_weight)
+    # the final figures' scores: test when there is a test split, else these validation scores
+    final_scores = None if test_set is not None else ("validation", val_scores, val_set.labels)
+    del val_scores
     if cfg.train.refit:
         if test_set is not None:   # the selected model on test, to show what the refit changed
             results["test_before_refit"] = score_test(model, cfg, env, test_set, thresholds, buckets,
-                                                      propensities, pos_weight)["test_calibrated"]
+                                                      propensities, pos_weight)[0]["test_calibrated"]
         epochs = progress.best_epoch if progress.best_epoch > 0 else progress.epoch
         with StopOnSignal() as stop:
             status, results["refit"] = refit(model, cfg, env, train_set, val_set, loss_fn, epochs=epochs,
@@ -254,7 +265,11 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
         if status != "completed":
             return stop_refit(status, stop, out, env, writer, say)
     if test_set is not None:
-        results |= score_test(model, cfg, env, test_set, thresholds, buckets, propensities, pos_weight)
+        test_results, test_scores = score_test(model, cfg, env, test_set, thresholds, buckets, propensities,
+                                               pos_weight)
+        results |= test_results
+        final_scores = ("test", test_scores, test_set.labels)
+        del test_scores
     results |= {
         "best_epoch": progress.best_epoch, "best_metric": {cfg.train.early_stopping_metric: progress.best_value},
         "epochs": progress.epoch, "steps": progress.step,
@@ -268,12 +283,21 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
     if env.rank == 0:
         save_checkpoint(checkpoint(thresholds.float().cpu()), out / "best.pt")
         (out / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+        if cfg.output.figures:
+            split, scores, labels = final_scores
+            write_final_figures(out, writer, progress.step, split, scores, labels, **figure_inputs(thresholds),
+                                num_train=num_train,
+                                pos_weight_power=cfg.loss.pos_weight_power if pos_weight is not None else 1.0,
+                                pos_weight_max=cfg.loss.pos_weight_max if pos_weight is not None else None)
+        del final_scores
         if writer is not None:
             log_final(writer, cfg, results)
             writer.close()
         say(results_table(results))
         say(f"outputs: {out.resolve()}/ (config.yaml, best.pt, last.pt, metrics.json"
-            f"{', TensorBoard events: tensorboard --logdir ' + str(out.resolve()) if cfg.output.tensorboard else ''})")
+            f"{', figures/*.png' if cfg.output.figures else ''}"
+            f"{', TensorBoard events: tensorboard --logdir ' + str(out.resolve()) if cfg.output.tensorboard else ''}); "
+            f"one HTML page: python -m xmlc.report {out}")
     teardown_distributed(env)
     return {"status": "completed", "exit_code": EXIT_OK, "metrics": results, "dir": str(out)}
 
@@ -456,32 +480,33 @@ def validate(model, loader, labels, *, cfg: Config, env, buckets, propensities, 
     """Per-epoch validation: :func:`evaluate` at 0.5, plus ``calibrated/f1_micro``, ``calibrated/f1_macro``
     and ``calibrated/positive_rate_ratio*`` at thresholds fitted on these same scores.
 
-    Returns (metrics, scores (N, L)).
+    Returns (metrics, scores (N, L), thresholds (L,)).
     """
     val_metrics, scores = evaluate(model, loader, labels, cfg=cfg, env=env, buckets=buckets,
                                    propensities=propensities)
     thresholds = thresholds_for(cfg.eval, scores, labels, pos_weight)
     val_metrics |= _prefixed(threshold_metrics(scores, labels, thresholds, buckets), "calibrated/")
-    return val_metrics, scores
+    return val_metrics, scores, thresholds
 
 
 def fit_on_validation(model, cfg: Config, env, val_set, val_loader, buckets, propensities,
-                      pos_weight) -> tuple[dict, torch.Tensor]:
+                      pos_weight) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Score validation with the selected weights and fit per-label thresholds (L,) on those scores.
 
-    Returns ({"val", "val_calibrated"} metrics, thresholds).
+    Returns ({"val", "val_calibrated"} metrics, thresholds, scores (N_val, L)).
     """
     val_metrics, val_scores = evaluate(model, val_loader, val_set.labels, cfg=cfg, env=env,
                                        buckets=buckets, propensities=propensities)
     thresholds = thresholds_for(cfg.eval, val_scores, val_set.labels, pos_weight)
     results = {"val": val_metrics,
                "val_calibrated": val_metrics | threshold_metrics(val_scores, val_set.labels, thresholds, buckets)}
-    return results, thresholds
+    return results, thresholds, val_scores
 
 
-def score_test(model, cfg: Config, env, test_set, thresholds, buckets, propensities, pos_weight) -> dict:
+def score_test(model, cfg: Config, env, test_set, thresholds, buckets, propensities,
+               pos_weight) -> tuple[dict, torch.Tensor]:
     """Test metrics at 0.5 ("test"), at ``thresholds`` ("test_calibrated") and, with pos_weight,
-    at the ln(pos_weight) logit correction ("test_prior")."""
+    at the ln(pos_weight) logit correction ("test_prior"); and the test scores (N_test, L)."""
     test_loader = make_eval_loader(test_set, cfg, env)
     test_metrics, test_scores = evaluate(model, test_loader, test_set.labels, cfg=cfg, env=env,
                                          buckets=buckets, propensities=propensities)
@@ -490,7 +515,7 @@ def score_test(model, cfg: Config, env, test_set, thresholds, buckets, propensit
     if pos_weight is not None:   # the ln(pos_weight) logit correction, for comparison
         prior = calibrate.prior_thresholds(pos_weight.cpu())
         results["test_prior"] = test_metrics | threshold_metrics(test_scores, test_set.labels, prior, buckets)
-    return results
+    return results, test_scores
 
 
 # ---------------------------------------------------------------------------------------
