@@ -85,6 +85,11 @@ def test_read_unsorted_indices_are_sorted(tmp_path):
     assert data.features.data.tolist() == [2.0, 1.0]
 
 
+def test_a_file_of_one_blank_example(tmp_path):   # found by tests/test_fuzz_readers.py (was an IndexError)
+    data = read_xmc(write_text(tmp_path, " "))
+    assert len(data) == 1 and data.labels.nnz == 0 and data.features.nnz == 0
+
+
 def test_example_without_labels_or_features(tmp_path):
     data = read_xmc(write_text(tmp_path, "3 2 2\n0 1:1\n \n1\n"))
     assert data.labels.getnnz(axis=1).tolist() == [1, 0, 1]
@@ -115,6 +120,8 @@ BAD_INPUTS = [
     ("0 1:1,2\n", 1, "','"),
     ("0 1:0x1F\n", 1, "0x1F"),
     ("0 a:1\n", 1, "'a'"),
+    ("0 1:1\n1 2:1\x013:1\n", 2, "control byte b'\\x01'"),            # found by tests/test_fuzz_readers.py
+    ("0 1:1\n\x00\n", 2, "control byte b'\\x00'"),
 ]
 
 

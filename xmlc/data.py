@@ -101,6 +101,7 @@ class XMCData:
 # --------------------------------------------------------------------------------------
 
 _SEPARATORS_TO_SPACE = bytes.maketrans(b":,", b"  ")
+_NOT_CONTROL = bytes(range(9, 14)) + bytes(range(32, 256))
 
 
 def _read_bytes(path) -> bytes:
@@ -186,6 +187,11 @@ def _parse_body(buf: bytes, name: str, first_line_no: int, header, num_features,
             "(an example with no labels and no features is written as a single space)"
         )
 
+    if buf.translate(None, _NOT_CONTROL):   # a control byte other than \t \n \v \f \r (a quick gate)
+        at = int(np.flatnonzero((b < 32) & ((b < 9) | (b > 13)))[0])
+        raise ValueError(f"{name}: line {int(np.searchsorted(nl, at)) + first_line_no}: control byte "
+                         f"{buf[at:at + 1]!r} (tokens are separated by spaces or tabs)")
+
     # Words: maximal runs of non-whitespace bytes.
     ws = b <= 32
     start_mask = ~ws
@@ -224,7 +230,7 @@ def _parse_body(buf: bytes, name: str, first_line_no: int, header, num_features,
     count = np.where(is_pair, 2, 1).astype(np.int64)
     count += np.bincount(comma_word, minlength=num_words)
     expected = int(count.sum())
-    nums = _fromstring(buf.translate(_SEPARATORS_TO_SPACE))
+    nums = _fromstring(buf.translate(_SEPARATORS_TO_SPACE)) if expected else np.empty(0)
     if nums is None or nums.size != expected:
         _locate_bad_word(body, count)
 

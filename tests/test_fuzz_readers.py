@@ -1,0 +1,196 @@
+"""Fuzz the readers: random and mutated files either parse to what a slow reference parser
+returns, or raise a ValueError that names a line the reference finds wrong.
+
+The reference parsers below are written for clarity, one line and one token at a time,
+straight from the format descriptions in ``xmlc.data`` and ``xmlc.tables``; they share no
+code with the vectorised readers. Hypothesis runs derandomized (a fixed sequence of
+examples), so the test is deterministic and takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from xmlc.data import read_xmc
+
+FUZZ = settings(max_examples=int(os.environ.get("XMLC_FUZZ_EXAMPLES", 300)), derandomize=True, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+class Bad(Exception):
+    """The reference rejects the file; ``lines`` are the line numbers an error may name."""
+
+    def __init__(self, lines):
+        super().__init__(lines)
+        self.lines = set(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# The XMC / libsvm multilabel text format, by the book
+
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf|infinity)", re.IGNORECASE)
+SEPARATORS = {ord(c) for c in " \t\r\v\f"}   # whitespace between tokens
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def number(token: bytes) -> float:
+    text = token.decode("ascii", "replace")
+    if not NUMBER.fullmatch(text):
+        raise ValueError(token)
+    return float(text)
+
+
+def index(token: bytes, bound) -> int:
+    value = number(token)
+    if not (value >= 0 and value == math.floor(value) and value < (bound if bound is not None else 2**53)):
+        raise ValueError(token)
+    return int(value)
+
+
+def reference_xmc_line(line: bytes, L, D):
+    """(labels, {feature: value}) of one example line; ValueError if it is malformed."""
+    if line in (b"", b"\r"):
+        raise ValueError("empty line")
+    if any(byte < 32 and byte not in SEPARATORS for byte in line):
+        raise ValueError("control byte")
+    words = [(m.start(), m.group()) for m in re.finditer(rb"[^\x00-\x20]+", line)]
+    labels, features = [], {}
+    for position, word in words:
+        if word.count(b":") == 1:
+            if b"," in word:
+                raise ValueError("comma in a pair")
+            left, right = word.split(b":")
+            f = index(left, D)
+            value = number(right)
+            if not math.isfinite(value) or not math.isfinite(np.float32(value)):   # np: overflow -> inf
+                raise ValueError("not finite as float32")
+            if f in features:
+                raise ValueError("duplicate feature")
+            features[f] = np.float32(value)
+        elif word.count(b":") == 0 and position == 0:
+            for piece in word.split(b","):
+                label = index(piece, L)
+                if label in labels:
+                    raise ValueError("duplicate label")
+                labels.append(label)
+        else:
+            raise ValueError("malformed word")
+    return labels, features
+
+
+def reference_xmc(raw: bytes):
+    """(labels per line, features per line, D, L) or raise Bad(lines that may be named)."""
+    if not raw.strip(b"\r\n"):
+        raise Bad({None})   # the file is empty: no line to name
+    first, newline, rest = raw.partition(b"\n")
+    parts = first.split()
+    header = None
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        header = tuple(int(p) for p in parts)
+        body, first_line_no = rest, 2
+    else:
+        body, first_line_no = raw, 1
+    body = body.rstrip(b"\r\n")
+    lines = body.split(b"\n") if body else []
+    if header is not None and header[0] != len(lines):
+        raise Bad({first_line_no + min(len(lines), header[0])})
+    L = D = None
+    if header is not None:
+        _, D, L = header
+    parsed, bad = [], set()
+    for i, line in enumerate(lines):
+        try:
+            parsed.append(reference_xmc_line(line, L, D))
+        except ValueError:
+            bad.add(first_line_no + i)
+    if bad:
+        raise Bad(bad)
+    if L is None:
+        L = 1 + max((max(labels, default=-1) for labels, _ in parsed), default=-1)
+        D = 1 + max((max(features, default=-1) for _, features in parsed), default=-1)
+    return parsed, D, L
+
+
+def check_xmc(tmp_path: Path, raw: bytes) -> str:
+    path = tmp_path / "fuzz.txt"
+    path.write_bytes(raw)
+    try:
+        expected = reference_xmc(raw)
+    except Bad as bad:
+        with pytest.raises(ValueError) as err:
+            read_xmc(path)
+        message = str(err.value)
+        assert str(path) in message, message
+        if bad.lines == {None}:
+            assert "empty" in message, message
+        else:
+            named = re.search(r": line (\d+): ", message)
+            assert named and int(named.group(1)) in bad.lines, (message, bad.lines)
+        return "rejected"
+    data = read_xmc(path)
+    parsed, D, L = expected
+    assert (len(data), data.num_features, data.num_labels) == (len(parsed), D, L)
+    for row, (labels, features) in enumerate(parsed):
+        assert data.labels[row].indices.tolist() == sorted(labels)
+        got = data.features[row]
+        assert dict(zip(got.indices.tolist(), got.data.tolist())) == {f: float(v) for f, v in features.items()}
+    return "parsed"
+
+
+# Files: valid lines, some tokens replaced by edge cases, then random byte edits.
+label_lists = st.lists(st.integers(0, 12), max_size=4).map(lambda ls: ",".join(map(str, ls)))
+values = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr),
+    st.sampled_from(["0", "1", "-0", ".5", "5.", "1e40", "-3.5e38", "3.4028235e38", "1e-50", "nan",
+                     "inf", "-Infinity", "1e", "0x1F", "1_0", "", "+", "e5", "--1", "1.5.2"]),
+)
+indices = st.one_of(st.integers(0, 20).map(str), st.sampled_from(["1.0", "1e1", "-1", "1.5", "", "x", "-0"]))
+pairs = st.tuples(indices, values).map(lambda p: f"{p[0]}:{p[1]}")
+lines = st.tuples(st.one_of(label_lists, st.just("")), st.lists(pairs, max_size=5)).map(
+    lambda t: (t[0] + " " + " ".join(t[1])) if t[0] or not t[1] else " " + " ".join(t[1]))
+NOISE = b" \t\r\n:,.-+e0123456789nax\x00\x01\xc3\xa9"
+
+
+@st.composite
+def xmc_files(draw) -> bytes:
+    body = draw(st.lists(lines, max_size=6))
+    text = "\n".join(body)
+    if draw(st.booleans()):
+        n = len(body) + draw(st.sampled_from([0, 0, 0, 1, -1]))
+        text = f"{max(n, 0)} {draw(st.integers(0, 25))} {draw(st.integers(0, 15))}\n" + text
+    raw = bytearray((text + draw(st.sampled_from(["", "\n", "\r\n", "\n\n"]))).encode())
+    for _ in range(draw(st.integers(0, 3))):   # mutations: replace, insert or delete one byte
+        if not raw:
+            break
+        at = draw(st.integers(0, len(raw) - 1))
+        kind = draw(st.sampled_from(["replace", "insert", "delete"]))
+        byte = NOISE[draw(st.integers(0, len(NOISE) - 1))]
+        if kind == "replace":
+            raw[at] = byte
+        elif kind == "insert":
+            raw.insert(at, byte)
+        else:
+            del raw[at]
+    return bytes(raw)
+
+
+@FUZZ
+@given(raw=xmc_files())
+def test_xmc_reader_matches_the_reference(tmp_path, raw):
+    event(check_xmc(tmp_path, raw))   # --hypothesis-show-statistics: about 20% parse, 80% are rejected
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"\n", b"0 1:1\n1 2:1e40\n", b"0 1:1\x012:1\n", b"0 1:1 \x00\n", b"0 1:nan(1)\n",
+    b"2 5 3\n0 1:1\n", b"0 5 3\n", b"1,,2 1:1\n", b" 1:2 3:4\n0 1:1\n", b"\n0 1:1\n",
+])
+def test_xmc_reader_edge_cases(tmp_path, raw):
+    check_xmc(tmp_path, raw)
