@@ -15,8 +15,13 @@ Prints three Markdown tables:
    layer, ReLU, Linear head), B=256, fused AdamW step (as xmlc.train); share = median loss forward + backward time
    on the same logits / median full step time.
 
+4. each hand-written step inside the losses against the plain torch call it replaces, on the
+   same tensors, in interleaved pairs: ratio = plain time / our time (median of pairs), so
+   > 1 means the hand-written step is faster (``--tricks`` prints only this table).
+
 Usage:
-    python benchmarks/bench_losses.py                 # all three tables (a few minutes)
+    python benchmarks/bench_losses.py                 # all four tables (a few minutes)
+    python benchmarks/bench_losses.py --tricks        # only table 4
     python benchmarks/bench_losses.py --quick         # small size only, fewer repetitions
     python benchmarks/bench_losses.py --threads 2
 """
@@ -37,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from xmlc import losses as xlosses  # noqa: E402
 from xmlc.losses import asymmetric_loss, bce_with_logits, focal_loss, ohem  # noqa: E402
 
 POSITIVE_RATE = 130 / 7900  # the "seed" preset: ~130 labels per example of 7,900
@@ -207,6 +213,80 @@ def step_table(reps: int, batch: int = 256, num_features: int = 5000, num_labels
     return "\n".join(rows)
 
 
+# ------------------------------------------------------------------------------- tricks
+
+
+def _kthvalue_mask(values, k):
+    """The plain way to the same mask as ``_top_k_mask``: ``kthvalue`` for the threshold, one
+    comparison, ties past k dropped by index (identical output)."""
+    flat = values.reshape(-1)
+    threshold = torch.kthvalue(flat, flat.numel() - k + 1).values
+    mask = (flat >= threshold).to(values.dtype)
+    surplus = int(mask.sum()) - k
+    if surplus > 0:
+        tied = torch.nonzero(flat == threshold).squeeze(1)
+        mask[tied[tied.numel() - surplus:]] = 0.0
+    return mask.view_as(values)
+
+
+def _topk_mask(values, k):
+    """``topk`` indices scattered into a mask (ties broken by topk, not by index)."""
+    flat = values.reshape(-1)
+    mask = torch.zeros_like(flat)
+    mask[torch.topk(flat, k, sorted=False).indices] = 1.0
+    return mask.view_as(values)
+
+
+def trick_pairs(batch: int, num_labels: int):
+    """(name, ours, plain, same output) for each hand-written step of xmlc.losses."""
+    x, y = make_batch(batch, num_labels)
+    x = x.detach()
+    loss = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    k = loss.numel() // 4
+    p = torch.sigmoid(x)
+    rows = [
+        ("k largest mask (radix select on sortable int32 keys) vs torch.kthvalue",
+         lambda: xlosses._top_k_mask(loss, k), lambda: _kthvalue_mask(loss, k)),
+        ("k largest mask (radix select on sortable int32 keys) vs torch.topk",
+         lambda: xlosses._top_k_mask(loss, k), lambda: _topk_mask(loss, k)),
+        ("positive indices (int64 word scan) vs nonzero",
+         lambda: xlosses._positive_indices(y), lambda: (y > 0.5).reshape(-1).nonzero().squeeze(1)),
+    ]
+    for gamma in (4.0, 1.5, 0.25):
+        rows.append((f"p ** {gamma:g} (_pow) vs torch.pow", lambda g=gamma: xlosses._pow(p, g),
+                     lambda g=gamma: torch.pow(p, g)))
+    rows.append(("positives first (addcmul with _RANK_FIRST) vs masked_fill(inf)",
+                 lambda: torch.addcmul(loss, y, y, value=xlosses._RANK_FIRST[loss.dtype]),
+                 lambda: loss.masked_fill(y > 0, float("inf"))))
+    return rows
+
+
+def tricks_table(sizes, reps_small: int, reps_large: int) -> str:
+    rows = ["| B x L | step | ours ms | plain ms | plain / ours (median of pairs) | max abs difference |",
+            "|---|---|---:|---:|---:|---:|"]
+    for batch, num_labels in sizes:
+        reps = reps_small if batch * num_labels < 5e6 else reps_large
+        for name, ours, plain in trick_pairs(batch, num_labels):
+            a, b = ours(), plain()
+            if "topk" in name or "RANK_FIRST" in name:  # ties broken differently / other constant
+                diff = float("nan")
+            elif a.dtype.is_floating_point:
+                diff = float((a.double() - b.double()).abs().max())
+            else:
+                diff = float((a != b).sum()) if a.shape == b.shape else float("inf")
+            t_ours, t_plain, ratios = [], [], []
+            for r in range(reps):
+                for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+                    t0 = time.perf_counter()
+                    (ours, plain)[which]()
+                    (t_ours, t_plain)[which].append(time.perf_counter() - t0)
+                ratios.append(t_plain[-1] / t_ours[-1])
+            rows.append(f"| {batch} x {num_labels} | {name} | {statistics.median(t_ours) * 1e3:.2f} | "
+                        f"{statistics.median(t_plain) * 1e3:.2f} | {statistics.median(ratios):.2f} | {diff:.2g} |")
+            print(rows[-1], file=sys.stderr, flush=True)
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier on a shared machine)")
@@ -214,6 +294,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None, help="timed pairs per case (default 21 small / 7 large)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-step", action="store_true")
+    parser.add_argument("--tricks", action="store_true", help="only the table of hand-written steps vs plain calls")
     parser.add_argument("--memory-child", nargs=2, metavar=("B,L", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -224,6 +305,10 @@ def main() -> None:
 
     sizes = [(256, 7900)] if args.quick else [(256, 7900), (1024, 30000)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), positive rate {POSITIVE_RATE:.4f}\n")
+    if args.tricks:
+        print("### Hand-written steps against the plain torch call\n")
+        print(tricks_table(sizes, args.reps or 21, args.reps or 7))
+        return
     print("### Forward + backward time\n")
     for size in sizes:
         reps = args.reps or (7 if args.quick else (21 if size[0] * size[1] < 5e6 else 7))
@@ -234,6 +319,8 @@ def main() -> None:
     if not args.skip_step:
         print("\n### Share of a training step\n")
         print(step_table(7 if args.quick else 15))
+    print("\n### Hand-written steps against the plain torch call\n")
+    print(tricks_table(sizes, args.reps or (7 if args.quick else 21), args.reps or 7))
 
 
 if __name__ == "__main__":
