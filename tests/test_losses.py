@@ -24,7 +24,7 @@ from xmlc.losses import (
     focal_loss,
     ohem,
 )
-from xmlc.losses import _positive_indices, _top_k_mask
+from xmlc.losses import _top_k_mask
 
 N, L = 6, 7
 
@@ -292,13 +292,6 @@ def test_ohem_top_k_with_negative_values_and_signed_zeros():
         mask = _top_k_mask(loss, k)
         assert torch.equal(mask.bool(), brute_force_element_mask(loss.double(), k)), k
         torch.testing.assert_close(mask, _top_k_mask(loss.double(), k).float())
-
-
-def test_positive_indices_match_nonzero():
-    g = torch.Generator().manual_seed(20)
-    for shape, rate in (((7, 13), 0.02), ((64, 300), 0.01), ((64, 300), 0.6), ((3, 5), 0.5), ((1, 3), 1.0)):
-        y = (torch.rand(*shape, generator=g) < rate).float()
-        assert torch.equal(_positive_indices(y), y.reshape(-1).nonzero().squeeze(1))
 
 
 def test_bool_targets_equal_float_targets():

@@ -41,11 +41,13 @@ NaN). ``gradcheck`` verifies it in float64. Under ``torch.no_grad()`` no gradien
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from xmlc._keys import sortable_keys
 
 __all__ = [
     "bce_with_logits",
@@ -62,6 +64,8 @@ __all__ = [
 
 REDUCTIONS = ("none", "mean", "sum")
 OHEM_MODES = ("element", "example")
+Reduction = Literal["none", "mean", "sum"]
+OhemMode = Literal["element", "example"]
 
 
 # --------------------------------------------------------------------------- validation
@@ -150,7 +154,7 @@ def bce_with_logits(
     *,
     pos_weight: Optional[Tensor] = None,
     weight: Optional[Tensor] = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> Tensor:
     """Binary cross-entropy on logits, per label: ``-w [pw y log p + (1 - y) log(1 - p)]``.
 
@@ -211,35 +215,14 @@ def _side_coefficients(
 
 
 def _pow(t: Tensor, gamma: float) -> Tensor:
-    """``t ** gamma`` for ``t`` in [0, 1], ``gamma >= 0``, as a new tensor. PyTorch has fast
-    kernels for exponents 0, 0.5, 1, 2, 3; its generic CPU ``pow`` is several times slower
-    than ``exp(gamma * log(t))`` (``log 0 = -inf`` gives ``0``, as it should for gamma > 0)."""
-    if gamma in (0.0, 0.5, 1.0, 2.0, 3.0):
-        return torch.pow(t, gamma)
+    """``t ** gamma`` as a new tensor. ``gamma = 4`` (the asymmetric loss's default) is two
+    squarings: PyTorch's CPU ``pow`` has no fast kernel for it (1.7x at 1,024 x 30,000,
+    14x at 256 x 7,900; benchmarks/RESULTS.md, Losses). Other exponents: plain ``torch.pow``
+    (an ``exp(gamma * log t)`` path measured no faster)."""
     if gamma == 4.0:
         sq = t * t
         return sq.mul_(sq)
-    return torch.log(t).mul_(gamma).exp_()
-
-
-def _positive_indices(targets: Tensor) -> Tensor:
-    """Sorted flat indices of ``targets > 0.5``. Labels are sparse, so the bool mask is first
-    scanned eight bytes at a time (as int64 words) and only non-zero words are expanded; a
-    plain ``nonzero`` over every byte is several times slower."""
-    flat = (targets > 0.5).reshape(-1)
-    n_words = flat.numel() // 8
-    if n_words == 0:
-        return flat.nonzero().squeeze(1)
-    words = flat[: n_words * 8].view(torch.int64).nonzero().squeeze(1)
-    if words.numel() * 4 > n_words:  # dense targets: the plain scan is cheaper
-        return flat.nonzero().squeeze(1)
-    offsets = torch.arange(8, device=flat.device)
-    cand = (words.unsqueeze(1) * 8 + offsets).reshape(-1)
-    idx = cand[flat[cand]]
-    if flat.numel() > n_words * 8:
-        tail = flat[n_words * 8 :].nonzero().squeeze(1) + n_words * 8
-        idx = torch.cat([idx, tail])
-    return idx
+    return torch.pow(t, gamma)
 
 
 def _softplus(x: Tensor) -> Tensor:
@@ -396,7 +379,7 @@ def _focal_core(
         if grad is not None:
             grad = grad.mul_(c_neg)
 
-    idx = _positive_indices(targets)
+    idx = (targets > 0.5).reshape(-1).nonzero().squeeze(1)  # sorted flat indices of the positives
     if idx.numel() > 0:
         loss_p, grad_p = _positive_terms(x.reshape(-1)[idx], gamma_pos, need_grad)
         coef = None
@@ -486,7 +469,7 @@ def focal_loss(
     alpha: Optional[float] = None,
     pos_weight: Optional[Tensor] = None,
     weight: Optional[Tensor] = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> Tensor:
     """Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
 
@@ -540,7 +523,7 @@ def asymmetric_loss(
     clip: float = 0.05,
     pos_weight: Optional[Tensor] = None,
     weight: Optional[Tensor] = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> Tensor:
     """Asymmetric loss (Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021).
 
@@ -608,23 +591,14 @@ def _check_ohem_args(keep_ratio: float, mode: str, min_kept: int, keep_positives
         raise TypeError(f"keep_positives must be a bool, got {keep_positives!r}")
 
 
-def _sortable_keys(flat: Tensor) -> Tensor:
-    """int32 keys that sort like the float32 ``flat``: the IEEE bits themselves when every
-    value is >= +0.0 (losses; no copy), else with the magnitude bits of negatives flipped
-    (``-0.0`` is first made ``+0.0`` so that it ties with it)."""
-    bits = flat.view(torch.int32)
-    if int(bits.min()) >= 0:
-        return bits
-    bits = (flat + 0.0).view(torch.int32)
-    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-
-
 def _radix_kth_largest(keys: Tensor, k: int) -> tuple[int, int, Tensor]:
     """The k-th largest of int32 ``keys`` (1-D) by a two-level radix select: a 65,536-bin
     histogram of the high 16 bits finds the bin holding it, a second of the low 16 bits of
     that bin's keys finds the key. Returns ``(key, number of keys >= key, scratch)`` where
     ``scratch`` is the int32 buffer of high bits, free for the caller to reuse. Two bincounts
-    instead of a sort, a ``topk`` or a quickselect over a copy with int64 indices."""
+    instead of a sort, a ``topk`` or a quickselect over a copy with int64 indices: with the
+    mask, 2.4-4.4x faster than ``torch.kthvalue`` and 3-4x than ``torch.topk`` on CPU
+    (benchmarks/RESULTS.md, Losses)."""
     high = torch.bitwise_right_shift(keys, 16).add_(32768)  # in [0, 65536)
     counts = torch.bincount(high, minlength=65536).flip(0).cumsum_(0)  # keys in bins >= 65535 - j
     j = int(torch.searchsorted(counts, k))
@@ -649,7 +623,7 @@ def _top_k_mask(values: Tensor, k: int) -> Tensor:
     if k <= 0:
         return torch.zeros_like(values)
     if flat.dtype == torch.float32:
-        keys = _sortable_keys(flat.contiguous())
+        keys = sortable_keys(flat.contiguous())
         threshold, n_ge, scratch = _radix_kth_largest(keys, k)
         mask = scratch.view(torch.float32).copy_(keys >= threshold)  # reuse the int32 buffer
     else:
@@ -670,7 +644,7 @@ def ohem(
     targets: Tensor,
     *,
     keep_ratio: float,
-    mode: str = "element",
+    mode: OhemMode = "element",
     min_kept: int = 1,
     keep_positives: bool = False,
 ) -> Tensor:
@@ -759,6 +733,8 @@ def ohem(
     return torch.dot(loss.reshape(-1), mask.reshape(-1)) / n_kept
 
 
+# A finite value above every loss, added to the positives' losses by one fused addcmul so that
+# they rank first (1.5-12x faster than masked_fill(positives, inf); benchmarks/RESULTS.md, Losses).
 _RANK_FIRST = {torch.float16: 6e4, torch.bfloat16: 1e38, torch.float32: 1e38, torch.float64: 1e300}
 
 
@@ -784,7 +760,7 @@ class _WeightedLoss(nn.Module):
 class BCEWithLogits(_WeightedLoss):
     """Module form of :func:`bce_with_logits`."""
 
-    def __init__(self, *, pos_weight: Optional[Tensor] = None, weight: Optional[Tensor] = None, reduction: str = "mean") -> None:
+    def __init__(self, *, pos_weight: Optional[Tensor] = None, weight: Optional[Tensor] = None, reduction: Reduction = "mean") -> None:
         super().__init__(pos_weight, weight, reduction)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -801,7 +777,7 @@ class FocalLoss(_WeightedLoss):
         alpha: Optional[float] = None,
         pos_weight: Optional[Tensor] = None,
         weight: Optional[Tensor] = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__(pos_weight, weight, reduction)
         self.gamma = _check_nonneg("gamma", gamma)
@@ -828,7 +804,7 @@ class AsymmetricLoss(_WeightedLoss):
         clip: float = 0.05,
         pos_weight: Optional[Tensor] = None,
         weight: Optional[Tensor] = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__(pos_weight, weight, reduction)
         self.gamma_pos = _check_nonneg("gamma_pos", gamma_pos)
@@ -853,7 +829,7 @@ class OHEMLoss(nn.Module):
         base: nn.Module,
         keep_ratio: float,
         *,
-        mode: str = "element",
+        mode: OhemMode = "element",
         min_kept: int = 1,
         keep_positives: bool = False,
     ) -> None:
