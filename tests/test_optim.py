@@ -6,7 +6,7 @@ from torch import nn
 
 from xmlc.config import ModelConfig, OptimConfig
 from xmlc.models import build_model
-from xmlc.optim import AdamW, build_optimizer, clip_grad_norm_, optimizer_state_bytes, use_sparse
+from xmlc.optim import SPARSE_MIN_ROWS, AdamW, build_optimizer, clip_grad_norm_, optimizer_state_bytes, use_sparse
 
 
 def _row_sparse(dense: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -19,8 +19,10 @@ def test_sparse_rows_step_like_torch_adamw_and_absent_rows_stay(fused, monkeypat
     start = torch.randn(50, 6)
     ours, ref = nn.Parameter(start.clone()), nn.Parameter(start.clone())
     monkeypatch.setattr(AdamW, "chunk_elements", 12)   # several chunks of 2 rows
+    if not fused:   # the row update's fallback formula (for a torch without the fused kernel)
+        monkeypatch.delattr(torch, "_fused_adamw_", raising=False)
     opt = AdamW([ours], lr=0.01, weight_decay=0.1, fused=fused)
-    ref_opt = torch.optim.AdamW([ref], lr=0.01, weight_decay=0.1)
+    ref_opt = torch.optim.AdamW([ref], lr=0.01, weight_decay=0.1, fused=fused)
     always = torch.tensor([1, 4, 9, 30])
     for step in range(4):
         rows = torch.cat([always, torch.tensor([40 + step])])      # row 40+s only at step s
@@ -75,14 +77,15 @@ def test_clip_grad_norm_with_sparse_gradients_matches_torch(max_norm):
     torch.testing.assert_close(ours[1].grad, ref[1].grad)
 
 
-@pytest.mark.parametrize("setting, expected", [("auto", True), (True, True), (False, False)])
-def test_build_optimizer_sets_the_input_table_gradient_layout(setting, expected):
-    model = build_model(ModelConfig(hidden=[4], ensemble=2), num_features=30, num_labels=3)
+@pytest.mark.parametrize("setting, rows, expected", [("auto", SPARSE_MIN_ROWS, True), ("auto", 30, False),
+                                                   (True, 30, True), (False, SPARSE_MIN_ROWS, False)])
+def test_build_optimizer_sets_the_input_table_gradient_layout(setting, rows, expected):
+    model = build_model(ModelConfig(hidden=[4], ensemble=2), num_features=rows, num_labels=3)
     build_optimizer(OptimConfig(sparse=setting), model)
     assert model.input.bag.sparse is expected
-    assert use_sparse(setting) is expected
+    assert use_sparse(setting, rows) is expected
     with pytest.raises(ValueError, match="optim.sparse"):
-        use_sparse("yes")
+        use_sparse("yes", rows)
 
 
 def test_one_training_step_sparse_equals_dense_on_touched_rows():
@@ -114,7 +117,7 @@ def test_cuda_sparse_step_matches_cpu():
     for device in ("cpu", "cuda"):
         torch.manual_seed(0)
         model = build_model(ModelConfig(hidden=[8], dropout=0.0, ensemble=3), 12, 5).to(device)
-        opt = build_optimizer(OptimConfig(), model)
+        opt = build_optimizer(OptimConfig(sparse=True), model)
         out = model(indices.to(device), offsets.to(device), torch.ones(5, device=device))
         out.square().mean().backward()
         clip_grad_norm_(model.parameters(), 1.0)

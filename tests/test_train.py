@@ -152,7 +152,8 @@ def test_ensemble_run_evaluates_and_predicts_from_checkpoint(files, tmp_path):
 
 
 def test_resume_matches_uninterrupted_run(files, tmp_path):
-    extra = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=false")
+    extra = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=false",
+             "model.ensemble=2", "optim.sparse=true")   # the lazy row updates resume bit-exactly too
     full, part = tmp_path / "full", tmp_path / "part"
     assert xtrain.main(tiny(files, full, *extra)) == 0
     # stop mid-way through epoch 2 (step 6 of 8), after one evaluation and best.pt
@@ -341,7 +342,8 @@ def test_ddp_two_processes_match_one(files, tmp_path):
     pytest.importorskip("torch.distributed")
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("gloo backend not available")
-    extra = ("model.dropout=0.0", "output.tensorboard=false", "train.device=cpu")
+    extra = ("model.dropout=0.0", "output.tensorboard=false", "train.device=cpu",
+             "model.ensemble=2", "optim.sparse=true")   # sparse gradients: DDP's sparse all-reduce (gloo)
     one, two = tmp_path / "one", tmp_path / "two"
     assert xtrain.main(tiny(files, one, *extra)) == 0
     env = dict(os.environ, OMP_NUM_THREADS="1")

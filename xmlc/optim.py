@@ -19,7 +19,7 @@ Example::
 
     >>> from xmlc.config import ModelConfig, OptimConfig
     >>> from xmlc.models import build_model
-    >>> model = build_model(ModelConfig(hidden=[8]), num_features=100, num_labels=3)
+    >>> model = build_model(ModelConfig(hidden=[8]), num_features=50_000, num_labels=3)
     >>> optimizer = build_optimizer(OptimConfig(), model)
     >>> model.input.bag.sparse, type(optimizer).__name__
     (True, 'AdamW')
@@ -44,14 +44,15 @@ class AdamW(torch.optim.AdamW):
     its state is the same ``step``, ``exp_avg`` and ``exp_avg_sq`` as torch's, so
     ``state_dict`` is AdamW's. Dense gradients go through ``torch.optim.AdamW.step``.
 
-    The row update gathers a chunk of rows of the parameter and both moments, applies the
-    AdamW formula in place while the chunk is in cache and writes the rows back; the rows
-    come sorted and unique from :func:`xmlc.models.sparse_bag`, so nothing is re-coalesced.
+    The row update gathers a chunk of rows of the parameter and both moments, applies torch's
+    fused AdamW kernel to them while the chunk is in cache and writes the rows back (on CUDA,
+    all rows in one chunk); the rows come sorted and unique from :func:`xmlc.models.sparse_bag`,
+    so nothing is re-coalesced.
     ``amsgrad``, ``maximize`` and ``capturable`` are not supported for sparse rows.
     """
 
-    #: rows per chunk are chosen so a chunk of one tensor holds about this many elements
-    chunk_elements = 1 << 17
+    #: rows per chunk (CPU) are chosen so a chunk of one tensor holds about this many elements
+    chunk_elements = 1 << 16
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -83,10 +84,7 @@ class AdamW(torch.optim.AdamW):
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["step"] += 1
-        step = float(state["step"])
         lr, (beta1, beta2), eps, wd = float(group["lr"]), group["betas"], group["eps"], group["weight_decay"]
-        step_size = lr / (1 - beta1 ** step)
-        bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         n = rows.shape[0]
         row_numel = max(values[0].numel(), 1) if n else 1
@@ -94,15 +92,27 @@ class AdamW(torch.optim.AdamW):
         for start in range(0, n, chunk):
             r, g = rows[start:start + chunk], values[start:start + chunk]
             param, m, v = p.index_select(0, r), exp_avg.index_select(0, r), exp_avg_sq.index_select(0, r)
-            # torch.optim.AdamW's single-tensor formula, on the rows
-            param.mul_(1 - lr * wd)
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
-            param.addcdiv_(m, denom, value=-step_size)
+            _adamw_rows(param, g, m, v, state["step"], lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                        weight_decay=wd)
             p.index_copy_(0, r, param)
             exp_avg.index_copy_(0, r, m)
             exp_avg_sq.index_copy_(0, r, v)
+
+
+def _adamw_rows(param, grad, exp_avg, exp_avg_sq, step: torch.Tensor, *, lr: float, beta1: float,
+                beta2: float, eps: float, weight_decay: float) -> None:
+    """One AdamW step in place on gathered rows: torch's fused kernel (one pass) where it exists,
+    else torch.optim.AdamW's single-tensor formula."""
+    if hasattr(torch, "_fused_adamw_"):
+        torch._fused_adamw_([param], [grad], [exp_avg], [exp_avg_sq], [], [step], lr=lr, beta1=beta1,
+                            beta2=beta2, weight_decay=weight_decay, eps=eps, amsgrad=False, maximize=False)
+        return
+    t = float(step)
+    param.mul_(1 - lr * weight_decay)
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** t)).add_(eps)
+    param.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1 ** t))
 
 
 def _rows_and_values(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,11 +159,19 @@ def clip_grad_norm_(parameters, max_norm: float | None) -> torch.Tensor:
     return total
 
 
-def use_sparse(setting) -> bool:
-    """Resolve ``optim.sparse``: True/False as given; "auto" is on, except in a process group
-    with the NCCL backend (no sparse all-reduce there), where the table gets dense gradients."""
+#: ``optim.sparse: auto`` turns sparse updates on for input tables with at least this many rows
+#: (features). Below it a batch of text touches most rows and the dense fused update is faster
+#: (benchmarks/RESULTS.md, "Training speed").
+SPARSE_MIN_ROWS = 20_000
+
+
+def use_sparse(setting, num_rows: int) -> bool:
+    """Resolve ``optim.sparse`` for an input table of ``num_rows`` rows: True/False as given;
+    "auto" is on for ``num_rows >= SPARSE_MIN_ROWS``, except in a process group with the NCCL
+    backend (no sparse all-reduce there)."""
     if setting == "auto":
-        return not (dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl")
+        nccl = dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl"
+        return num_rows >= SPARSE_MIN_ROWS and not nccl
     if not isinstance(setting, bool):
         raise ValueError(f"optim.sparse must be 'auto', true or false, got {setting!r}")
     return setting
@@ -162,15 +180,15 @@ def use_sparse(setting) -> bool:
 def build_optimizer(ocfg, model: nn.Module) -> torch.optim.Optimizer:
     """AdamW (fused where supported); weight decay on weight matrices only (not biases, not norms).
 
-    With ``optim.sparse`` resolving to on (:func:`use_sparse`), every ``nn.EmbeddingBag`` in
+    With ``optim.sparse`` resolving to on (:func:`use_sparse`), each ``nn.EmbeddingBag`` in
     ``model`` (the input tables of :class:`xmlc.models.SparseLinear`) is switched to sparse
     gradients, which :class:`AdamW` updates row by row; off switches them back to dense.
     Call it before wrapping the model in DistributedDataParallel (which reads that flag).
     """
-    sparse = use_sparse(getattr(ocfg, "sparse", "auto"))
+    setting = getattr(ocfg, "sparse", "auto")
     for module in model.modules():
         if isinstance(module, nn.EmbeddingBag):
-            module.sparse = sparse
+            module.sparse = use_sparse(setting, module.num_embeddings)
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": ocfg.weight_decay},
