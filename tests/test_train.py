@@ -15,6 +15,7 @@ import torch
 from xmlc import data as xdata, losses
 from xmlc import evaluate as xevaluate, predict as xpredict, train as xtrain
 from xmlc.checkpoint import load_checkpoint
+from xmlc.cli import ExitStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 STABLE_NAMES = {"auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", "f1_macro",
@@ -240,7 +241,7 @@ def _faulty_loss(monkeypatch, at_call: int, action):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(files, tmp_path, monkeypatch, capsys):
     _faulty_loss(monkeypatch, 6, lambda loss: loss * float("nan"))
     out = tmp_path / "nan"
-    assert xtrain.main(tiny(files, out, "output.tensorboard=false")) == xtrain.EXIT_NONFINITE
+    assert xtrain.main(tiny(files, out, "output.tensorboard=false")) == ExitStatus.FAILED
     printed = capsys.readouterr()
     assert "non-finite loss at step 6" in printed.out + printed.err
     last = load_checkpoint(out / "last.pt")
@@ -301,7 +302,7 @@ def test_early_stopping(files, tmp_path):
     (["data.synthetic=huge"], "'data.synthetic' must be one of 'default', 'seed'"),
 ])
 def test_bad_config_is_a_clean_error(args, message, capsys, tmp_path):
-    assert xtrain.main([*args, f"output.dir={tmp_path / 'x'}"]) == xtrain.EXIT_USAGE
+    assert xtrain.main([*args, f"output.dir={tmp_path / 'x'}"]) == ExitStatus.USAGE
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
@@ -309,18 +310,18 @@ def test_bad_config_is_a_clean_error(args, message, capsys, tmp_path):
 def test_bad_key_in_yaml_file(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  hiden: [8]\n")
-    assert xtrain.main(["--config", str(path)]) == xtrain.EXIT_USAGE
+    assert xtrain.main(["--config", str(path)]) == ExitStatus.USAGE
     err = capsys.readouterr().err
     assert "unknown config key 'model.hiden'" in err and "hidden" in err and str(path) in err
 
 
 def test_missing_and_malformed_data_fail_before_training(files, tmp_path, capsys):
     missing = tmp_path / "nope.txt"
-    assert xtrain.main(tiny(files, tmp_path / "a", f"data.test={missing}")) == xtrain.EXIT_USAGE
+    assert xtrain.main(tiny(files, tmp_path / "a", f"data.test={missing}")) == ExitStatus.USAGE
     assert f"data.test: file not found: {missing}" in capsys.readouterr().err
     bad = tmp_path / "bad.txt"
     bad.write_text("3 10 2\n0 1:0.5\n1 2:x\n0,1 3:1\n")
-    assert xtrain.main(tiny(files, tmp_path / "b", f"data.train={bad}")) == xtrain.EXIT_USAGE
+    assert xtrain.main(tiny(files, tmp_path / "b", f"data.train={bad}")) == ExitStatus.USAGE
     assert str(bad) in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 

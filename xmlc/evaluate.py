@@ -19,6 +19,7 @@ import torch
 
 from xmlc import calibrate, data as xdata, metrics, stats
 from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
+from xmlc.cli import INPUT_ERRORS, ExitStatus, report_error
 from xmlc.config import ConfigError, apply_overrides
 from xmlc.data import DataFileError
 from xmlc.features import TextFeaturizer
@@ -94,9 +95,8 @@ def main(argv=None) -> int:
             raise ConfigError(f"evaluate takes data.<key>=value overrides only; got {bad[0]!r}")
         results = evaluate_checkpoint(checkpoint, args.data, batch_size=args.batch_size, device=args.device,
                                       labels_path=args.labels, overrides=args.overrides, notes=notes)
-    except (DataFileError, ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:   # bad input: one line and its status (xmlc.cli); anything else: traceback
+        return report_error(exc, INPUT_ERRORS)
     for note in notes:
         print(note, file=sys.stderr)
     columns = [("@0.5", results["at_0.5"])]
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0
+    return ExitStatus.OK
 
 
 if __name__ == "__main__":

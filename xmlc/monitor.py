@@ -23,9 +23,12 @@ __all__ = ["open_writer", "log_run_start", "log_epoch", "log_final", "log_figure
 FIGURES_DIR = "figures"   # RUN_DIR/figures/<name>.png
 
 
-def open_writer(cfg: Config, out: Path, *, resumed: bool, step: int):
-    if not cfg.output.tensorboard:
-        return None
+def open_writer(out: Path, *, resumed: bool, step: int):
+    """A ``SummaryWriter`` logging into the run directory ``out``.
+
+    A fresh run replaces the events of an earlier run in ``out``; a resumed one drops the
+    events logged after ``step``, the step its checkpoint was saved at.
+    """
     from torch.utils.tensorboard import SummaryWriter
 
     if not resumed:   # a fresh run in an existing directory replaces that directory's run
@@ -38,6 +41,7 @@ def open_writer(cfg: Config, out: Path, *, resumed: bool, step: int):
 
 
 def log_run_start(writer, cfg: Config, counts, num_train: int, pos_weight) -> None:
+    """The resolved config as text; histograms of the label counts and of the pos_weight."""
     writer.add_text("config", "    " + dump_config(cfg).replace("\n", "\n    "), 0)
     neg_pos = stats.pos_weight_from_counts(counts, num_train)
     writer.add_histogram("label_stats/pos_weight_neg_pos", neg_pos, 0)
@@ -46,13 +50,14 @@ def log_run_start(writer, cfg: Config, counts, num_train: int, pos_weight) -> No
     writer.add_histogram("label_stats/label_count", torch.as_tensor(counts, dtype=torch.float32), 0)
 
 
-def log_epoch(writer, cfg: Config, step: int, val_metrics: dict, scores, labels, epoch_time: float, *,
-              figure_inputs: dict | None = None) -> None:
-    """Validation metrics, per-label AP histogram, micro PR curve; with ``figure_inputs`` (the
-    keyword arguments of :func:`xmlc.figures.run_figures` besides scores, targets and ap) also
-    the diagnostic figures, built from these scores and the per-label AP computed here once."""
-    if writer is None:
-        return
+def log_epoch(writer, step: int, val_metrics: dict, scores, labels, epoch_time: float, *,
+              pr_curve_samples: int, seed: int, figure_inputs: dict | None = None) -> None:
+    """Validation metrics (``"calibrated/x"`` -> ``val_calibrated/x``, others ``val/x``), the epoch
+    time, a histogram of per-label AP and a micro PR curve over about ``pr_curve_samples``
+    entries (whole rows, drawn with ``seed``) of ``scores`` (N, L) against CSR ``labels``; with
+    ``figure_inputs`` (the keyword arguments of :func:`xmlc.figures.run_figures` besides scores,
+    targets and ap) also the diagnostic figures, built from these scores and this per-label AP.
+    """
     for name, value in val_metrics.items():
         if "/" in name:   # "calibrated/f1_micro" -> val_calibrated/f1_micro
             prefix, name = name.split("/", 1)
@@ -69,14 +74,15 @@ def log_epoch(writer, cfg: Config, step: int, val_metrics: dict, scores, labels,
                                                 **figure_inputs), step)
     # micro PR curve over a fixed subsample of rows (every entry of those rows)
     num_rows = scores.shape[0]
-    take = min(num_rows, max(1, cfg.eval.pr_curve_samples // max(scores.shape[1], 1)))
-    rows = np.sort(np.random.default_rng(cfg.train.seed).choice(num_rows, take, replace=False))
+    take = min(num_rows, max(1, pr_curve_samples // max(scores.shape[1], 1)))
+    rows = np.sort(np.random.default_rng(seed).choice(num_rows, take, replace=False))
     targets = torch.from_numpy(np.asarray(labels[rows].todense())).flatten() > 0
     writer.add_pr_curve("val/pr_curve_micro", targets, scores[torch.from_numpy(rows)].flatten(), step)
     writer.flush()
 
 
 def log_final(writer, cfg: Config, results: dict) -> None:
+    """Every config key as an hparam beside the final calibrated metrics (test, else validation)."""
     split = "test_calibrated" if "test_calibrated" in results else "val_calibrated"
     hparams = {}
     for section, values in to_dict(cfg).items():

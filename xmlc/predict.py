@@ -35,8 +35,8 @@ import torch
 
 from xmlc.api import Classifier
 from xmlc.checkpoint import checkpoint_path, load_checkpoint
+from xmlc.cli import INPUT_ERRORS, ExitStatus, report_error
 from xmlc.config import ConfigError, apply_overrides
-from xmlc.data import DataFileError
 from xmlc.tables import read_for_model, read_label_names
 
 __all__ = ["main", "predict_file", "write_predictions"]
@@ -136,12 +136,11 @@ def main(argv=None) -> int:
         n = predict_file(checkpoint, args.data, args.out, top_k=args.top_k, threshold=args.threshold,
                          label_names=names, batch_size=args.batch_size, device=args.device, texts=args.text,
                          fmt=args.format, overrides=args.overrides)
-    except (DataFileError, ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:   # bad input: one line and its status (xmlc.cli); anything else: traceback
+        return report_error(exc, INPUT_ERRORS)
     if args.out is not None:
         print(f"wrote {n:,} predictions to {args.out}", file=sys.stderr)
-    return 0
+    return ExitStatus.OK
 
 
 if __name__ == "__main__":

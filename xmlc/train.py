@@ -1,17 +1,23 @@
 """Train a multilabel classifier: ``python -m xmlc.train [--config FILE] [section.key=value ...]``.
 
-With no arguments it trains the default MLP on the built-in synthetic data set. The flow,
-top to bottom:
+With no arguments it trains the default MLP on the built-in synthetic data set. The file reads
+top to bottom as the run goes:
 
-1. resolve the config (defaults <- YAML file <- dotted overrides; or a checkpoint with ``--resume``);
-2. load train / val / test (XMC files or a synthetic preset), label statistics on train;
-3. build model, loss, AdamW, warmup + cosine/constant schedule;
-4. per epoch: :func:`train_one_epoch`, then :func:`evaluate` on validation, TensorBoard,
-   ``last.pt`` / ``best.pt``, early stopping;
-5. at the end: best weights, per-label thresholds fitted on validation (``xmlc.calibrate``);
-   with ``train.refit`` a fresh model trained on train + validation for the selected number
-   of epochs replaces them (:func:`refit`, the thresholds stay); test scored at 0.5 and at
-   the calibrated thresholds, ``metrics.json`` and a short table.
+1. :func:`main` resolves the config (defaults <- YAML file <- dotted overrides; or a
+   checkpoint with ``--resume``) and maps the errors a user can fix to a one-line message and
+   an exit status (:mod:`xmlc.cli`);
+2. :func:`run` builds: train / val / test (XMC files or a synthetic preset), the label
+   statistics of train (:class:`LabelStats`), model, loss, AdamW and a warmup +
+   cosine/constant schedule (:func:`start_training`);
+3. :func:`fit`: per epoch :func:`train_one_epoch`, validation (:class:`Evaluator`),
+   TensorBoard, ``last.pt`` / ``best.pt``, early stopping;
+4. :func:`finish`: best weights, per-label thresholds fitted on validation
+   (``xmlc.calibrate``); with ``train.refit`` a fresh model trained on train + validation for
+   the selected number of epochs replaces them (:func:`refit`, the thresholds stay); test
+   scored at 0.5 and at the calibrated thresholds, ``metrics.json`` and a short table.
+
+A run that ends early raises a :class:`RunStopped` (:class:`StepLimit`, :class:`Interrupted`,
+:class:`NonFiniteLoss`) after saving what ``--resume`` needs; its ``status`` is the exit status.
 
 Under ``torchrun --nproc_per_node=N -m xmlc.train ...`` the same code runs data parallel:
 ``data.batch_size`` is the global batch, each process trains on its shard
@@ -32,30 +38,31 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from xmlc import calibrate, data as xdata, losses, metrics, stats
-from xmlc.calibrate import thresholds_for
+from xmlc import data as xdata, losses, stats
+from xmlc.calibrate import prior_thresholds, thresholds_for
 from xmlc.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from xmlc.cli import ExitStatus, report_error
 from xmlc.config import Config, ConfigError, apply_overrides, dump_config, from_dict, load_config, to_dict
-from xmlc.data import DataFileError, concat_data, load_splits
+from xmlc.data import concat_data, load_splits
+from xmlc.distributed import (DistEnv, ResumableSampler, agree, any_process, data_parallel, setup_distributed,
+                              steps_per_epoch, teardown_distributed)
 from xmlc.inference import predict_scores
-from xmlc.metrics import results_table, threshold_metrics
+from xmlc.metrics import evaluate_all, results_table, threshold_metrics
 from xmlc.models import build_model, ensemble_loss, init_output_bias
 from xmlc.monitor import log_epoch, log_final, log_run_start, open_writer, remove_figures, write_final_figures
 from xmlc.optim import build_optimizer, build_scheduler, clip_grad_norm_
 
-__all__ = ["main", "run", "train_one_epoch", "refit", "evaluate"]
-
-EXIT_OK, EXIT_NONFINITE, EXIT_USAGE = 0, 1, 2
+__all__ = ["main", "run", "fit", "finish", "refit", "train_one_epoch", "RunStopped", "StepLimit", "Interrupted",
+           "NonFiniteLoss", "LabelStats", "Evaluator"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -79,18 +86,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    """CLI entry point; returns the process exit status."""
+    """CLI entry point; returns the exit status (:class:`xmlc.cli.ExitStatus`; 128 + N after signal N)."""
     args = parse_args(argv)
     try:
         cfg, resume = resolve_config(args)
         if args.print_config:
             print(dump_config(cfg), end="")
-            return EXIT_OK
-        result = run(cfg, resume=resume)
-    except (ConfigError, DataFileError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return result["exit_code"]
+        else:
+            run(cfg, resume=resume)
+    except RunStopped as stopped:   # already reported, last.pt saved where it can be resumed
+        return stopped.status
+    except Exception as exc:        # a user error: one line and its status; anything else: traceback
+        return report_error(exc)
+    return ExitStatus.OK
 
 
 def resolve_config(args) -> tuple[Config, dict | None]:
@@ -107,8 +115,223 @@ def resolve_config(args) -> tuple[Config, dict | None]:
     return apply_overrides(cfg, args.overrides), ckpt
 
 
+class RunStopped(Exception):
+    """The run ended before its last epoch; ``status`` is the job's exit status."""
+
+    status: int = ExitStatus.OK
+
+
+class StepLimit(RunStopped):
+    """``train.max_steps`` optimizer steps are done (exit 0; ``--resume`` continues)."""
+
+
+class Interrupted(RunStopped):
+    """SIGINT or SIGTERM arrived (on some process); exit 128 + the signal, ``--resume`` continues."""
+
+    def __init__(self, signum: int | None):
+        self.signum = signum or signal.SIGTERM   # None: another process got the signal
+        self.status = ExitStatus.for_signal(self.signum)
+        super().__init__(f"signal {self.signum}")
+
+
+class NonFiniteLoss(RunStopped):
+    """A NaN/inf loss on some process, caught before that step touched the parameters (exit 1)."""
+
+    status = ExitStatus.FAILED
+
+
 # ---------------------------------------------------------------------------------------
-# The run
+# The run: build, fit, finish
+
+
+def run(cfg: Config, *, resume: dict | None = None) -> dict:
+    """Train, calibrate and test as ``cfg`` says, writing the run directory ``output.dir``.
+
+    Args:
+        cfg: the resolved config tree.
+        resume: a checkpoint dict (``last.pt``) to continue from, or None for a fresh run.
+
+    Returns:
+        The final metrics, as written to ``metrics.json``.
+
+    Raises:
+        RunStopped: the run ended early (signal, ``train.max_steps``, non-finite loss) after
+            saving what it could; ``ConfigError`` / ``DataFileError`` before any data is read
+            or trained on.
+    """
+    check_config(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    env = setup_distributed(cfg.train.device)
+    say = _printer(env.rank == 0)
+    files = None
+    try:
+        seed_everything(cfg.train.seed)
+        splits = load_splits(cfg.data, seed=cfg.train.seed, features=cfg.features, say=say)
+        train_set, val_set, test_set = splits
+        say(f"data: train {len(train_set):,} / val {len(val_set):,} / test "
+            f"{len(test_set) if test_set is not None else 0:,} examples, {train_set.num_features:,} "
+            f"features, {train_set.num_labels:,} labels")
+        label_stats = LabelStats.of(train_set, cfg.loss)
+        prior = label_stats.output_prior() if cfg.model.output_bias == "prior" else None
+        model = new_model(cfg.model, train_set.num_features, train_set.num_labels, prior).to(env.device)
+        loss_fn = losses.build_loss(cfg.loss, pos_weight=label_stats.pos_weight,
+                                    weight=label_stats.label_weight).to(env.device)
+        tr = start_training(cfg, env, train_set, model, loss_fn, resume=resume)
+        files = RunFiles(cfg, train_set, label_stats, write=env.rank == 0)
+        if resume is not None:
+            tr.best_model = files.best_model(env.device)
+            say(f"resumed from {files.dir} at epoch {tr.progress.epoch + 1}, step {tr.progress.step}")
+        files.open(cfg, label_stats, resumed=resume is not None, step=tr.progress.step)
+        evaluator = Evaluator(cfg.eval, label_stats, env, amp=cfg.train.amp)
+        val_loader = make_eval_loader(val_set, cfg.data, seed=cfg.train.seed, env=env)
+        epoch_times = fit(tr, val_loader, val_set.labels, evaluator, files, tcfg=cfg.train,
+                          grad_clip=cfg.optim.grad_clip, env=env, say=say)
+        return finish(tr, splits, val_loader, evaluator, files, cfg, env, prior=prior,
+                      epoch_times=epoch_times, say=say)
+    finally:
+        if files is not None:
+            files.close()
+        leaving = sys.exc_info()[1]   # the exception on its way out, if any
+        teardown_distributed(env, barrier=leaving is None or isinstance(leaving, RunStopped))
+
+
+def check_config(cfg: Config, *, world_size: int) -> None:
+    """What each key alone cannot say, checked before any data is read: the early-stopping
+    metric against ``eval.ks``, and a global batch that splits evenly over the processes."""
+    names = ["auprc_micro", "auprc_macro", "f1_micro", "f1_macro",
+             *[f"{m}@{k}" for m in ("p", "ndcg", "psp") for k in cfg.eval.ks],
+             *[f"auprc_macro_{b}" for b in stats.BUCKET_NAMES]]
+    if cfg.train.early_stopping_metric not in names:
+        raise ConfigError(f"config key 'train.early_stopping_metric' must be one of {', '.join(names)}; "
+                          f"got {cfg.train.early_stopping_metric!r}")
+    if cfg.data.batch_size % world_size:
+        raise ConfigError(f"config key 'data.batch_size' ({cfg.data.batch_size}) must be divisible "
+                          f"by the number of processes ({world_size})")
+
+
+def fit(tr: Training, val_loader, val_labels, ev: Evaluator, files: RunFiles, *, tcfg, grad_clip, env,
+        say) -> list[float]:
+    """Train epochs until ``train.epochs`` or early stopping, validating after each.
+
+    After each epoch: validation metrics (at 0.5, and ``calibrated/...`` at thresholds fitted
+    on these same scores), TensorBoard, ``last.pt``, and ``best.pt`` when the early-stopping
+    metric improved (those weights are also kept in ``tr.best_model``).
+
+    Returns:
+        The training time (s) of each epoch run here.
+
+    Raises:
+        RunStopped: after saving ``last.pt`` (not after a non-finite loss) and saying why.
+    """
+    metric, epoch_times, p = tcfg.early_stopping_metric, [], tr.progress
+    with StopOnSignal() as stop:
+        try:
+            while p.epoch < tcfg.epochs:
+                start = time.perf_counter()
+                tr.train_epoch(tcfg=tcfg, grad_clip=grad_clip, env=env, stop=stop, writer=files.writer)
+                epoch_times.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                val = ev.calibrate(tr.model, val_loader, val_labels)
+                val_metrics = val.metrics | _prefixed(val.calibrated, "calibrated/")
+                improved = tr.end_epoch(val_metrics, metric)
+                say(f"epoch {p.epoch}/{tcfg.epochs}: {metric} {val_metrics[metric]:.4f} (best "
+                    f"{p.best_value:.4f} @ epoch {p.best_epoch}); train {epoch_times[-1]:.1f} s, "
+                    f"eval {time.perf_counter() - start:.1f} s")
+                files.log_epoch(p.step, val_metrics, val, val_labels, epoch_times[-1],
+                                ev.figure_inputs(val.thresholds))
+                files.save("last.pt", tr)
+                if improved:
+                    files.save("best.pt", tr)
+                del val   # its (N_val, L) dense scores are not kept alive into the final phase
+                if tcfg.patience and p.bad_epochs >= tcfg.patience:
+                    say(f"early stopping: no improvement in {metric} for {p.bad_epochs} epochs")
+                    break
+                if any_process(stop.requested, env):
+                    raise Interrupted(stop.signum)
+        except RunStopped as stopped:
+            report_stop(stopped, tr, files, say)
+            raise
+    return epoch_times
+
+
+def report_stop(stopped: RunStopped, tr: Training, files: RunFiles, say) -> None:
+    """Save ``last.pt`` for ``--resume`` (not after a non-finite loss) and say why the run stopped."""
+    p, last = tr.progress, files.dir / "last.pt"
+    if isinstance(stopped, NonFiniteLoss):
+        say(f"error: non-finite loss at step {p.step + 1} (epoch {p.epoch + 1}); stopped without "
+            f"updating. Last good checkpoint: {last if last.is_file() else 'none (no epoch finished)'}")
+        return
+    files.save("last.pt", tr)
+    why = f"signal {stopped.signum}" if isinstance(stopped, Interrupted) else f"train.max_steps={p.step}"
+    say(f"stopped by {why} at step {p.step} (epoch {p.epoch + 1}); saved {last}. "
+        f"Continue with: python -m xmlc.train --resume {files.dir}")
+
+
+def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg: Config, env, *, prior,
+           epoch_times: list[float], say) -> dict:
+    """The final phase: best weights, thresholds fitted on validation, the optional refit, test,
+    then the outputs (:meth:`RunFiles.finish`) and the table; returns the metrics."""
+    train_set, val_set, test_set = splits
+    if tr.best_model is not None:
+        tr.model.load_state_dict(tr.best_model)
+    val = ev.calibrate(tr.model, val_loader, val_set.labels)
+    thresholds, results = val.thresholds, {"val": val.metrics, "val_calibrated": val.metrics | val.calibrated}
+    # the final figures' scores: test when there is a test split, else these validation scores
+    final_scores = ("validation", val.scores, val_set.labels) if test_set is None else None
+    del val
+    test_loader = None if test_set is None else make_eval_loader(test_set, cfg.data, seed=cfg.train.seed, env=env)
+    if cfg.train.refit:
+        if test_set is not None:   # the selected model on test, to show what the refit changed
+            results["test_before_refit"] = ev.test(tr.model, test_loader, test_set.labels,
+                                                   thresholds)[0]["test_calibrated"]
+        results["refit"] = refit_selected(tr, cfg, env, train_set, val_set, prior=prior, files=files, say=say)
+    if test_set is not None:
+        test_results, test_scores = ev.test(tr.model, test_loader, test_set.labels, thresholds)
+        results |= test_results
+        final_scores = ("test", test_scores, test_set.labels)
+        del test_scores
+    results |= run_summary(tr.progress, cfg.train.early_stopping_metric, splits, epoch_times)
+    files.finish(tr, thresholds, results, cfg, final_scores=final_scores,
+                 figure_inputs=ev.figure_inputs(thresholds))
+    say(results_table(results))
+    say(files.describe())
+    return results
+
+
+def refit_selected(tr: Training, cfg: Config, env, train_set, val_set, *, prior, files: RunFiles, say) -> dict:
+    """:func:`refit` for the selected number of epochs into ``tr.model``; returns its info.
+
+    Raises:
+        RunStopped: after saying that no metrics were written (``last.pt`` / ``best.pt`` keep
+            the finished first phase, so ``--resume`` runs the refit again).
+    """
+    p = tr.progress
+    with StopOnSignal() as stop:
+        try:
+            return refit(tr.model, cfg, env, train_set, val_set, tr.loss_fn, prior=prior, stop=stop, say=say,
+                         epochs=p.best_epoch if p.best_epoch > 0 else p.epoch)
+        except Interrupted as stopped:
+            say(f"refit stopped by signal {stopped.signum}; no metrics written. The training itself is "
+                f"saved: python -m xmlc.train --resume {files.dir} runs the refit again")
+            raise
+        except NonFiniteLoss:
+            say("error: non-finite loss in the refit on train + validation; no metrics written")
+            raise
+
+
+def run_summary(p: Progress, metric: str, splits, epoch_times: list[float]) -> dict:
+    """The run-level entries of ``metrics.json``: selection, steps, speed, memory and sizes."""
+    train_set, val_set, test_set = splits
+    epoch_time = float(np.mean(epoch_times)) if epoch_times else None
+    return {"best_epoch": p.best_epoch, "best_metric": {metric: p.best_value}, "epochs": p.epoch,
+            "steps": p.step, "epoch_time_s": epoch_time,
+            "train_examples_per_s": len(train_set) / epoch_time if epoch_times else None,
+            "peak_rss_mb": peak_rss_mb(), "num_train": len(train_set), "num_val": len(val_set),
+            "num_test": len(test_set) if test_set is not None else 0,
+            "num_features": train_set.num_features, "num_labels": train_set.num_labels}
+
+
+# ---------------------------------------------------------------------------------------
+# What a run is built from
 
 
 @dataclass
@@ -123,475 +346,52 @@ class Progress:
     bad_epochs: int = 0          # epochs since the last improvement
     history: list = field(default_factory=list)   # per-epoch validation metrics
 
-
-def run(cfg: Config, *, resume: dict | None = None) -> dict:
-    """Train, calibrate and test as configured; return ``{"status", "exit_code", "metrics", "dir"}``."""
-    env = setup_distributed(cfg.train.device)
-    out = Path(cfg.output.dir)
-    say = _printer(env.rank == 0)
-    seed_everything(cfg.train.seed)
-    check_early_stopping_metric(cfg)
-
-    # -- data and label statistics (train split only) --
-    train_set, val_set, test_set = load_splits(cfg.data, seed=cfg.train.seed, features=cfg.features, say=say)
-    num_features, num_labels = train_set.num_features, train_set.num_labels
-    counts, num_train = stats.label_and_example_counts(train_set.labels, num_labels)
-    pos_weight, label_weight = loss_weights(cfg.loss, counts, num_train)
-    buckets = stats.frequency_buckets(counts)
-    propensities = stats.propensity(counts, num_train)
-    say(f"data: train {len(train_set):,} / val {len(val_set):,} / test "
-        f"{len(test_set) if test_set is not None else 0:,} examples, {num_features:,} features, "
-        f"{num_labels:,} labels")
-
-    # -- model, loss, optimizer, schedule --
-    device = env.device
-    prior = None
-    if cfg.model.output_bias == "prior":
-        prior = torch.as_tensor(counts, dtype=torch.float32) / max(num_train, 1)
-        if pos_weight is not None:   # the constant that minimises BCE with pos_weight w: w p / (w p + 1 - p)
-            prior = pos_weight * prior / (pos_weight * prior + 1 - prior)
-    model = new_model(cfg.model, num_features, num_labels, prior).to(device)
-    loss_fn = losses.build_loss(cfg.loss, pos_weight=pos_weight, weight=label_weight).to(device)
-    if cfg.data.batch_size % env.world_size:
-        raise ConfigError(f"config key 'data.batch_size' ({cfg.data.batch_size}) must be divisible "
-                          f"by the number of processes ({env.world_size})")
-    sampler, train_loader, optimizer, scheduler = training_parts(cfg, env, train_set, model)
-    val_loader = make_eval_loader(val_set, cfg, env)
-
-    progress, best_state = Progress(), None
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        progress = Progress(**resume["progress"])
-        best_path = out / "best.pt"
-        if best_path.is_file():
-            best_state = load_checkpoint(best_path, map_location=device)["model"]
-        set_rng_state(resume["rng"])
-        say(f"resumed from {out} at epoch {progress.epoch + 1}, step {progress.step}")
-    train_model = data_parallel(model, env)
-
-    # -- outputs --
-    writer = None
-    if env.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump_config(cfg))
-        writer = open_writer(cfg, out, resumed=resume is not None, step=progress.step)
-        if resume is None:
-            remove_figures(out)
-        if writer is not None and resume is None:
-            log_run_start(writer, cfg, counts, num_train, pos_weight)
-    label_stats = {"counts": torch.as_tensor(counts, dtype=torch.int64), "num_examples": int(num_train),
-                   "pos_weight": pos_weight}
-
-    def figure_inputs(thresholds) -> dict:
-        """What the figures need besides scores and labels: arrays the run already has."""
-        return {"train_counts": counts, "buckets": buckets, "thresholds": thresholds, "calibration": cfg.eval.calibration,
-                "pos_weight": None if pos_weight is None else pos_weight.cpu()}
-
-    def checkpoint(thresholds=None) -> dict:
-        return {
-            "format": 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "progress": vars(progress).copy(),
-            "step": progress.step, "epoch": progress.epoch, "rng": rng_state(),
-            "config": to_dict(cfg), "num_features": num_features, "num_labels": num_labels,
-            "label_stats": label_stats, "thresholds": thresholds,
-            "label_names": train_set.label_names, "featurizer": train_set.featurizer,
-            "best": {"metric": cfg.train.early_stopping_metric, "value": progress.best_value,
-                     "epoch": progress.best_epoch},
-        }
-
-    # -- training --
-    status, epoch_times = "completed", []
-    with StopOnSignal() as stop:
-        while progress.epoch < cfg.train.epochs:
-            sampler.set_epoch(progress.epoch, skip_batches=progress.batch_in_epoch)
-            start = time.perf_counter()
-            status = train_one_epoch(train_model, train_loader, loss_fn, optimizer, scheduler,
-                                     progress=progress, cfg=cfg, env=env, stop=stop, writer=writer)
-            if status != "completed":
-                break
-            epoch_times.append(time.perf_counter() - start)
-            eval_start = time.perf_counter()
-            val_metrics, val_scores, val_thresholds = validate(model, val_loader, val_set.labels, cfg=cfg, env=env,
-                                                               buckets=buckets, propensities=propensities,
-                                                               pos_weight=pos_weight)
-            value = val_metrics[cfg.train.early_stopping_metric]
-            improved = value > progress.best_value   # False for NaN
-            progress.history.append({"epoch": progress.epoch + 1, "step": progress.step, **val_metrics})
-            if improved:
-                progress.best_value, progress.best_epoch, progress.bad_epochs = value, progress.epoch + 1, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                progress.bad_epochs += 1
-            progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
-            say(f"epoch {progress.epoch}/{cfg.train.epochs}: {cfg.train.early_stopping_metric} "
-                f"{value:.4f} (best {progress.best_value:.4f} @ epoch {progress.best_epoch}); "
-                f"train {epoch_times[-1]:.1f} s, eval {time.perf_counter() - eval_start:.1f} s")
-            if env.rank == 0:
-                log_epoch(writer, cfg, progress.step, val_metrics, val_scores, val_set.labels,
-                          epoch_times[-1], figure_inputs=figure_inputs(val_thresholds) if cfg.output.figures else None)
-                save_checkpoint(checkpoint(), out / "last.pt")
-                if improved:
-                    save_checkpoint(checkpoint(), out / "best.pt")
-            del val_scores, val_thresholds   # (N_val, L) dense: not kept alive into the final phase
-            if cfg.train.patience and progress.bad_epochs >= cfg.train.patience:
-                say(f"early stopping: no improvement in {cfg.train.early_stopping_metric} for "
-                    f"{progress.bad_epochs} epochs")
-                break
-            if any_process(stop.requested, env):
-                status = "interrupted"
-                break
-
-    if status != "completed":
-        return stop_run(status, stop, progress, checkpoint, out, env, writer, say)
-
-    # -- final: best weights, thresholds fitted on validation, optional refit, test --
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    results, thresholds, val_scores = fit_on_validation(model, cfg, env, val_set, val_loader, buckets,
-                                                        propensities, pos_weight)
-    # the final figures' scores: test when there is a test split, else these validation scores
-    final_scores = None if test_set is not None else ("validation", val_scores, val_set.labels)
-    del val_scores
-    if cfg.train.refit:
-        if test_set is not None:   # the selected model on test, to show what the refit changed
-            results["test_before_refit"] = score_test(model, cfg, env, test_set, thresholds, buckets,
-                                                      propensities, pos_weight)[0]["test_calibrated"]
-        epochs = progress.best_epoch if progress.best_epoch > 0 else progress.epoch
-        with StopOnSignal() as stop:
-            status, results["refit"] = refit(model, cfg, env, train_set, val_set, loss_fn, epochs=epochs,
-                                             prior=prior, stop=stop, say=say)
-        if status != "completed":
-            return stop_refit(status, stop, out, env, writer, say)
-    if test_set is not None:
-        test_results, test_scores = score_test(model, cfg, env, test_set, thresholds, buckets, propensities,
-                                               pos_weight)
-        results |= test_results
-        final_scores = ("test", test_scores, test_set.labels)
-        del test_scores
-    results |= {
-        "best_epoch": progress.best_epoch, "best_metric": {cfg.train.early_stopping_metric: progress.best_value},
-        "epochs": progress.epoch, "steps": progress.step,
-        "epoch_time_s": float(np.mean(epoch_times)) if epoch_times else None,
-        "train_examples_per_s": (len(train_set) / float(np.mean(epoch_times))) if epoch_times else None,
-        "peak_rss_mb": peak_rss_mb(),
-        "num_train": len(train_set), "num_val": len(val_set),
-        "num_test": len(test_set) if test_set is not None else 0,
-        "num_features": num_features, "num_labels": num_labels,
-    }
-    if env.rank == 0:
-        save_checkpoint(checkpoint(thresholds.float().cpu()), out / "best.pt")
-        (out / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-        if cfg.output.figures:
-            split, scores, labels = final_scores
-            write_final_figures(out, writer, progress.step, split, scores, labels, **figure_inputs(thresholds),
-                                num_train=num_train,
-                                pos_weight_power=cfg.loss.pos_weight_power if pos_weight is not None else 1.0,
-                                pos_weight_max=cfg.loss.pos_weight_max if pos_weight is not None else None)
-        del final_scores
-        if writer is not None:
-            log_final(writer, cfg, results)
-            writer.close()
-        say(results_table(results))
-        say(f"outputs: {out.resolve()}/ (config.yaml, best.pt, last.pt, metrics.json"
-            f"{', figures/*.png' if cfg.output.figures else ''}"
-            f"{', TensorBoard events: tensorboard --logdir ' + str(out.resolve()) if cfg.output.tensorboard else ''}); "
-            f"one HTML page: python -m xmlc.report {out}")
-    teardown_distributed(env)
-    return {"status": "completed", "exit_code": EXIT_OK, "metrics": results, "dir": str(out)}
+    def end_epoch(self, val_metrics: dict, metric: str) -> bool:
+        """Close the epoch just trained with its validation metrics; True if ``metric`` improved
+        on the best so far (NaN never does)."""
+        value = val_metrics[metric]
+        improved = value > self.best_value
+        self.history.append({"epoch": self.epoch + 1, "step": self.step, **val_metrics})
+        if improved:
+            self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch + 1, 0
+        else:
+            self.bad_epochs += 1
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        return improved
 
 
-def stop_run(status, stop, progress, checkpoint, out, env, writer, say) -> dict:
-    """Leave a run that did not complete: save last.pt (except after a non-finite loss)."""
-    if status == "nonfinite":
-        last = out / "last.pt"
-        say(f"error: non-finite loss at step {progress.step + 1} (epoch {progress.epoch + 1}); "
-            f"stopped without updating. Last good checkpoint: "
-            f"{last if last.is_file() else 'none (no epoch finished)'}")
-        code = EXIT_NONFINITE
-    else:
-        if env.rank == 0:
-            save_checkpoint(checkpoint(), out / "last.pt")
-        why = f"signal {stop.signum}" if status == "interrupted" else f"train.max_steps={progress.step}"
-        say(f"stopped by {why} at step {progress.step} (epoch {progress.epoch + 1}); saved "
-            f"{out / 'last.pt'}. Continue with: python -m xmlc.train --resume {out}")
-        code = 128 + stop.signum if status == "interrupted" else EXIT_OK
-    if writer is not None:
-        writer.close()
-    teardown_distributed(env)
-    return {"status": status, "exit_code": code, "metrics": None, "dir": str(out)}
+@dataclass
+class LabelStats:
+    """Label statistics of the training split: what the loss, the output bias, the metrics and
+    the checkpoint need. Validation and test never contribute."""
 
+    counts: np.ndarray                  # (L,) int64 positives per label
+    num_examples: int                   # N, rows of the training split
+    pos_weight: torch.Tensor | None     # (L,) the loss's positive weight (``loss.pos_weight``)
+    label_weight: torch.Tensor | None   # (L,) the loss's per-label weight (``loss.label_weight``)
+    buckets: np.ndarray                 # (L,) head / torso / tail bucket of each label
+    propensities: np.ndarray            # (L,) for PSP@k
 
-def stop_refit(status, stop, out, env, writer, say) -> dict:
-    """Leave a run whose refit did not finish; last.pt and best.pt keep the finished first phase."""
-    if status == "nonfinite":
-        say("error: non-finite loss in the refit on train + validation; no metrics written")
-        code = EXIT_NONFINITE
-    else:
-        say(f"refit stopped by signal {stop.signum}; no metrics written. The training itself is saved: "
-            f"python -m xmlc.train --resume {out} runs the refit again")
-        code = 128 + stop.signum
-    if writer is not None:
-        writer.close()
-    teardown_distributed(env)
-    return {"status": status, "exit_code": code, "metrics": None, "dir": str(out)}
+    @classmethod
+    def of(cls, data: xdata.XMCData, lcfg) -> LabelStats:
+        """The statistics of ``data``'s labels, loss weights as the ``loss`` section says."""
+        counts, num_examples = stats.label_and_example_counts(data.labels, data.num_labels)
+        pos_weight, label_weight = loss_weights(lcfg, counts, num_examples)
+        return cls(counts, num_examples, pos_weight, label_weight, stats.frequency_buckets(counts),
+                   stats.propensity(counts, num_examples))
 
+    def output_prior(self) -> torch.Tensor:
+        """(L,) the constant probability that minimises the loss: the positive rate ``p``, or with
+        ``pos_weight`` w the minimiser of weighted BCE, ``w p / (w p + 1 - p)``."""
+        prior = torch.as_tensor(self.counts, dtype=torch.float32) / max(self.num_examples, 1)
+        if self.pos_weight is not None:
+            prior = self.pos_weight * prior / (self.pos_weight * prior + 1 - prior)
+        return prior
 
-# ---------------------------------------------------------------------------------------
-# Refit on train + validation
-
-
-def refit(model, cfg: Config, env, train_set, val_set, loss_fn, *, epochs: int, prior=None, stop,
-          say) -> tuple[str, dict]:
-    """Train a fresh model on train + validation for ``epochs`` epochs; copy its weights into ``model``.
-
-    The run that selected ``epochs`` (on validation), repeated with the validation rows added
-    to the training rows: same seed, initialisation (``prior`` as in :func:`new_model`), loss,
-    optimizer, and a schedule spanning ``train.epochs`` epochs of the larger set, stopped after
-    ``epochs`` of them, so the refit ends at the learning rate the selected model ended at.
-    ``train.max_steps`` does not apply. The refit is not logged to TensorBoard. ``stop`` is a
-    :class:`StopOnSignal`; ``say`` prints one progress line per epoch.
-
-    Returns:
-        (status, info): status as :func:`train_one_epoch` returns it ("completed" once all
-        ``epochs`` ran; ``model`` is only changed then); info ``{"epochs", "steps",
-        "num_train", "time_s"}`` for ``metrics.json``.
-    """
-    data = concat_data(train_set, val_set)
-    seed_everything(cfg.train.seed)
-    fresh = new_model(cfg.model, data.num_features, data.num_labels, prior).to(env.device)
-    sampler, loader, optimizer, scheduler = training_parts(cfg, env, data, fresh)
-    train_model = data_parallel(fresh, env)
-    run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=None))
-    progress, start = Progress(), time.perf_counter()
-    while progress.epoch < epochs:
-        sampler.set_epoch(progress.epoch)
-        status = train_one_epoch(train_model, loader, loss_fn, optimizer, scheduler, progress=progress,
-                                 cfg=run_cfg, env=env, stop=stop, writer=None)
-        if status != "completed":
-            return status, {}
-        progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
-        say(f"refit epoch {progress.epoch}/{epochs} on train + validation ({len(data):,} examples)")
-        if any_process(stop.requested, env):
-            return "interrupted", {}
-    model.load_state_dict(fresh.state_dict())
-    return "completed", {"epochs": epochs, "steps": progress.step, "num_train": len(data),
-                         "time_s": time.perf_counter() - start}
-
-
-# ---------------------------------------------------------------------------------------
-# One epoch
-
-
-def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: Progress, cfg: Config,
-                    env, stop, writer) -> str:
-    """One pass over ``loader`` (from where ``progress`` says); returns why it ended.
-
-    "completed" at the end of the data; "interrupted" after a SIGINT/SIGTERM;
-    "max_steps" at ``train.max_steps``; "nonfinite" on a NaN/inf loss, before that
-    step touches the parameters.
-    """
-    model.train()
-    device, tcfg = env.device, cfg.train
-    amp = tcfg.amp and device.type == "cuda"
-    window_start, window_examples, window_steps, loss_sum = time.perf_counter(), 0, 0, 0.0
-    with tqdm(loader, desc=f"epoch {progress.epoch + 1}/{tcfg.epochs}", leave=False, dynamic_ncols=True,
-              disable=env.rank != 0 or not tcfg.progress, mininterval=0.5) as bar:
-        for batch in bar:
-            if tcfg.max_steps is not None and progress.step >= tcfg.max_steps:
-                return "max_steps"
-            batch = batch.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(batch)
-            loss = ensemble_loss(loss_fn, logits, batch.targets)
-            loss_value, nonfinite, stop_now = agree(loss.detach(), stop.requested, env)
-            if nonfinite:
-                return "nonfinite"
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            lr = optimizer.param_groups[0]["lr"]   # the rate this step used
-            optimizer.step()
-            scheduler.step()
-            progress.step += 1
-            progress.batch_in_epoch += 1
-            window_examples += len(batch) * env.world_size
-            window_steps += 1
-            loss_sum += loss_value
-            if progress.step % tcfg.log_every == 0:
-                elapsed = time.perf_counter() - window_start
-                rate = window_examples / max(elapsed, 1e-9)
-                mean_loss = loss_sum / window_steps
-                bar.set_postfix(loss=f"{mean_loss:.4f}", ex_s=f"{rate:,.0f}", refresh=False)
-                if writer is not None:
-                    writer.add_scalar("train/loss", mean_loss, progress.step)
-                    writer.add_scalar("train/lr", lr, progress.step)
-                    writer.add_scalar("train/grad_norm", float(grad_norm), progress.step)
-                    writer.add_scalar("train/examples_per_s", rate, progress.step)
-                window_start, window_examples, window_steps, loss_sum = time.perf_counter(), 0, 0, 0.0
-            if stop_now:
-                return "interrupted"
-    return "completed"
-
-
-def agree(loss: torch.Tensor, stop_requested: bool, env) -> tuple[float, bool, bool]:
-    """Mean loss over processes, whether any is non-finite, whether any process must stop.
-
-    One small all-reduce per step under DDP, so every process takes the same decision.
-    """
-    if env.world_size == 1:
-        value = loss.item()
-        return value, not math.isfinite(value), stop_requested
-    flags = torch.stack([loss.float(), (~torch.isfinite(loss)).float(),
-                         torch.tensor(float(stop_requested), device=loss.device)])
-    dist.all_reduce(flags)
-    value, nonfinite, stop_now = flags.tolist()
-    return value / env.world_size, nonfinite > 0 or not math.isfinite(value), stop_now > 0
-
-
-def any_process(flag: bool, env) -> bool:
-    """True on every process if ``flag`` is true on any (a collective under DDP)."""
-    if env.world_size == 1:
-        return flag
-    t = torch.tensor(float(flag), device=env.device)
-    dist.all_reduce(t)
-    return bool(t.item() > 0)
-
-
-# ---------------------------------------------------------------------------------------
-# Evaluation
-
-
-def evaluate(model, loader, labels, *, cfg: Config, env, buckets=None, propensities=None,
-             thresholds=0.5) -> tuple[dict, torch.Tensor]:
-    """Score ``loader`` and compute :func:`xmlc.metrics.evaluate_all` against CSR ``labels``.
-
-    Returns (metrics, scores (N, L)).
-    """
-    scores = predict_scores(model, loader, labels.shape[0], device=env.device, amp=cfg.train.amp,
-                            world_size=env.world_size)
-    result = metrics.evaluate_all(scores, labels, thresholds=thresholds, ks=tuple(cfg.eval.ks),
-                                  buckets=buckets, propensities=propensities)
-    return {k: float(v) for k, v in result.items()}, scores
-
-
-def validate(model, loader, labels, *, cfg: Config, env, buckets, propensities, pos_weight):
-    """Per-epoch validation: :func:`evaluate` at 0.5, plus ``calibrated/f1_micro``, ``calibrated/f1_macro``
-    and ``calibrated/positive_rate_ratio*`` at thresholds fitted on these same scores.
-
-    Returns (metrics, scores (N, L), thresholds (L,)).
-    """
-    val_metrics, scores = evaluate(model, loader, labels, cfg=cfg, env=env, buckets=buckets,
-                                   propensities=propensities)
-    thresholds = thresholds_for(cfg.eval, scores, labels, pos_weight)
-    val_metrics |= _prefixed(threshold_metrics(scores, labels, thresholds, buckets), "calibrated/")
-    return val_metrics, scores, thresholds
-
-
-def fit_on_validation(model, cfg: Config, env, val_set, val_loader, buckets, propensities,
-                      pos_weight) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Score validation with the selected weights and fit per-label thresholds (L,) on those scores.
-
-    Returns ({"val", "val_calibrated"} metrics, thresholds, scores (N_val, L)).
-    """
-    val_metrics, val_scores = evaluate(model, val_loader, val_set.labels, cfg=cfg, env=env,
-                                       buckets=buckets, propensities=propensities)
-    thresholds = thresholds_for(cfg.eval, val_scores, val_set.labels, pos_weight)
-    results = {"val": val_metrics,
-               "val_calibrated": val_metrics | threshold_metrics(val_scores, val_set.labels, thresholds, buckets)}
-    return results, thresholds, val_scores
-
-
-def score_test(model, cfg: Config, env, test_set, thresholds, buckets, propensities,
-               pos_weight) -> tuple[dict, torch.Tensor]:
-    """Test metrics at 0.5 ("test"), at ``thresholds`` ("test_calibrated") and, with pos_weight,
-    at the ln(pos_weight) logit correction ("test_prior"); and the test scores (N_test, L)."""
-    test_loader = make_eval_loader(test_set, cfg, env)
-    test_metrics, test_scores = evaluate(model, test_loader, test_set.labels, cfg=cfg, env=env,
-                                         buckets=buckets, propensities=propensities)
-    results = {"test": test_metrics,
-               "test_calibrated": test_metrics | threshold_metrics(test_scores, test_set.labels, thresholds, buckets)}
-    if pos_weight is not None:   # the ln(pos_weight) logit correction, for comparison
-        prior = calibrate.prior_thresholds(pos_weight.cpu())
-        results["test_prior"] = test_metrics | threshold_metrics(test_scores, test_set.labels, prior, buckets)
-    return results, test_scores
-
-
-# ---------------------------------------------------------------------------------------
-# Data
-
-
-class ResumableSampler(DistributedSampler):
-    """``DistributedSampler`` whose epoch can start after its first ``skip_batches`` batches.
-
-    The order of epoch ``e`` is a permutation seeded by ``seed + e``, identical for any number
-    of processes: with one process, batch ``i`` holds positions ``[i*B, (i+1)*B)`` of it; with
-    ``W`` processes of ``B/W`` each, the same positions are spread over the processes. Skipping
-    is what makes a mid-epoch ``--resume`` see exactly the batches it would have seen.
-    """
-
-    def __init__(self, dataset, env, *, seed: int, batch_size: int):
-        super().__init__(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed)
-        self.batch_size = batch_size
-        self.skip = 0
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        super().set_epoch(epoch)
-        self.skip = skip_batches * self.batch_size
-
-    def indices_for_epoch(self, epoch: int) -> list[int]:
-        saved, self.epoch = self.epoch, epoch
-        try:
-            return list(super().__iter__())
-        finally:
-            self.epoch = saved
-
-    def __iter__(self):
-        return islice(super().__iter__(), self.skip, None)
-
-    def __len__(self) -> int:
-        return max(super().__len__() - self.skip, 0)
-
-
-def make_loader(dataset, batch_size: int, sampler, cfg: Config, env):
-    # xdata.make_loader seeds the loader's own generator, so creating iterators never draws
-    # from the global RNG (dropout masks stay the same across a mid-epoch resume).
-    return xdata.make_loader(dataset, batch_size, shuffle=False, seed=cfg.train.seed,
-                             num_workers=cfg.data.num_workers, pin_memory=env.device.type == "cuda",
-                             sampler=sampler)
-
-
-def make_eval_loader(dataset, cfg: Config, env):
-    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=False)
-    return make_loader(dataset, cfg.data.eval_batch_size, sampler, cfg, env)
-
-
-def training_parts(cfg: Config, env, dataset, model: nn.Module):
-    """(sampler, loader, AdamW, schedule) to train ``model`` on ``dataset``: this process's share
-    of the global ``data.batch_size``, a schedule spanning ``train.epochs`` epochs of ``dataset``."""
-    batch_size = cfg.data.batch_size // env.world_size
-    sampler = ResumableSampler(dataset, env, seed=cfg.train.seed, batch_size=batch_size)
-    loader = make_loader(dataset, batch_size, sampler, cfg, env)
-    steps_per_epoch = math.ceil(len(sampler.indices_for_epoch(0)) / batch_size)
-    optimizer = build_optimizer(cfg.optim, model)
-    scheduler = build_scheduler(cfg.optim, optimizer, total_steps=steps_per_epoch * cfg.train.epochs)
-    return sampler, loader, optimizer, scheduler
-
-
-def data_parallel(model: nn.Module, env) -> nn.Module:
-    """``model`` in DistributedDataParallel when several processes train, else ``model`` itself."""
-    if env.world_size == 1:
-        return model
-    return nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-
-
-def new_model(mcfg, num_features: int, num_labels: int, prior: torch.Tensor | None = None) -> nn.Module:
-    """The ``model`` section's encoder; output bias at ``log(p / (1 - p))`` of ``prior`` (L,) if given."""
-    model = build_model(mcfg, num_features, num_labels)
-    if prior is not None:
-        init_output_bias(model, prior)
-    return model
+    def for_checkpoint(self) -> dict:
+        """What ``evaluate`` / ``predict`` need from a checkpoint alone (plain tensors and ints)."""
+        return {"counts": torch.as_tensor(self.counts, dtype=torch.int64),
+                "num_examples": int(self.num_examples), "pos_weight": self.pos_weight}
 
 
 def loss_weights(lcfg, counts, num_examples) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -609,57 +409,328 @@ def loss_weights(lcfg, counts, num_examples) -> tuple[torch.Tensor | None, torch
     return pos_weight, (None if weight is None else weight.float())
 
 
-# ---------------------------------------------------------------------------------------
-# TensorBoard
-
-
-# ---------------------------------------------------------------------------------------
-# Small helpers
+def new_model(mcfg, num_features: int, num_labels: int, prior: torch.Tensor | None = None) -> nn.Module:
+    """The ``model`` section's encoder; output bias at ``log(p / (1 - p))`` of ``prior`` (L,) if given."""
+    model = build_model(mcfg, num_features, num_labels)
+    if prior is not None:
+        init_output_bias(model, prior)
+    return model
 
 
 @dataclass
-class DistEnv:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
+class Training:
+    """One training phase: the model, what updates it, its data order and where it stands."""
+
+    model: nn.Module                 # the bare model: state_dict, evaluation
+    step_model: nn.Module            # what the loop calls: ``model`` or its DDP wrap
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    sampler: ResumableSampler
+    loader: torch.utils.data.DataLoader
+    progress: Progress = field(default_factory=Progress)
+    best_model: dict | None = None   # weights of the best epoch so far
+
+    def train_epoch(self, *, tcfg, grad_clip, env, stop, writer=None) -> None:
+        """:func:`train_one_epoch` on the current epoch, from the batch ``progress`` has reached."""
+        self.sampler.set_epoch(self.progress.epoch, skip_batches=self.progress.batch_in_epoch)
+        train_one_epoch(self.step_model, self.loader, self.loss_fn, self.optimizer, self.scheduler,
+                        progress=self.progress, tcfg=tcfg, grad_clip=grad_clip, env=env, stop=stop,
+                        writer=writer)
+
+    def end_epoch(self, val_metrics: dict, metric: str) -> bool:
+        """:meth:`Progress.end_epoch`, keeping the weights when ``metric`` improved."""
+        improved = self.progress.end_epoch(val_metrics, metric)
+        if improved:
+            self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return improved
 
 
-def setup_distributed(device_choice: str) -> DistEnv:
-    """Device from ``train.device``; under torchrun (WORLD_SIZE > 1) join the process group."""
-    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
-    if device_choice == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config key 'train.device' is 'cuda' but no CUDA device is available")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return DistEnv(device=torch.device("cuda" if use_cuda else "cpu"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return DistEnv(rank=dist.get_rank(), world_size=world_size,
-                   device=torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
+def start_training(cfg: Config, env, dataset, model: nn.Module, loss_fn: nn.Module, *,
+                   resume: dict | None = None) -> Training:
+    """Sampler, loader, AdamW and schedule to train ``model`` on ``dataset``; with ``resume`` (a
+    checkpoint dict) the model, optimizer, schedule, progress and RNG states continue from it.
+
+    Each process takes its share of the global ``data.batch_size``; the schedule spans
+    ``train.epochs`` epochs of ``dataset``.
+    """
+    batch_size = cfg.data.batch_size // env.world_size
+    sampler = ResumableSampler(dataset, env, seed=cfg.train.seed, batch_size=batch_size)
+    loader = make_loader(dataset, batch_size, sampler, cfg.data, seed=cfg.train.seed, env=env)
+    total_steps = steps_per_epoch(len(dataset), cfg.data.batch_size, env.world_size) * cfg.train.epochs
+    optimizer = build_optimizer(cfg.optim, model)
+    scheduler = build_scheduler(cfg.optim, optimizer, total_steps=total_steps)
+    progress = Progress()
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        progress = Progress(**resume["progress"])
+        set_rng_state(resume["rng"])
+    return Training(model, data_parallel(model, env), loss_fn, optimizer, scheduler, sampler, loader, progress)
 
 
-def teardown_distributed(env: DistEnv) -> None:
-    if env.world_size > 1 and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+class RunFiles:
+    """What a run leaves in ``output.dir``: ``config.yaml``, ``last.pt`` / ``best.pt``,
+    ``metrics.json``, TensorBoard events and figures. Only the process with ``write`` (rank 0)
+    writes; the others call the same methods, which do nothing there."""
+
+    def __init__(self, cfg: Config, train_set, label_stats: LabelStats, *, write: bool):
+        self.dir, self.write, self.ocfg, self.writer = Path(cfg.output.dir), write, cfg.output, None
+        self._metric = cfg.train.early_stopping_metric
+        self._pr_curve = {"pr_curve_samples": cfg.eval.pr_curve_samples, "seed": cfg.train.seed}
+        with_pw = label_stats.pos_weight is not None   # the long-tail figure draws the pos_weight used
+        self._long_tail = {"num_train": label_stats.num_examples,
+                           "pos_weight_power": cfg.loss.pos_weight_power if with_pw else 1.0,
+                           "pos_weight_max": cfg.loss.pos_weight_max if with_pw else None}
+        self._fixed = {"config": to_dict(cfg), "num_features": train_set.num_features,
+                       "num_labels": train_set.num_labels, "label_stats": label_stats.for_checkpoint(),
+                       "label_names": train_set.label_names, "featurizer": train_set.featurizer}
+
+    def open(self, cfg: Config, label_stats: LabelStats, *, resumed: bool, step: int) -> None:
+        """Make the directory, write ``config.yaml``, open TensorBoard (a fresh run replaces the
+        events and figures of an earlier run there; a resumed one drops events after ``step``)."""
+        if not self.write:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.yaml").write_text(dump_config(cfg))
+        if not resumed:
+            remove_figures(self.dir)
+        if self.ocfg.tensorboard:
+            self.writer = open_writer(self.dir, resumed=resumed, step=step)
+            if not resumed:
+                log_run_start(self.writer, cfg, label_stats.counts, label_stats.num_examples,
+                              label_stats.pos_weight)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def checkpoint(self, tr: Training, thresholds: torch.Tensor | None = None) -> dict:
+        """The self-contained checkpoint dict of ``tr`` (plain data: ``torch.load(weights_only=True)``)."""
+        p = tr.progress
+        return {"format": 1, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
+                "scheduler": tr.scheduler.state_dict(), "progress": vars(p).copy(), "step": p.step,
+                "epoch": p.epoch, "rng": rng_state(), **self._fixed, "thresholds": thresholds,
+                "best": {"metric": self._metric, "value": p.best_value, "epoch": p.best_epoch}}
+
+    def save(self, name: str, tr: Training, thresholds: torch.Tensor | None = None) -> None:
+        if self.write:
+            save_checkpoint(self.checkpoint(tr, thresholds), self.dir / name)
+
+    def best_model(self, device) -> dict | None:
+        """The weights in ``best.pt`` (a resumed run's best so far), or None."""
+        path = self.dir / "best.pt"
+        return load_checkpoint(path, map_location=device)["model"] if path.is_file() else None
+
+    def log_epoch(self, step: int, val_metrics: dict, val: Validation, labels, epoch_time: float,
+                  figure_inputs: dict) -> None:
+        """TensorBoard after an epoch (:func:`xmlc.monitor.log_epoch`), figures with ``output.figures``."""
+        if self.writer is not None:
+            log_epoch(self.writer, step, val_metrics, val.scores, labels, epoch_time, **self._pr_curve,
+                      figure_inputs=figure_inputs if self.ocfg.figures else None)
+
+    def finish(self, tr: Training, thresholds: torch.Tensor, results: dict, cfg: Config, *, final_scores,
+               figure_inputs: dict) -> None:
+        """``best.pt`` (the final weights with their thresholds), ``metrics.json``, the final figures
+        from ``final_scores`` = (split name, scores (N, L), labels), the hparams."""
+        self.save("best.pt", tr, thresholds.float().cpu())
+        if not self.write:
+            return
+        (self.dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+        if self.ocfg.figures:
+            split, scores, labels = final_scores
+            write_final_figures(self.dir, self.writer, tr.progress.step, split, scores, labels, **figure_inputs,
+                                **self._long_tail)
+        if self.writer is not None:
+            log_final(self.writer, cfg, results)
+
+    def describe(self) -> str:
+        where = self.dir.resolve()
+        return (f"outputs: {where}/ (config.yaml, best.pt, last.pt, metrics.json"
+                f"{', figures/*.png' if self.ocfg.figures else ''}"
+                f"{', TensorBoard events: tensorboard --logdir ' + str(where) if self.ocfg.tensorboard else ''}); "
+                f"one HTML page: python -m xmlc.report {self.dir}")
+
+
+class Validation(NamedTuple):
+    metrics: dict            # metrics at 0.5
+    calibrated: dict         # threshold metrics at ``thresholds``
+    thresholds: torch.Tensor  # (L,) fitted on ``scores``
+    scores: torch.Tensor     # (N, L)
+
+
+@dataclass
+class Evaluator:
+    """Scores a split and computes its metrics with the training split's label statistics."""
+
+    ecfg: object             # the ``eval`` section
+    label_stats: LabelStats
+    env: DistEnv
+    amp: bool = True
+
+    def evaluate(self, model, loader, labels) -> tuple[dict, torch.Tensor]:
+        """(:func:`xmlc.metrics.evaluate_all` at 0.5 against CSR ``labels``, scores (N, L))."""
+        scores = predict_scores(model, loader, labels.shape[0], device=self.env.device, amp=self.amp,
+                                world_size=self.env.world_size)
+        ls = self.label_stats
+        result = evaluate_all(scores, labels, thresholds=0.5, ks=tuple(self.ecfg.ks), buckets=ls.buckets,
+                              propensities=ls.propensities)
+        return {k: float(v) for k, v in result.items()}, scores
+
+    def calibrate(self, model, loader, labels) -> Validation:
+        """Metrics at 0.5 and at per-label thresholds fitted (``eval.calibration``) on these scores."""
+        at_half, scores = self.evaluate(model, loader, labels)
+        thresholds = thresholds_for(self.ecfg, scores, labels, self.label_stats.pos_weight)
+        calibrated = threshold_metrics(scores, labels, thresholds, self.label_stats.buckets)
+        return Validation(at_half, calibrated, thresholds, scores)
+
+    def test(self, model, loader, labels, thresholds: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """Metrics at 0.5 ("test"), at ``thresholds`` ("test_calibrated") and, with a pos_weight,
+        at the ln(pos_weight) logit correction ("test_prior"); and the scores (N, L)."""
+        at_half, scores = self.evaluate(model, loader, labels)
+        buckets, pos_weight = self.label_stats.buckets, self.label_stats.pos_weight
+        results = {"test": at_half,
+                   "test_calibrated": at_half | threshold_metrics(scores, labels, thresholds, buckets)}
+        if pos_weight is not None:   # for comparison
+            prior = prior_thresholds(pos_weight.cpu())
+            results["test_prior"] = at_half | threshold_metrics(scores, labels, prior, buckets)
+        return results, scores
+
+    def figure_inputs(self, thresholds: torch.Tensor) -> dict:
+        """What :func:`xmlc.figures.run_figures` needs besides scores and labels."""
+        ls = self.label_stats
+        return {"train_counts": ls.counts, "buckets": ls.buckets, "thresholds": thresholds,
+                "calibration": self.ecfg.calibration,
+                "pos_weight": None if ls.pos_weight is None else ls.pos_weight.cpu()}
+
+
+# ---------------------------------------------------------------------------------------
+# Refit on train + validation
+
+
+def refit(model, cfg: Config, env, train_set, val_set, loss_fn, *, epochs: int, prior=None, stop,
+          say) -> dict:
+    """Train a fresh model on train + validation for ``epochs`` epochs; copy its weights into ``model``.
+
+    The run that selected ``epochs`` (on validation), repeated with the validation rows added
+    to the training rows: same seed, initialisation (``prior`` as in :func:`new_model`), loss,
+    optimizer, and a schedule spanning ``train.epochs`` epochs of the larger set, stopped after
+    ``epochs`` of them, so the refit ends at the learning rate the selected model ended at.
+    ``train.max_steps`` does not apply. The refit is not logged to TensorBoard. ``stop`` is a
+    :class:`StopOnSignal`; ``say`` prints one progress line per epoch.
+
+    Returns:
+        ``{"epochs", "steps", "num_train", "time_s"}`` for ``metrics.json``.
+
+    Raises:
+        RunStopped: :class:`Interrupted` or :class:`NonFiniteLoss`; ``model`` is unchanged then.
+    """
+    data = concat_data(train_set, val_set)
+    seed_everything(cfg.train.seed)
+    fresh = new_model(cfg.model, data.num_features, data.num_labels, prior).to(env.device)
+    tr = start_training(cfg, env, data, fresh, loss_fn)
+    tcfg = dataclasses.replace(cfg.train, max_steps=None)
+    start = time.perf_counter()
+    while tr.progress.epoch < epochs:
+        tr.train_epoch(tcfg=tcfg, grad_clip=cfg.optim.grad_clip, env=env, stop=stop)
+        tr.progress.epoch, tr.progress.batch_in_epoch = tr.progress.epoch + 1, 0
+        say(f"refit epoch {tr.progress.epoch}/{epochs} on train + validation ({len(data):,} examples)")
+        if any_process(stop.requested, env):
+            raise Interrupted(stop.signum)
+    model.load_state_dict(fresh.state_dict())
+    return {"epochs": epochs, "steps": tr.progress.step, "num_train": len(data),
+            "time_s": time.perf_counter() - start}
+
+
+# ---------------------------------------------------------------------------------------
+# One epoch
+
+
+def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: Progress, tcfg, grad_clip,
+                    env, stop, writer=None) -> None:
+    """One pass over ``loader`` (from where ``progress`` says), counting steps in ``progress``.
+
+    Args:
+        tcfg: the ``train`` section (``max_steps``, ``amp``, ``log_every``, ``progress``, ``epochs``).
+        grad_clip: ``optim.grad_clip``, the max gradient norm, or None.
+        env: :class:`DistEnv`; under DDP every process takes the same decisions.
+        stop: :class:`StopOnSignal` (anything with ``requested`` and ``signum``).
+        writer: TensorBoard writer for ``train/*`` every ``train.log_every`` steps, or None.
+
+    Raises:
+        StepLimit: at ``train.max_steps``, before the next step.
+        NonFiniteLoss: on a NaN/inf loss, before that step touches the parameters.
+        Interrupted: after the step in flight when a SIGINT/SIGTERM arrived.
+    """
+    model.train()
+    device = env.device
+    amp = tcfg.amp and device.type == "cuda"
+    window_start, window_examples, window_steps, loss_sum = time.perf_counter(), 0, 0, 0.0
+    with tqdm(loader, desc=f"epoch {progress.epoch + 1}/{tcfg.epochs}", leave=False, dynamic_ncols=True,
+              disable=env.rank != 0 or not tcfg.progress, mininterval=0.5) as bar:
+        for batch in bar:
+            if tcfg.max_steps is not None and progress.step >= tcfg.max_steps:
+                raise StepLimit(f"train.max_steps={tcfg.max_steps}")
+            batch = batch.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(batch)
+            loss = ensemble_loss(loss_fn, logits, batch.targets)
+            agreed = agree(loss.detach(), stop.requested, env)
+            if agreed.nonfinite:
+                raise NonFiniteLoss(f"non-finite loss at step {progress.step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = clip_grad_norm_(model.parameters(), grad_clip)
+            lr = optimizer.param_groups[0]["lr"]   # the rate this step used
+            optimizer.step()
+            scheduler.step()
+            progress.step += 1
+            progress.batch_in_epoch += 1
+            window_examples += len(batch) * env.world_size
+            window_steps += 1
+            loss_sum += agreed.loss
+            if progress.step % tcfg.log_every == 0:
+                elapsed = time.perf_counter() - window_start
+                rate = window_examples / max(elapsed, 1e-9)
+                mean_loss = loss_sum / window_steps
+                bar.set_postfix(loss=f"{mean_loss:.4f}", ex_s=f"{rate:,.0f}", refresh=False)
+                if writer is not None:
+                    writer.add_scalar("train/loss", mean_loss, progress.step)
+                    writer.add_scalar("train/lr", lr, progress.step)
+                    writer.add_scalar("train/grad_norm", float(grad_norm), progress.step)
+                    writer.add_scalar("train/examples_per_s", rate, progress.step)
+                window_start, window_examples, window_steps, loss_sum = time.perf_counter(), 0, 0, 0.0
+            if agreed.stop:
+                raise Interrupted(stop.signum)
+
+
+# ---------------------------------------------------------------------------------------
+# Loaders
+
+
+def make_loader(dataset, batch_size: int, sampler, dcfg, *, seed: int, env):
+    """A loader over ``sampler``'s rows; ``data.num_workers`` workers, pinned memory on CUDA."""
+    # xdata.make_loader seeds the loader's own generator, so creating iterators never draws
+    # from the global RNG (dropout masks stay the same across a mid-epoch resume).
+    return xdata.make_loader(dataset, batch_size, shuffle=False, seed=seed, num_workers=dcfg.num_workers,
+                             pin_memory=env.device.type == "cuda", sampler=sampler)
+
+
+def make_eval_loader(dataset, dcfg, *, seed: int, env):
+    """This process's shard of ``dataset`` in order, in batches of ``data.eval_batch_size``."""
+    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=False)
+    return make_loader(dataset, dcfg.eval_batch_size, sampler, dcfg, seed=seed, env=env)
+
+
+# ---------------------------------------------------------------------------------------
+# Seeds, signals, small helpers
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def check_early_stopping_metric(cfg: Config) -> None:
-    names = ["auprc_micro", "auprc_macro", "f1_micro", "f1_macro",
-             *[f"{m}@{k}" for m in ("p", "ndcg", "psp") for k in cfg.eval.ks],
-             *[f"auprc_macro_{b}" for b in stats.BUCKET_NAMES]]
-    if cfg.train.early_stopping_metric not in names:
-        raise ConfigError(f"config key 'train.early_stopping_metric' must be one of {', '.join(names)}; "
-                          f"got {cfg.train.early_stopping_metric!r}")
 
 
 class StopOnSignal:

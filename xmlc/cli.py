@@ -1,0 +1,65 @@
+"""What the command-line jobs (``xmlc.train``, ``xmlc.evaluate``, ``xmlc.predict``) share: the
+exit statuses, and the one table that maps an error the user can fix to its status.
+
+A user-fixable error ends the job with one line, ``error: <message>``, on stderr and its
+status; any other exception is a bug in xmlc and ends in a traceback.
+
+Example:
+    >>> exit_status(FileNotFoundError("data.train: file not found: x.txt"))
+    <ExitStatus.USAGE: 2>
+    >>> exit_status(KeyError("bug")) is None
+    True
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import IntEnum
+
+from xmlc.config import ConfigError
+from xmlc.data import DataFileError
+
+__all__ = ["ExitStatus", "USER_ERRORS", "INPUT_ERRORS", "exit_status", "report_error"]
+
+
+class ExitStatus(IntEnum):
+    """Process exit statuses of the xmlc commands (a stop by signal N exits ``128 + N``)."""
+
+    OK = 0          # finished, or stopped at train.max_steps (resumable)
+    FAILED = 1      # the run failed on the way (a non-finite loss); the last good checkpoint is kept
+    USAGE = 2       # bad arguments, config or input: fix them and run again
+
+    @staticmethod
+    def for_signal(signum: int) -> int:
+        """The shell convention for a job stopped by signal ``signum``: ``128 + signum`` (130, 143)."""
+        return 128 + int(signum)
+
+
+# Errors a user can fix, in the order they are matched (the first ``isinstance`` wins), each
+# with its exit status. Exceptions not listed here are bugs: they keep their traceback.
+USER_ERRORS: tuple[tuple[type[BaseException], ExitStatus], ...] = (
+    (ConfigError, ExitStatus.USAGE),
+    (DataFileError, ExitStatus.USAGE),
+    (FileNotFoundError, ExitStatus.USAGE),
+)
+
+# ``evaluate`` and ``predict`` also read a checkpoint and check their own arguments; what they
+# find wrong there is a ValueError naming the file or the argument.
+INPUT_ERRORS = USER_ERRORS + ((ValueError, ExitStatus.USAGE),)
+
+
+def exit_status(exc: BaseException, table=USER_ERRORS) -> ExitStatus | None:
+    """The exit status ``table`` gives ``exc``, or None when ``exc`` is not a user error."""
+    for kind, status in table:
+        if isinstance(exc, kind):
+            return status
+    return None
+
+
+def report_error(exc: BaseException, table=USER_ERRORS) -> ExitStatus:
+    """Print ``error: <exc>`` to stderr and return its status; re-raise ``exc`` if ``table`` lacks it."""
+    status = exit_status(exc, table)
+    if status is None:
+        raise exc
+    print(f"error: {exc}", file=sys.stderr)
+    return status
