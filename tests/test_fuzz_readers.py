@@ -9,6 +9,7 @@ examples), so the test is deterministic and takes a few seconds.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -19,9 +20,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from xmlc import tables
 from xmlc.data import read_xmc
 
-FUZZ = settings(max_examples=int(os.environ.get("XMLC_FUZZ_EXAMPLES", 300)), derandomize=True, deadline=None, database=None,
+EXAMPLES = int(os.environ.get("XMLC_FUZZ_EXAMPLES", 200))   # e.g. 5000 for a long local hunt
+FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -194,3 +197,192 @@ def test_xmc_reader_matches_the_reference(tmp_path, raw):
 ])
 def test_xmc_reader_edge_cases(tmp_path, raw):
     check_xmc(tmp_path, raw)
+
+
+# ---------------------------------------------------------------------------------------
+# Text tables (xmlc.tables): CSV, JSON lines, LibMultiLabel
+
+
+def reference_lines(raw: bytes):
+    """(line number, text) of a file's lines split at b"\\n" (newline kept), UTF-8, BOM dropped;
+    text is None for a line that is not UTF-8 (a reader must stop there when it gets to it)."""
+    out = []
+    for number, line in enumerate(_split_keep(raw), 1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and number == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        out.append((number, text))
+    return out
+
+
+def _split_keep(raw: bytes) -> list[bytes]:
+    pieces = raw.split(b"\n")
+    lines = [p + b"\n" for p in pieces[:-1]]
+    return lines + ([pieces[-1]] if pieces[-1] else [])
+
+
+def reference_csv(raw: bytes, sep: str = "|"):
+    """Rows (text, labels) of a headerless 2-column CSV (text, labels) read character by
+    character as RFC 4180 says (quotes double inside quoted fields; anything after a closing
+    quote but a comma or the end of the line is an error); blank lines are skipped; a record
+    with one field is an error at its first line."""
+    chars = [(number, ch) for number, text in reference_lines(raw) for ch in (text if text is not None else [None])]
+    rows, i = [], 0
+    while i < len(chars):
+        start = chars[i][0]
+        fields, field, state = [], "", "start"
+        while True:
+            if i < len(chars) and chars[i][1] is None:
+                raise Bad({chars[i][0]})                         # not UTF-8
+            ch = chars[i][1] if i < len(chars) else None
+            i += 1
+            if state == "quoted":
+                if ch is None:
+                    raise Bad({start})                           # unexpected end of data
+                if ch == '"':
+                    state = "closed"
+                else:
+                    field += ch
+            elif state == "closed":
+                if ch == '"':
+                    field, state = field + '"', "quoted"
+                elif ch in (",", "\n", None):
+                    fields.append(field)
+                    field, state = "", "start"
+                    if ch != ",":
+                        break
+                elif ch == "\r" and (i >= len(chars) or chars[i][1] == "\n"):
+                    continue
+                else:
+                    raise Bad({start})                           # text after a closing quote
+            else:   # start of a field, or inside an unquoted one
+                if ch == '"' and state == "start":
+                    state = "quoted"
+                elif ch in (",", "\n", None) or (ch == "\r" and (i >= len(chars) or chars[i][1] == "\n")):
+                    if ch == "\r":
+                        i += 1                                   # \r\n ends the record
+                        ch = "\n"
+                    if fields or field or state == "plain" or ch == ",":
+                        fields.append(field)
+                    field, state = "", "start"
+                    if ch != ",":
+                        break
+                elif ch == "\r":
+                    raise Bad({start})                           # a lone \r in an unquoted field
+                else:
+                    field, state = field + ch, "plain"
+        if not fields:
+            continue                                             # a blank line
+        if len(fields) < 2:
+            raise Bad({start})
+        rows.append((fields[0], [p.strip() for p in fields[1].split(sep) if p.strip()]))
+    return rows
+
+
+def reference_jsonl(raw: bytes, sep: str = "|"):
+    rows = []
+    for number, text in reference_lines(raw):
+        if text is None:
+            raise Bad({number})
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            raise Bad({number}) from None
+        if not (isinstance(obj, dict) and isinstance(obj.get("text"), str) and "labels" in obj):
+            raise Bad({number})
+        labels = obj["labels"]
+        if isinstance(labels, list):
+            labels = [str(v).strip() for v in labels if str(v).strip()]
+        elif isinstance(labels, (str, int)):
+            labels = [p.strip() for p in str(labels).split(sep) if p.strip()]
+        elif labels is None:
+            labels = []
+        else:
+            raise Bad({number})
+        rows.append((obj["text"], labels))
+    return rows
+
+
+def reference_libmultilabel(raw: bytes):
+    rows = []
+    for number, text in reference_lines(raw):
+        if text is None:
+            raise Bad({number})
+        text = text.rstrip("\r\n")
+        if not text.strip():
+            continue
+        fields = text.split("\t")
+        if len(fields) not in (2, 3):
+            raise Bad({number})
+        rows.append((fields[-1], fields[-2].split()))
+    return rows
+
+
+def check_table(tmp_path: Path, raw: bytes, fmt: str) -> str:
+    path = tmp_path / {"table": "fuzz.csv", "jsonl": "fuzz.jsonl", "libmultilabel": "fuzz.txt"}[fmt]
+    path.write_bytes(raw)
+    read = {"table": lambda: tables.read_table(path, text_column=0, labels_column=1, label_sep="|", header=False),
+            "jsonl": lambda: tables.read_jsonl(path, label_sep="|"),
+            "libmultilabel": lambda: tables.read_libmultilabel(path)}[fmt]
+    reference = {"table": reference_csv, "jsonl": reference_jsonl, "libmultilabel": reference_libmultilabel}[fmt]
+    try:
+        expected = reference(raw)
+    except Bad as bad:
+        with pytest.raises(ValueError) as err:
+            read()
+        message = str(err.value)
+        named = re.search(r": line (\d+): ", message)
+        assert str(path) in message and named and int(named.group(1)) in bad.lines, (message, bad.lines)
+        return "rejected"
+    split = read()
+    assert list(zip(split.texts, split.labels)) == expected
+    return "parsed"
+
+
+TABLE_NOISE = ['"', ",", "\n", "\r", "\t", "|", " ", "{", "}", ":", "é", "\ufeff", b"\xff", b"\xc3"]
+cells = st.text(alphabet=st.sampled_from(['a', 'b', ' ', ',', '"', '|', '\n', 'é']), max_size=6)
+label_cells = st.text(alphabet=st.sampled_from(['a', 'b', ' ', ',', '"', '\n', 'é']), max_size=6)
+
+
+def csv_cell(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') or not text else text
+
+
+@st.composite
+def table_files(draw, fmt: str) -> bytes:
+    rows = draw(st.lists(st.tuples(cells, st.lists(label_cells, max_size=3)),
+                         max_size=5))
+    if fmt == "table":
+        lines = [f"{csv_cell(text)},{csv_cell('|'.join(labels))}" for text, labels in rows]
+    elif fmt == "jsonl":
+        lines = [json.dumps({"text": text, "labels": draw(st.sampled_from([labels, "|".join(labels)]))},
+                            ensure_ascii=draw(st.booleans())) for text, labels in rows]
+    else:
+        lines = ["\t".join(([str(n)] if draw(st.booleans()) else [])
+                           + [" ".join(l.replace("\n", " ") for l in labels), text.replace("\n", " ").replace("\t", " ")])
+                 for n, (text, labels) in enumerate(rows)]
+    raw = bytearray(("\n".join(lines) + draw(st.sampled_from(["", "\n", "\r\n"]))).encode())
+    for _ in range(draw(st.integers(0, 3))):   # mutations: replace, insert or delete a few bytes
+        if not raw:
+            break
+        at = draw(st.integers(0, len(raw) - 1))
+        noise = draw(st.sampled_from(TABLE_NOISE))
+        noise = noise if isinstance(noise, bytes) else noise.encode()
+        kind = draw(st.sampled_from(["replace", "insert", "delete"]))
+        if kind == "delete":
+            del raw[at]
+        else:
+            raw[at:at + (kind == "replace")] = noise
+    return bytes(raw)
+
+
+@settings(FUZZ, max_examples=max(EXAMPLES // 2, 1))
+@given(data=st.data())
+@pytest.mark.parametrize("fmt", ["table", "jsonl", "libmultilabel"])
+def test_table_readers_match_the_reference(tmp_path, fmt, data):
+    event(check_table(tmp_path, data.draw(table_files(fmt)), fmt))
