@@ -25,7 +25,8 @@ logs), :func:`to_png` / :func:`save_png` render them.
 Zero counts on log axes (an explicit policy, the same in every figure): a count of 0 is drawn
 at 0.5, on a dotted line whose tick reads "0", so labels never predicted (or never seen) stay
 visible instead of silently falling off the axis. Reliability bins with no positive at all
-(observed frequency 0, -inf on the logit axis) are drawn as open triangles on the bottom edge.
+(observed frequency 0, -inf on the logit axis) are drawn as open triangles on the bottom edge,
+bins holding only positives (frequency 1, +inf) as open triangles on the top edge.
 Labels whose average precision is undefined (no validation positive) are left out of
 :func:`ap_by_frequency` and counted in its legend.
 
@@ -73,6 +74,7 @@ BUCKET_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c")   # head, torso, tail
 ZERO_AT = 0.5           # where a count of 0 is drawn on a log axis
 _ROW_CHUNK = 1024       # rows of (N, L) scores per block (bounded temporaries)
 _LOGIT_RANGE = 12.0     # reliability bins span logits [-12, 12]; the end bins are open
+_PLAIN = FuncFormatter(lambda v, _: f"{v:g}")   # tick labels as plain numbers (no mathtext)
 _LOGIT_TICKS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999)
 
 
@@ -122,7 +124,7 @@ class ReliabilityBins:
 
 
 def reliability_bins(scores, targets, *, num_bins: int = 24, pos_weight=None,
-                     max_cells: int | None = 1 << 23) -> ReliabilityBins:
+                     max_cells: int | None = 1 << 22) -> ReliabilityBins:
     """Bin the cells of ``scores`` by predicted probability; count cells and positives per bin.
 
     Bins are equally wide in logit space over [-12, 12] (probabilities 6e-6 .. 1 - 6e-6), so
@@ -310,10 +312,15 @@ def reliability(bins: dict, *, title: str = "") -> Figure:
         lo = float(np.clip(seen.min() / 3, 1e-6, 0.05)) if seen.size else 1e-3
         hi = float(1 - np.clip((1 - seen.max()) / 3, 1e-6, 0.05)) if seen.size else 1 - 1e-3
         top.plot([lo, hi], [lo, hi], color="k", lw=1, label="perfectly calibrated")
-        top.plot(x[has_pos], np.minimum(y[has_pos], hi), "o-", color="C3", ms=4, lw=1, label="observed frequency")
-        if (~has_pos).any():   # frequency 0 is -inf on a logit axis: an open triangle on the floor
+        inside = has_pos & (y < 1)
+        top.plot(x[inside], y[inside], "o-", color="C3", ms=4, lw=1, label="observed frequency")
+        # frequencies 0 and 1 are -inf / +inf on a logit axis: open triangles on the floor / ceiling
+        if (~has_pos).any():
             top.plot(x[~has_pos], np.full((~has_pos).sum(), lo), "v", mfc="none", color="C3", ms=6,
                      label="bin without a positive")
+        if (y >= 1).any():
+            top.plot(x[y >= 1], np.full((y >= 1).sum(), hi), "^", mfc="none", color="C3", ms=6,
+                     label="bin of positives only")
         top.set_xscale("logit")
         top.set_yscale("logit")
         top.set_xlim(lo, hi)
@@ -339,6 +346,7 @@ def reliability(bins: dict, *, title: str = "") -> Figure:
                     label="positives")
         bottom.set_yscale("log")
         bottom.yaxis.set_minor_locator(NullLocator())
+        bottom.yaxis.set_major_formatter(_PLAIN)   # not mathtext: its parser is slow
         bottom.set_ylim(bottom=ZERO_AT * 0.7)
         bottom.set_xlabel("mean predicted probability in bin")
         bottom.set_ylabel("count")
@@ -447,7 +455,7 @@ def long_tail(counts, num_examples: int, *, buckets=None, power: float = 1.0, ma
     right.set_ylabel("pos_weight = neg / pos")
     for axis in (ax.yaxis, right.yaxis):   # 1, 2, 5 per decade, plain numbers
         axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_major_formatter(_PLAIN)
         axis.set_minor_locator(NullLocator())
     if nonzero.any():
         w = pos_weight_from_counts(sorted_counts[nonzero], int(num_examples), power=power,

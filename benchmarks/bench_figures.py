@@ -1,0 +1,119 @@
+"""What the diagnostic figures cost a training run, at 7,900 labels (the seed scenario).
+
+    python benchmarks/bench_figures.py [--config configs/seed.yaml --rounds 3]
+
+Per round, interleaved, on the seed scenario's own splits and model (configs/seed.yaml with
+``loss.pos_weight=neg_pos``):
+
+* epoch: :func:`xmlc.train.train_one_epoch` over the whole training split (the model trains on,
+  so later rounds see the scores of a model in training);
+* validation pass: :func:`xmlc.train.validate`, what every epoch of a run does anyway (score
+  the validation split, all metrics, fit the per-label thresholds);
+* figures per validation: what ``output.figures`` adds to :func:`xmlc.monitor.log_epoch`:
+  :func:`xmlc.figures.run_figures` on the validation scores (reusing the per-label AP that
+  ``log_epoch`` computes for its histogram either way) and ``add_figure`` of the three figures
+  into a SummaryWriter;
+* figures at the end (once per run): :func:`xmlc.monitor.write_final_figures` (the three
+  figures plus the long tail, per-label AP computed afresh, PNG files and ``add_figure``).
+
+Prints one Markdown table: median seconds of each, and the median over rounds of the ratios
+figures / epoch and figures / validation pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
+
+from xmlc import figures, losses, metrics, monitor, stats  # noqa: E402
+from xmlc.config import load_config  # noqa: E402
+from xmlc.data import load_splits  # noqa: E402
+from xmlc.train import (DistEnv, Progress, loss_weights, make_eval_loader, new_model, train_one_epoch,  # noqa: E402
+                        training_parts, validate)
+
+
+class _NoStop:
+    requested = False
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "seed.yaml"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("overrides", nargs="*", help="extra config overrides")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cfg = load_config(args.config, ["loss.pos_weight=neg_pos", "train.progress=false", *args.overrides])
+    env = DistEnv()
+    train_set, val_set, _ = load_splits(cfg.data, seed=cfg.train.seed)
+    counts, num_train = stats.label_and_example_counts(train_set.labels, train_set.num_labels)
+    pos_weight, label_weight = loss_weights(cfg.loss, counts, num_train)
+    buckets = stats.frequency_buckets(counts)
+    propensities = stats.propensity(counts, num_train)
+    model = new_model(cfg.model, train_set.num_features, train_set.num_labels)
+    loss_fn = losses.build_loss(cfg.loss, pos_weight=pos_weight, weight=label_weight)
+    sampler, loader, optimizer, scheduler = training_parts(cfg, env, train_set, model)
+    val_loader = make_eval_loader(val_set, cfg, env)
+    progress = Progress()
+    print(f"seed scenario: train {len(train_set):,} / val {len(val_set):,} examples, "
+          f"{train_set.num_labels:,} labels; torch threads 1")
+
+    rows = {"epoch": [], "validation pass": [], "figures per validation": [], "figures at the end": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=tmp)
+        for r in range(args.rounds):
+            sampler.set_epoch(r)
+            t_epoch, status = timed(lambda: train_one_epoch(model, loader, loss_fn, optimizer, scheduler,
+                                                            progress=progress, cfg=cfg, env=env, stop=_NoStop(),
+                                                            writer=None))
+            assert status == "completed", status
+            t_val, (_, scores, thresholds) = timed(lambda: validate(
+                model, val_loader, val_set.labels, cfg=cfg, env=env, buckets=buckets,
+                propensities=propensities, pos_weight=pos_weight))
+            ap_per_label = metrics.average_precision(scores, val_set.labels, average="none")   # log_epoch's, reused
+            inputs = {"train_counts": counts, "buckets": buckets, "thresholds": thresholds,
+                      "pos_weight": pos_weight, "calibration": cfg.eval.calibration}
+            t_fig, _ = timed(lambda: monitor.log_figures(writer, figures.run_figures(
+                scores, val_set.labels, ap=ap_per_label, title=f"validation, round {r}", **inputs), progress.step))
+            t_end, _ = timed(lambda: monitor.write_final_figures(
+                Path(tmp), writer, progress.step, "validation", scores, val_set.labels, num_train=num_train,
+                **inputs))
+            for key, value in zip(rows, (t_epoch, t_val, t_fig, t_end)):
+                rows[key].append(value)
+            print(f"round {r + 1}: epoch {t_epoch:.1f} s, validation {t_val:.1f} s, figures {t_fig:.2f} s, "
+                  f"end {t_end:.2f} s", flush=True)
+        writer.close()
+
+    def ratio(a, b):
+        return statistics.median(x / y for x, y in zip(rows[a], rows[b]))
+
+    print()
+    print("| step (seed scenario, 7,900 labels) | median s | figures per validation / this | "
+          "figures at the end / this |")
+    print("|---|---:|---:|---:|")
+    for key in ("epoch", "validation pass"):
+        print(f"| {key} | {statistics.median(rows[key]):.2f} | {ratio('figures per validation', key):.1%} | "
+              f"{ratio('figures at the end', key):.1%} |")
+    for key in ("figures per validation", "figures at the end"):
+        print(f"| {key} | {statistics.median(rows[key]):.2f} | | |")
+    print(f"\n{args.rounds} interleaved rounds; ratios are medians of per-round ratios.")
+
+
+if __name__ == "__main__":
+    main()
