@@ -6,7 +6,8 @@ The old ``xmlc/metrics.py``, ``calibrate.py`` and ``losses.py`` come from ``git 
 into a temporary package ``xmlc_old`` (their imports of each other rewritten to it; every
 other module is the current ``xmlc``). Each call runs old then new, then new then old
 (alternating), ``--repeats`` pairs; the ratio column is the median of the per-pair ratios
-before/after (> 1: the new code is faster). Results are compared too: "identical" means equal
+before/after (> 1: the new code is faster), and the largest RSS above the call's starting RSS
+(bench_metrics.timed). Results are compared too: "identical" means equal
 to the last bit (NaN equal to NaN). Data: bench_metrics.make_data (a weak model's scores) for
 metrics and calibration, bench_losses.make_batch for the losses. Torch at 1 thread.
 Prints one Markdown table.
@@ -59,23 +60,20 @@ def same(a, b) -> bool:
 
 
 def pairs(old, new, repeats: int):
-    """Per-pair times, alternating the order; returns (old times, new times, ratios, results)."""
-    t_old, t_new, ratios = [], [], []
-    out_old = out_new = None
+    """Interleaved pairs, alternating the order. Returns per side (times, peak extra bytes,
+    last result) and the per-pair ratios old/new."""
+    from bench_metrics import timed  # RSS sampled every 2 ms above the RSS at call start
+    sides = [([], [], None), ([], [], None)]
+    ratios = []
     for r in range(repeats):
         for which in ((0, 1) if r % 2 == 0 else (1, 0)):
-            fn = (old, new)[which]
-            t0 = time.perf_counter()
-            out = fn()
-            dt = time.perf_counter() - t0
-            if which == 0:
-                t_old.append(dt)
-                out_old = out
-            else:
-                t_new.append(dt)
-                out_new = out
-        ratios.append(t_old[-1] / t_new[-1])
-    return t_old, t_new, ratios, (out_old, out_new)
+            dt, peak, out = timed((old, new)[which])
+            times, peaks, _ = sides[which]
+            times.append(dt)
+            peaks.append(peak)
+            sides[which] = (times, peaks, out)
+        ratios.append(sides[0][0][-1] / sides[1][0][-1])
+    return sides, ratios
 
 
 def metric_cases(old, new, args):
@@ -142,8 +140,8 @@ def main() -> None:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True).stdout.strip()
         print(f"before: {args.rev}, after: {head} + working tree; torch {torch.__version__}, 1 thread\n")
-        print("| call | before s | after s | before/after (median of pairs) | pairs | identical |")
-        print("|---|---:|---:|---:|---:|---|")
+        print("| call | before s | after s | before/after (median of pairs) | pairs | before / after peak extra MiB | identical |")
+        print("|---|---:|---:|---:|---:|---:|---|")
         groups = []
         if {"metrics", "calibrate"} & set(args.cases.split(",")):
             groups.append((metric_cases, args.repeats))
@@ -152,11 +150,14 @@ def main() -> None:
         for make, repeats in groups:
             for name, (fo, fn) in make(old, new, args).items():
                 fo(), fn()  # warm-up
-                t_old, t_new, ratios, (ro, rn) = pairs(fo, fn, repeats)
+                ((t_old, p_old, ro), (t_new, p_new, rn)), ratios = pairs(fo, fn, repeats)
                 print(f"| {name} | {statistics.median(t_old):.3f} | {statistics.median(t_new):.3f} | "
-                      f"{statistics.median(ratios):.2f}x | {repeats} | {same(ro, rn)} |", flush=True)
+                      f"{statistics.median(ratios):.2f}x | {repeats} | {max(p_old) / 2**20:.0f} / "
+                      f"{max(p_new) / 2**20:.0f} | {same(ro, rn)} |", flush=True)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != "65536":  # see bench_metrics.py: honest RSS peaks
+        os.execve(sys.executable, [sys.executable] + sys.argv,
+                  {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"})
     main()

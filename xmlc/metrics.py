@@ -77,7 +77,7 @@ _EMPTY = ("ignore", "zero")
 _CELLS_PER_KEY = 4  # lookup-table cells per distinct positive key (tie_counts)
 _LABEL_BLOCK = 64  # labels per block of the per-label counts (their lookup tables stay in cache)
 _BLOCK_ENTRIES = 1 << 16  # entries per block (its temporaries stay in cache)
-_POOLED_BLOCK_ENTRIES = 1 << 23  # entries per block of the pooled (micro) counts: one shared table
+_POOLED_BLOCK_ENTRIES = 1 << 21  # entries per block of the pooled (micro) counts: one shared table
 _CROWDED = -(1 << 40)  # lookup-table mark of a cell that needs a binary search
 _ROW_CHUNK = 2048
 
