@@ -66,3 +66,12 @@ def test_main_lets_a_bug_keep_its_traceback(monkeypatch):
     monkeypatch.setattr(xtrain, "run", run)
     with pytest.raises(ZeroDivisionError):
         xtrain.main([])
+
+
+def test_docstring_example():
+    import doctest
+
+    from xmlc import cli
+
+    result = doctest.testmod(cli)
+    assert result.attempted > 0 and result.failed == 0

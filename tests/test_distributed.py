@@ -32,3 +32,12 @@ def test_skipping_batches_resumes_the_same_order_and_set_epoch_selects_the_permu
     other = list(sampler)
     assert sorted(other) == sorted(full) == list(range(50)) and other != full
     assert sampler.epoch == 1
+
+
+def test_docstring_example():
+    import doctest
+
+    from xmlc import distributed
+
+    result = doctest.testmod(distributed)
+    assert result.attempted > 0 and result.failed == 0

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from xmlc import calibrate, data as xdata, metrics, stats
+from xmlc import calibrate, data as xdata, stats
 from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
 from xmlc.cli import INPUT_ERRORS, ExitStatus, report_error
 from xmlc.config import ConfigError, apply_overrides
 from xmlc.data import DataFileError
 from xmlc.features import TextFeaturizer
 from xmlc.inference import predict_scores
-from xmlc.metrics import metrics_table, threshold_metrics
+from xmlc.metrics import metrics_report, metrics_table
 from xmlc.tables import read_for_model
 
 __all__ = ["main", "evaluate_checkpoint"]
@@ -61,18 +61,15 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, *, batch_
     scores = predict_scores(model, loader, len(data), device=device, amp=cfg.train.amp)
     label_stats = ckpt["label_stats"]
     counts, num_train = label_stats["counts"].numpy(), label_stats["num_examples"]
-    buckets = stats.frequency_buckets(counts)
-    at_half = metrics.evaluate_all(scores, data.labels, thresholds=0.5, ks=tuple(cfg.eval.ks), buckets=buckets,
-                                   propensities=stats.propensity(counts, num_train))
-    at_half = {k: float(v) for k, v in at_half.items()}
-    results = {"checkpoint": str(checkpoint), "data": str(data_path), "num_examples": len(data),
-               "at_0.5": at_half}
+    thresholds = {}
     if ckpt.get("thresholds") is not None:
-        results["calibrated"] = at_half | threshold_metrics(scores, data.labels, ckpt["thresholds"], buckets)
+        thresholds["calibrated"] = ckpt["thresholds"]
     if label_stats.get("pos_weight") is not None:
-        prior = calibrate.prior_thresholds(label_stats["pos_weight"])
-        results["prior"] = at_half | threshold_metrics(scores, data.labels, prior, buckets)
-    return results
+        thresholds["prior"] = calibrate.prior_thresholds(label_stats["pos_weight"])
+    report = metrics_report(scores, data.labels, thresholds, ks=tuple(cfg.eval.ks),
+                            buckets=stats.frequency_buckets(counts),
+                            propensities=stats.propensity(counts, num_train))
+    return {"checkpoint": str(checkpoint), "data": str(data_path), "num_examples": len(data), **report}
 
 
 def main(argv=None) -> int:

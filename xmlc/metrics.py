@@ -68,6 +68,7 @@ __all__ = [
     "metrics_table",
     "TABLE_METRICS",
     "results_table",
+    "metrics_report",
 ]
 
 Average = Literal["macro", "micro", "none"]
@@ -1042,6 +1043,34 @@ def threshold_metrics(scores, labels, thresholds, buckets=None) -> dict:
         ratio = positive_rate_ratio_by_bucket(scores, labels, thresholds, buckets=buckets)
         out |= {"positive_rate_ratio" if k == "all" else f"positive_rate_ratio_{k}": v for k, v in ratio.items()}
     return {k: float(v) for k, v in out.items()}
+
+
+def metrics_report(scores, targets, thresholds: dict | None = None, *, ks: Sequence[int] = (1, 3, 5),
+                   buckets=None, propensities=None) -> dict[str, dict[str, float]]:
+    """The metrics of ``scores`` at 0.5 and at each set of named ``thresholds``: what
+    ``xmlc.evaluate`` and the end of a training run report.
+
+    Args:
+        scores: ``(N, L)`` probabilities. targets: ``(N, L)`` {0,1} dense or CSR.
+        thresholds: ``{name: scalar or (L,) thresholds}``, e.g. ``{"calibrated": t}``; None: none.
+        ks, buckets, propensities: as in :func:`evaluate_all`.
+
+    Returns:
+        ``{"at_0.5": evaluate_all(...) at 0.5}`` plus, for each name, the same dict with the
+        threshold metrics (:func:`threshold_metrics`) at ``thresholds[name]``; all floats.
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.1], [0.4, 0.8], [0.6, 0.3]])
+        >>> t = torch.tensor([[1, 0], [0, 1], [1, 0]])
+        >>> r = metrics_report(s, t, {"strict": torch.tensor([0.7, 0.7])}, ks=(1,))
+        >>> r["at_0.5"]["f1_micro"], round(r["strict"]["f1_micro"], 4)
+        (1.0, 0.8)
+    """
+    at_half = evaluate_all(scores, targets, thresholds=0.5, ks=ks, buckets=buckets, propensities=propensities)
+    report = {"at_0.5": {k: float(v) for k, v in at_half.items()}}
+    for name, t in (thresholds or {}).items():
+        report[name] = report["at_0.5"] | threshold_metrics(scores, targets, t, buckets)
+    return report
 
 
 TABLE_METRICS = ("auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", "f1_macro",

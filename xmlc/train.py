@@ -56,7 +56,7 @@ from xmlc.data import concat_data, load_splits
 from xmlc.distributed import (DistEnv, ResumableSampler, agree, any_process, data_parallel, setup_distributed,
                               steps_per_epoch, teardown_distributed)
 from xmlc.inference import predict_scores
-from xmlc.metrics import evaluate_all, results_table, threshold_metrics
+from xmlc.metrics import metrics_report, results_table, threshold_metrics
 from xmlc.models import build_model, ensemble_loss, init_output_bias
 from xmlc.monitor import log_epoch, log_final, log_run_start, open_writer, remove_figures, write_final_figures
 from xmlc.optim import build_optimizer, build_scheduler, clip_grad_norm_
@@ -180,7 +180,7 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
         if resume is not None:
             tr.best_model = files.best_model(env.device)
             say(f"resumed from {files.dir} at epoch {tr.progress.epoch + 1}, step {tr.progress.step}")
-        files.open(cfg, label_stats, resumed=resume is not None, step=tr.progress.step)
+        files.open(label_stats, resumed=resume is not None, step=tr.progress.step)
         evaluator = Evaluator(cfg.eval, label_stats, env, amp=cfg.train.amp)
         val_loader = make_eval_loader(val_set, cfg.data, seed=cfg.train.seed, env=env)
         epoch_times = fit(tr, val_loader, val_set.labels, evaluator, files, tcfg=cfg.train,
@@ -290,7 +290,7 @@ def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg
         final_scores = ("test", test_scores, test_set.labels)
         del test_scores
     results |= run_summary(tr.progress, cfg.train.early_stopping_metric, splits, epoch_times)
-    files.finish(tr, thresholds, results, cfg, final_scores=final_scores,
+    files.finish(tr, thresholds, results, final_scores=final_scores,
                  figure_inputs=ev.figure_inputs(thresholds))
     say(results_table(results))
     say(files.describe())
@@ -476,7 +476,7 @@ class RunFiles:
     writes; the others call the same methods, which do nothing there."""
 
     def __init__(self, cfg: Config, train_set, label_stats: LabelStats, *, write: bool):
-        self.dir, self.write, self.ocfg, self.writer = Path(cfg.output.dir), write, cfg.output, None
+        self.cfg, self.dir, self.write, self.ocfg, self.writer = cfg, Path(cfg.output.dir), write, cfg.output, None
         self._metric = cfg.train.early_stopping_metric
         self._pr_curve = {"pr_curve_samples": cfg.eval.pr_curve_samples, "seed": cfg.train.seed}
         with_pw = label_stats.pos_weight is not None   # the long-tail figure draws the pos_weight used
@@ -487,19 +487,19 @@ class RunFiles:
                        "num_labels": train_set.num_labels, "label_stats": label_stats.for_checkpoint(),
                        "label_names": train_set.label_names, "featurizer": train_set.featurizer}
 
-    def open(self, cfg: Config, label_stats: LabelStats, *, resumed: bool, step: int) -> None:
+    def open(self, label_stats: LabelStats, *, resumed: bool, step: int) -> None:
         """Make the directory, write ``config.yaml``, open TensorBoard (a fresh run replaces the
         events and figures of an earlier run there; a resumed one drops events after ``step``)."""
         if not self.write:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "config.yaml").write_text(dump_config(cfg))
+        (self.dir / "config.yaml").write_text(dump_config(self.cfg))
         if not resumed:
             remove_figures(self.dir)
         if self.ocfg.tensorboard:
             self.writer = open_writer(self.dir, resumed=resumed, step=step)
             if not resumed:
-                log_run_start(self.writer, cfg, label_stats.counts, label_stats.num_examples,
+                log_run_start(self.writer, self.cfg, label_stats.counts, label_stats.num_examples,
                               label_stats.pos_weight)
 
     def close(self) -> None:
@@ -530,7 +530,7 @@ class RunFiles:
             log_epoch(self.writer, step, val_metrics, val.scores, labels, epoch_time, **self._pr_curve,
                       figure_inputs=figure_inputs if self.ocfg.figures else None)
 
-    def finish(self, tr: Training, thresholds: torch.Tensor, results: dict, cfg: Config, *, final_scores,
+    def finish(self, tr: Training, thresholds: torch.Tensor, results: dict, *, final_scores,
                figure_inputs: dict) -> None:
         """``best.pt`` (the final weights with their thresholds), ``metrics.json``, the final figures
         from ``final_scores`` = (split name, scores (N, L), labels), the hparams."""
@@ -543,7 +543,7 @@ class RunFiles:
             write_final_figures(self.dir, self.writer, tr.progress.step, split, scores, labels, **figure_inputs,
                                 **self._long_tail)
         if self.writer is not None:
-            log_final(self.writer, cfg, results)
+            log_final(self.writer, self.cfg, results)
 
     def describe(self) -> str:
         where = self.dir.resolve()
@@ -554,48 +554,48 @@ class RunFiles:
 
 
 class Validation(NamedTuple):
-    metrics: dict            # metrics at 0.5
-    calibrated: dict         # threshold metrics at ``thresholds``
+    metrics: dict             # metrics at 0.5
+    calibrated: dict          # threshold metrics at ``thresholds``
     thresholds: torch.Tensor  # (L,) fitted on ``scores``
-    scores: torch.Tensor     # (N, L)
+    scores: torch.Tensor      # (N, L)
 
 
 @dataclass
 class Evaluator:
     """Scores a split and computes its metrics with the training split's label statistics."""
 
-    ecfg: object             # the ``eval`` section
+    ecfg: object              # the ``eval`` section
     label_stats: LabelStats
     env: DistEnv
     amp: bool = True
 
-    def evaluate(self, model, loader, labels) -> tuple[dict, torch.Tensor]:
-        """(:func:`xmlc.metrics.evaluate_all` at 0.5 against CSR ``labels``, scores (N, L))."""
-        scores = predict_scores(model, loader, labels.shape[0], device=self.env.device, amp=self.amp,
-                                world_size=self.env.world_size)
+    def scores(self, model, loader, labels) -> torch.Tensor:
+        """(N, L) probabilities of every row of ``loader``'s split (gathered under DDP)."""
+        return predict_scores(model, loader, labels.shape[0], device=self.env.device, amp=self.amp,
+                              world_size=self.env.world_size)
+
+    def report(self, scores, labels, thresholds: dict | None = None) -> dict:
+        """:func:`xmlc.metrics.metrics_report` with ``eval.ks`` and the training split's buckets."""
         ls = self.label_stats
-        result = evaluate_all(scores, labels, thresholds=0.5, ks=tuple(self.ecfg.ks), buckets=ls.buckets,
+        return metrics_report(scores, labels, thresholds, ks=tuple(self.ecfg.ks), buckets=ls.buckets,
                               propensities=ls.propensities)
-        return {k: float(v) for k, v in result.items()}, scores
 
     def calibrate(self, model, loader, labels) -> Validation:
         """Metrics at 0.5 and at per-label thresholds fitted (``eval.calibration``) on these scores."""
-        at_half, scores = self.evaluate(model, loader, labels)
+        scores = self.scores(model, loader, labels)
         thresholds = thresholds_for(self.ecfg, scores, labels, self.label_stats.pos_weight)
         calibrated = threshold_metrics(scores, labels, thresholds, self.label_stats.buckets)
-        return Validation(at_half, calibrated, thresholds, scores)
+        return Validation(self.report(scores, labels)["at_0.5"], calibrated, thresholds, scores)
 
     def test(self, model, loader, labels, thresholds: torch.Tensor) -> tuple[dict, torch.Tensor]:
-        """Metrics at 0.5 ("test"), at ``thresholds`` ("test_calibrated") and, with a pos_weight,
-        at the ln(pos_weight) logit correction ("test_prior"); and the scores (N, L)."""
-        at_half, scores = self.evaluate(model, loader, labels)
-        buckets, pos_weight = self.label_stats.buckets, self.label_stats.pos_weight
-        results = {"test": at_half,
-                   "test_calibrated": at_half | threshold_metrics(scores, labels, thresholds, buckets)}
-        if pos_weight is not None:   # for comparison
-            prior = prior_thresholds(pos_weight.cpu())
-            results["test_prior"] = at_half | threshold_metrics(scores, labels, prior, buckets)
-        return results, scores
+        """Metrics at 0.5 ("test"), at ``thresholds`` ("test_calibrated") and, with a pos_weight, at
+        the ln(pos_weight) logit correction ("test_prior", for comparison); and the scores (N, L)."""
+        scores, pos_weight = self.scores(model, loader, labels), self.label_stats.pos_weight
+        named = {"test_calibrated": thresholds}
+        if pos_weight is not None:
+            named["test_prior"] = prior_thresholds(pos_weight.cpu())
+        report = self.report(scores, labels, named)
+        return {"test": report.pop("at_0.5"), **report}, scores
 
     def figure_inputs(self, thresholds: torch.Tensor) -> dict:
         """What :func:`xmlc.figures.run_figures` needs besides scores and labels."""
