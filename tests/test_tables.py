@@ -378,3 +378,8 @@ def test_dense_features_train_and_predict(tmp_path):
     assert clf.featurizer is None and clf.label_names == list(dict.fromkeys(l[0] for l in labels))
     got = clf.predict(np.array([[3, 0, 0, 0, 0, 0], [-3, 0, 0, 0, 0, 0]], np.float32), top_k=1)
     assert [g["top_k"][0][0] for g in got] == ["pos", "neg"]
+    from xmlc import evaluate as xevaluate
+    assert xevaluate.main(["--checkpoint", str(out), "--data", str(tmp_path / "x.npy")]) == 2   # no --labels
+    assert xevaluate.main(["--checkpoint", str(out), "--data", str(tmp_path / "x.npy"),
+                           "--labels", str(tmp_path / "y.txt"), "--out", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["num_examples"] == n

@@ -995,10 +995,10 @@ def load_splits(dcfg, *, seed: int = 0, features=None, say=None):
                 out = tables.load_text_splits(dcfg, features, seed=seed)
                 for note in out.notes:
                     (say or (lambda _: None))(note)
+                state = None if out.featurizer is None else out.featurizer.state_dict()
                 for split in (out.train, out.val, out.test):
                     if split is not None:
-                        split.label_names = out.label_names
-                        split.featurizer = None if out.featurizer is None else out.featurizer.state_dict()
+                        split.label_names, split.featurizer = out.label_names, state
                 return out.train, out.val, out.test
             names = tables.read_label_names(dcfg.label_names) if dcfg.label_names is not None else None
         except (ValueError, OSError, EOFError) as exc:   # InputError, bad gzip, unreadable file

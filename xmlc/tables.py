@@ -727,6 +727,8 @@ def read_for_model(path, dcfg, *, key: str, num_features: int, label_names: list
         return read_data(path, dcfg, key=key, num_features=num_features, num_labels=L)
     if notes is not None:
         notes.append(f"{key}: {os.fspath(path)} read as {fmt} ({why})")
+    if fmt == "npz" and with_labels and labels_path is None:
+        raise InputError(f"{key}: {os.fspath(path)} is a feature matrix; give its labels file (--labels)")
     raw = read_split(path, dcfg, key=key, labels_path=labels_path, fmt=fmt, with_labels=with_labels)
     X = featurize(raw, featurizer, num_features, key)
     if label_names is None:
