@@ -7,7 +7,7 @@ Per round, interleaved, on the seed scenario's own splits and model (configs/see
 
 * epoch: :func:`xmlc.train.train_one_epoch` over the whole training split (the model trains on,
   so later rounds see the scores of a model in training);
-* validation pass: :func:`xmlc.train.validate`, what every epoch of a run does anyway (score
+* validation pass: :meth:`xmlc.train.Evaluator.calibrate`, what every epoch of a run does anyway (score
   the validation split, all metrics, fit the per-label thresholds);
 * figures per validation: what ``output.figures`` adds to :func:`xmlc.monitor.log_epoch`:
   :func:`xmlc.figures.run_figures` on the validation scores (reusing the per-label AP that
@@ -33,11 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 
-from xmlc import figures, losses, metrics, monitor, stats  # noqa: E402
+from xmlc import figures, losses, metrics, monitor  # noqa: E402
 from xmlc.config import load_config  # noqa: E402
 from xmlc.data import load_splits  # noqa: E402
-from xmlc.train import (DistEnv, Progress, loss_weights, make_eval_loader, new_model, train_one_epoch,  # noqa: E402
-                        training_parts, validate)
+from xmlc.train import (DistEnv, Evaluator, LabelStats, make_eval_loader, new_model,  # noqa: E402
+                        start_training)
 
 
 class _NoStop:
@@ -60,15 +60,13 @@ def main() -> None:
     cfg = load_config(args.config, ["loss.pos_weight=neg_pos", "train.progress=false", *args.overrides])
     env = DistEnv()
     train_set, val_set, _ = load_splits(cfg.data, seed=cfg.train.seed)
-    counts, num_train = stats.label_and_example_counts(train_set.labels, train_set.num_labels)
-    pos_weight, label_weight = loss_weights(cfg.loss, counts, num_train)
-    buckets = stats.frequency_buckets(counts)
-    propensities = stats.propensity(counts, num_train)
+    label_stats = LabelStats.of(train_set, cfg.loss)
     model = new_model(cfg.model, train_set.num_features, train_set.num_labels)
-    loss_fn = losses.build_loss(cfg.loss, pos_weight=pos_weight, weight=label_weight)
-    sampler, loader, optimizer, scheduler = training_parts(cfg, env, train_set, model)
-    val_loader = make_eval_loader(val_set, cfg, env)
-    progress = Progress()
+    loss_fn = losses.build_loss(cfg.loss, pos_weight=label_stats.pos_weight, weight=label_stats.label_weight)
+    tr = start_training(cfg, env, train_set, model, loss_fn)
+    evaluator = Evaluator(cfg.eval, label_stats, env, amp=cfg.train.amp)
+    val_loader = make_eval_loader(val_set, cfg.data, seed=cfg.train.seed, env=env)
+    progress = tr.progress
     print(f"seed scenario: train {len(train_set):,} / val {len(val_set):,} examples, "
           f"{train_set.num_labels:,} labels; torch threads 1")
 
@@ -78,21 +76,17 @@ def main() -> None:
 
         writer = SummaryWriter(log_dir=tmp)
         for r in range(args.rounds):
-            sampler.set_epoch(r)
-            t_epoch, status = timed(lambda: train_one_epoch(model, loader, loss_fn, optimizer, scheduler,
-                                                            progress=progress, cfg=cfg, env=env, stop=_NoStop(),
-                                                            writer=None))
-            assert status == "completed", status
-            t_val, (_, scores, thresholds) = timed(lambda: validate(
-                model, val_loader, val_set.labels, cfg=cfg, env=env, buckets=buckets,
-                propensities=propensities, pos_weight=pos_weight))
+            progress.epoch, progress.batch_in_epoch = r, 0
+            t_epoch, _ = timed(lambda: tr.train_epoch(tcfg=cfg.train, grad_clip=cfg.optim.grad_clip, env=env,
+                                                      stop=_NoStop()))
+            t_val, val = timed(lambda: evaluator.calibrate(model, val_loader, val_set.labels))
+            scores = val.scores
             ap_per_label = metrics.average_precision(scores, val_set.labels, average="none")   # log_epoch's, reused
-            inputs = {"train_counts": counts, "buckets": buckets, "thresholds": thresholds,
-                      "pos_weight": pos_weight, "calibration": cfg.eval.calibration}
+            inputs = evaluator.figure_inputs(val.thresholds)
             t_fig, _ = timed(lambda: monitor.log_figures(writer, figures.run_figures(
                 scores, val_set.labels, ap=ap_per_label, title=f"validation, round {r}", **inputs), progress.step))
             t_end, _ = timed(lambda: monitor.write_final_figures(
-                Path(tmp), writer, progress.step, "validation", scores, val_set.labels, num_train=num_train,
+                Path(tmp), writer, progress.step, "validation", scores, val_set.labels, num_train=label_stats.num_examples,
                 **inputs))
             for key, value in zip(rows, (t_epoch, t_val, t_fig, t_end)):
                 rows[key].append(value)
