@@ -225,10 +225,11 @@ def _split_keep(raw: bytes) -> list[bytes]:
 
 
 def reference_csv(raw: bytes, sep: str = "|"):
-    """Rows (text, labels) of a headerless 2-column CSV (text, labels) read character by
-    character as RFC 4180 says (quotes double inside quoted fields; anything after a closing
-    quote but a comma or the end of the line is an error); blank lines are skipped; a record
-    with one field is an error at its first line."""
+    """Rows (text, labels) of a headerless 2-column CSV (text, labels), read character by
+    character as RFC 4180 says: quotes double inside quoted fields; anything after a closing
+    quote but a comma or the line end is an error; an unquoted \\r or \\n ends the record and
+    only \\r / \\n may follow on that line (so \\r\\n and old-Mac \\r endings both work). Blank
+    records are skipped; a record with one field is an error at its first line."""
     chars = [(number, ch) for number, text in reference_lines(raw) for ch in (text if text is not None else [None])]
     rows, i = [], 0
     while i < len(chars):
@@ -237,7 +238,7 @@ def reference_csv(raw: bytes, sep: str = "|"):
         while True:
             if i < len(chars) and chars[i][1] is None:
                 raise Bad({chars[i][0]})                         # not UTF-8
-            ch = chars[i][1] if i < len(chars) else None
+            number, ch = chars[i] if i < len(chars) else (None, None)
             i += 1
             if state == "quoted":
                 if ch is None:
@@ -246,34 +247,27 @@ def reference_csv(raw: bytes, sep: str = "|"):
                     state = "closed"
                 else:
                     field += ch
-            elif state == "closed":
-                if ch == '"':
-                    field, state = field + '"', "quoted"
-                elif ch in (",", "\n", None):
+                continue
+            if state == "closed" and ch == '"':
+                field, state = field + '"', "quoted"
+            elif ch == '"' and state == "start":
+                state = "quoted"
+            elif ch == ",":
+                fields.append(field)
+                field, state = "", "start"
+            elif ch in ("\r", "\n", None):
+                if fields or state != "start":
                     fields.append(field)
-                    field, state = "", "start"
-                    if ch != ",":
-                        break
-                elif ch == "\r" and (i >= len(chars) or chars[i][1] == "\n"):
-                    continue
-                else:
-                    raise Bad({start})                           # text after a closing quote
-            else:   # start of a field, or inside an unquoted one
-                if ch == '"' and state == "start":
-                    state = "quoted"
-                elif ch in (",", "\n", None) or (ch == "\r" and (i >= len(chars) or chars[i][1] == "\n")):
-                    if ch == "\r":
-                        i += 1                                   # \r\n ends the record
-                        ch = "\n"
-                    if fields or field or state == "plain" or ch == ",":
-                        fields.append(field)
-                    field, state = "", "start"
-                    if ch != ",":
-                        break
-                elif ch == "\r":
-                    raise Bad({start})                           # a lone \r in an unquoted field
-                else:
-                    field, state = field + ch, "plain"
+                while ch is not None and ch != "\n" and i < len(chars) and chars[i][0] == number:
+                    ch = chars[i][1]
+                    i += 1
+                    if ch not in ("\r", "\n"):
+                        raise Bad({start})                       # text after a \r that ended the record
+                break
+            elif state == "closed":
+                raise Bad({start})                               # text after a closing quote
+            else:
+                field, state = field + ch, "plain"
         if not fields:
             continue                                             # a blank line
         if len(fields) < 2:
