@@ -36,11 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from xmlc.config import Config, from_dict
+from xmlc.config import Config, ConfigError, from_dict
 from xmlc.models import build_model
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_path", "rng_state", "set_rng_state",
-           "model_from_checkpoint", "remove_partial_writes", "CheckpointError", "CheckpointSaveError"]
+           "model_from_checkpoint", "remove_partial_writes", "check_run_dir", "CheckpointError",
+           "CheckpointSaveError"]
 
 FORMAT = 1
 
@@ -113,6 +114,25 @@ def _save_error(path: Path, exc: OSError) -> CheckpointSaveError:
     kept = "the previous one is kept" if path.is_file() else "there is no previous one"
     reason = exc.strerror or str(exc)
     return CheckpointSaveError(f"could not save checkpoint {path} ({reason}); {kept}")
+
+
+def check_run_dir(path: str | Path, key: str = "output.dir") -> Path:
+    """``path`` if a run can write there: an existing writable directory, or a name whose
+    nearest existing parent is a writable directory (nothing is created yet). Otherwise a
+    :class:`ConfigError` naming ``key``, raised before any data is read."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.is_symlink():   # a dangling link: mkdir would fail on it
+            raise ConfigError(f"config key '{key}': {probe} is a broken symbolic link")
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "" if probe == path else f" (so {path} cannot be created)"
+        raise ConfigError(f"config key '{key}': {probe} is a file, not a directory{where}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == path else f" (so {path} cannot be created there)"
+        raise ConfigError(f"config key '{key}': directory {probe} is not writable{where}")
+    return path
 
 
 def checkpoint_path(path: str | Path, in_run_dir: str = "last.pt") -> Path:

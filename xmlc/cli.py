@@ -16,8 +16,10 @@ from __future__ import annotations
 import sys
 from enum import IntEnum
 
+from xmlc.checkpoint import CheckpointError, CheckpointSaveError
 from xmlc.config import ConfigError
 from xmlc.data import DataFileError
+from xmlc.inference import NonFiniteScores
 
 __all__ = ["ExitStatus", "USER_ERRORS", "INPUT_ERRORS", "exit_status", "report_error"]
 
@@ -26,7 +28,8 @@ class ExitStatus(IntEnum):
     """Process exit statuses of the xmlc commands (a stop by signal N exits ``128 + N``)."""
 
     OK = 0          # finished, or stopped at train.max_steps (resumable)
-    FAILED = 1      # the run failed on the way (a non-finite loss); the last good checkpoint is kept
+    FAILED = 1      # the run failed on the way (a non-finite loss or scores, a checkpoint or output
+                    # that could not be written); the last good checkpoint is kept
     USAGE = 2       # bad arguments, config or input: fix them and run again
 
     @staticmethod
@@ -40,7 +43,11 @@ class ExitStatus(IntEnum):
 USER_ERRORS: tuple[tuple[type[BaseException], ExitStatus], ...] = (
     (ConfigError, ExitStatus.USAGE),
     (DataFileError, ExitStatus.USAGE),
+    (CheckpointError, ExitStatus.USAGE),              # --resume / --checkpoint: truncated or foreign file
+    (CheckpointSaveError, ExitStatus.FAILED),         # mid-run: the previous checkpoint is kept
     (FileNotFoundError, ExitStatus.USAGE),
+    (NonFiniteScores, ExitStatus.FAILED),
+    (OSError, ExitStatus.FAILED),                     # an output that could not be written (disk full)
 )
 
 # ``evaluate`` and ``predict`` also read a checkpoint and check their own arguments; what they

@@ -41,6 +41,7 @@ __all__ = [
     "make_loader",
     "stratified_split",
     "DataFileError",
+    "check_labelled",
     "read_data",
     "load_splits",
     "concat_data",
@@ -999,7 +1000,7 @@ def load_splits(dcfg, *, seed: int = 0, features=None, say=None):
                 for split in (out.train, out.val, out.test):
                     if split is not None:
                         split.label_names, split.featurizer = out.label_names, state
-                return out.train, out.val, out.test
+                return check_splits(out.train, out.val, out.test, dcfg)
             names = tables.read_label_names(dcfg.label_names) if dcfg.label_names is not None else None
         except (ValueError, OSError, EOFError) as exc:   # InputError, bad gzip, unreadable file
             raise DataFileError(str(exc)) from exc
@@ -1016,8 +1017,8 @@ def load_splits(dcfg, *, seed: int = 0, features=None, say=None):
         train.features = normalize_rows(train.features, dcfg.normalize)
         if test is not None:
             test.features = normalize_rows(test.features, dcfg.normalize)
-    else:
-        train, test = read_data(dcfg.train, dcfg, key="data.train"), None
+    else:   # checked at once: a file without labels would otherwise fail as L=0 in val/test
+        train, test = check_labelled(read_data(dcfg.train, dcfg, key="data.train"), f"data.train ({dcfg.train})"), None
     dims = {"num_features": train.num_features, "num_labels": train.num_labels}
     if dcfg.test is not None:
         test = read_data(dcfg.test, dcfg, key="data.test", **dims)
@@ -1033,6 +1034,32 @@ def load_splits(dcfg, *, seed: int = 0, features=None, say=None):
         for split in (train, val, test):
             if split is not None:
                 split.label_names = names
+    return check_splits(train, val, test, dcfg)
+
+
+def check_labelled(data: "XMCData", what: str) -> "XMCData":
+    """``data`` itself if it has at least one example and one positive label, else a
+    :class:`DataFileError` naming ``what`` (metrics and early stopping need both: without
+    them every AUPRC is NaN and no epoch is ever "best")."""
+    if len(data) == 0:
+        raise DataFileError(f"{what} has no examples")
+    if data.labels.nnz == 0:
+        raise DataFileError(f"{what} has {len(data):,} examples but not one positive label "
+                            f"(L={data.num_labels:,}); every line's label list is empty")
+    return data
+
+
+def check_splits(train, val, test, dcfg):
+    """(train, val, test) after :func:`check_labelled` on each, named by its config key and file
+    (or as the split carved from ``data.train``); called before anything is trained."""
+    source = f"data.train ({dcfg.train})" if dcfg.train is not None else f"data.synthetic={dcfg.synthetic!r}"
+    check_labelled(train, source if dcfg.val is not None else f"{source} less its validation split")
+    check_labelled(val, f"data.val ({dcfg.val})" if dcfg.val is not None else
+                   f"the validation split carved from {source} (data.val_fraction={dcfg.val_fraction}; "
+                   f"give a larger fraction or a data.val file)")
+    if test is not None:
+        check_labelled(test, f"data.test ({dcfg.test})" if dcfg.test is not None else
+                       f"the test split carved from {source} (data.test_fraction={dcfg.test_fraction})")
     return train, val, test
 
 

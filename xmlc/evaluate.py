@@ -23,7 +23,7 @@ from xmlc.cli import INPUT_ERRORS, ExitStatus, report_error
 from xmlc.config import ConfigError, apply_overrides
 from xmlc.data import DataFileError
 from xmlc.features import TextFeaturizer
-from xmlc.inference import predict_scores
+from xmlc.inference import check_finite_scores, predict_scores
 from xmlc.metrics import metrics_report, metrics_table
 from xmlc.tables import read_for_model
 
@@ -56,9 +56,10 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, *, batch_
                           label_names=None if names is None else list(names),
                           featurizer=None if state is None else TextFeaturizer.from_state(state),
                           labels_path=labels_path, notes=notes)
+    xdata.check_labelled(data, f"--data ({data_path})")
     loader = xdata.make_loader(data, batch_size or cfg.data.eval_batch_size, shuffle=False,
                                pin_memory=device.type == "cuda")
-    scores = predict_scores(model, loader, len(data), device=device, amp=cfg.train.amp)
+    scores = check_finite_scores(predict_scores(model, loader, len(data), device=device, amp=cfg.train.amp))
     label_stats = ckpt["label_stats"]
     counts, num_train = label_stats["counts"].numpy(), label_stats["num_examples"]
     thresholds = {}

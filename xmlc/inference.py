@@ -13,7 +13,24 @@ from torch import nn
 
 from xmlc.models import probabilities
 
-__all__ = ["predict_scores"]
+__all__ = ["predict_scores", "NonFiniteScores", "check_finite_scores"]
+
+
+class NonFiniteScores(RuntimeError):
+    """The model gave NaN or infinite probabilities for some rows (its weights or those rows'
+    features hold values it cannot handle); nothing is written for them."""
+
+
+def check_finite_scores(scores: torch.Tensor, first_row: int = 0) -> torch.Tensor:
+    """``scores`` (N, L) itself if every entry is finite, else :class:`NonFiniteScores` naming
+    the rows (counted from ``first_row``, 0-based as in the input) that are not."""
+    finite = torch.isfinite(scores).all(dim=1)
+    if not bool(finite.all()):
+        bad = (torch.nonzero(~finite).flatten() + first_row).tolist()
+        shown = ", ".join(map(str, bad[:10])) + (f", ... ({len(bad):,} rows)" if len(bad) > 10 else "")
+        raise NonFiniteScores(f"the model's scores are NaN or infinite for row(s) {shown} (0-based); "
+                              f"check those rows' feature values, or the checkpoint's weights")
+    return scores
 
 
 @torch.no_grad()

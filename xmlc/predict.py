@@ -37,6 +37,7 @@ from xmlc.api import Classifier
 from xmlc.checkpoint import checkpoint_path, load_checkpoint
 from xmlc.cli import INPUT_ERRORS, ExitStatus, report_error
 from xmlc.config import ConfigError, apply_overrides
+from xmlc.inference import check_finite_scores
 from xmlc.tables import read_for_model, read_label_names
 
 __all__ = ["main", "predict_file", "write_predictions"]
@@ -61,6 +62,7 @@ def write_predictions(clf: Classifier, inputs, out, *, top_k: int = 5, fmt: str 
     for start in range(0, n, CHUNK):
         chunk = features[start:start + CHUNK]
         scores = clf.scores_of_features(chunk, batch_size=batch_size) if prepared else clf.scores(chunk, batch_size=batch_size)
+        check_finite_scores(scores, first_row=start)   # never a NaN (invalid JSON) in the output
         for row, record in enumerate(clf.rows(scores, top_k=top_k), start):
             if writer is not None:
                 writer.writerow([row, "|".join(map(str, record["predicted"])),
@@ -102,8 +104,12 @@ def predict_file(checkpoint: str | Path, data_path: str | Path | None, out_path:
         return write_predictions(clf, inputs, sys.stdout, top_k=top_k, fmt=fmt, batch_size=batch_size)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path, "w", newline="") as out:
-        return write_predictions(clf, inputs, out, top_k=top_k, fmt=fmt, batch_size=batch_size)
+    try:
+        with open(out_path, "w", newline="") as out:
+            return write_predictions(clf, inputs, out, top_k=top_k, fmt=fmt, batch_size=batch_size)
+    except BaseException:   # no partial file that could pass for a complete one
+        out_path.unlink(missing_ok=True)
+        raise
 
 
 def main(argv=None) -> int:

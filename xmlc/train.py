@@ -49,7 +49,8 @@ from tqdm import tqdm
 
 from xmlc import data as xdata, losses, stats
 from xmlc.calibrate import prior_thresholds, thresholds_for
-from xmlc.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from xmlc.checkpoint import (check_run_dir, load_checkpoint, remove_partial_writes, rng_state, save_checkpoint,
+                             set_rng_state)
 from xmlc.cli import ExitStatus, report_error
 from xmlc.config import Config, ConfigError, apply_overrides, dump_config, from_dict, load_config, to_dict
 from xmlc.data import concat_data, load_splits
@@ -160,6 +161,7 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
             or trained on.
     """
     check_config(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    check_run_dir(cfg.output.dir)
     env = setup_distributed(cfg.train.device)
     say = _printer(env.rank == 0)
     files = None
@@ -493,6 +495,7 @@ class RunFiles:
         if not self.write:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
+        remove_partial_writes(self.dir)   # temp files of checkpoint writes a crash interrupted
         (self.dir / "config.yaml").write_text(dump_config(self.cfg))
         if not resumed:
             remove_figures(self.dir)

@@ -1,0 +1,224 @@
+"""Issue 14: bad input never reaches a traceback and never a silent NaN.
+
+Each case of the issue through the real command lines (``main()`` in-process): bad files,
+bad config values and faults end with one ``error:`` line naming the culprit and the
+documented exit status (2: bad input or config, before any data is read or any training;
+1: a failure during the run), and nothing in the output is NaN.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from xmlc import data as xdata, evaluate as xevaluate, predict as xpredict, train as xtrain
+from xmlc.checkpoint import load_checkpoint, save_checkpoint
+from xmlc.cli import ExitStatus
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Tiny XMC files (120 train / 40 val / 40 test rows, 30 features, 12 labels) and broken ones."""
+    root = tmp_path_factory.mktemp("data")
+    full = xdata.synthetic(200, 30, 12, mean_labels=2.0, seed=1)
+    paths = {}
+    for name, rows in (("train", slice(0, 120)), ("val", slice(120, 160)), ("test", slice(160, 200))):
+        paths[name] = root / f"{name}.txt"
+        xdata.write_xmc(paths[name], full.features[rows], full.labels[rows])
+    paths["empty"] = root / "empty.txt"
+    paths["empty"].write_bytes(b"")
+    paths["no_rows"] = root / "no_rows.txt"
+    paths["no_rows"].write_text("0 30 12\n")
+    paths["no_labels"] = root / "no_labels.txt"   # examples with features but not one label
+    paths["no_labels"].write_text("".join(f" {i % 30}:1.0 {(i + 1) % 30}:0.5\n" for i in range(60)))
+    paths["huge"] = root / "huge.txt"             # 1e40: finite in float64, inf in float32
+    lines = paths["test"].read_text().splitlines()
+    lines[3] += " 29:1e40"                        # file line 4 (line 1 is the header)
+    paths["huge"].write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def args(files, out, *extra):
+    return [f"data.train={files['train']}", f"data.val={files['val']}", f"data.test={files['test']}",
+            "model.hidden=[8]", "data.batch_size=40", "train.epochs=2", "train.progress=false",
+            "eval.min_positives=1", "output.tensorboard=false", "output.figures=false", f"output.dir={out}", *extra]
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert xtrain.main(args(files, out)) == ExitStatus.OK
+    return out
+
+
+# --- config values: exit 2 naming the key, before any data is read ---------------------
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("data.batch_size=-1", "config key 'data.batch_size' must be >= 1, got -1"),
+    ("data.batch_size=0", "config key 'data.batch_size' must be >= 1, got 0"),
+    ("model.hidden=[0]", "config key 'model.hidden[0]' must be >= 1, got 0"),
+    ("loss.name=hinge", "config key 'loss.name' must be one of 'bce', 'focal', 'asymmetric'"),
+    ("optim.lr=0", "config key 'optim.lr' must be > 0, got 0"),
+    ("eval.ks=[0]", "config key 'eval.ks[0]' must be >= 1, got 0"),
+    ("eval.ks=[0,1]", "config key 'eval.ks[0]' must be >= 1, got 0"),
+])
+def test_bad_config_values_fail_before_the_data_is_read(files, tmp_path, capsys, setting, message):
+    missing = tmp_path / "not-there.txt"   # a data error would show if the data were read first
+    out = tmp_path / "run"
+    assert xtrain.main(args(files, out, f"data.train={missing}", setting)) == ExitStatus.USAGE
+    assert message in error_line(capsys)
+    assert not out.exists()
+
+
+# --- input files: exit 2 naming the file, before training ----------------------------------
+
+
+@pytest.mark.parametrize("key, kind, message", [
+    ("train", "empty", "the file is empty"),
+    ("val", "empty", "the file is empty"),
+    ("test", "empty", "the file is empty"),
+    ("val", "no_rows", "data.val ({}) has no examples"),
+    ("test", "no_rows", "data.test ({}) has no examples"),
+    ("train", "no_labels", "has 60 examples but not one positive label"),
+    ("val", "no_labels", "data.val ({}) has 60 examples but not one positive label"),
+    ("test", "huge", "line 4: value 1e+40 is not finite as float32 (largest 3.40282e+38) in token '29:1e40'"),
+])
+def test_bad_input_files_fail_before_training(files, tmp_path, capsys, key, kind, message):
+    out = tmp_path / "run"
+    assert xtrain.main(args(files, out, f"data.{key}={files[kind]}")) == ExitStatus.USAGE
+    line = error_line(capsys)
+    assert f"data.{key}" in line and str(files[kind]) in line and message.format(files[kind]) in line, line
+    assert not out.exists()   # nothing trained, nothing written
+
+
+def test_a_validation_split_without_positives_is_named(files, tmp_path, capsys):
+    rare = tmp_path / "rare.txt"   # 40 rows, one label on one row: the carved validation split has none
+    rare.write_text("0 1:1\n" + "".join(f" {i % 30}:1\n" for i in range(39)))
+    out = tmp_path / "run"
+    assert xtrain.main(args(files, out, f"data.train={rare}", "data.val=null", "data.test=null",
+                            "data.val_fraction=0.2")) == ExitStatus.USAGE
+    assert "the validation split carved from data.train" in error_line(capsys)
+
+
+# --- output directory: checked up front (exit 2), and failing mid-run (exit 1) -------------
+
+
+def test_output_dir_that_is_a_file(files, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory")
+    assert xtrain.main(args(files, taken)) == ExitStatus.USAGE
+    assert f"config key 'output.dir': {taken} is a file, not a directory" in error_line(capsys)
+    assert xtrain.main(args(files, taken / "run")) == ExitStatus.USAGE
+    assert f"{taken} is a file, not a directory (so {taken / 'run'} cannot be created)" in error_line(capsys)
+
+
+def test_output_dir_that_is_not_writable(files, tmp_path, capsys, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access   # root ignores permission bits, so the refusal is simulated
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and access(p, mode))
+    assert xtrain.main(args(files, locked / "run")) == ExitStatus.USAGE
+    assert f"config key 'output.dir': directory {locked} is not writable" in error_line(capsys)
+
+
+def test_run_dir_unwritable_mid_run_keeps_the_previous_checkpoint(files, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    real, calls = tempfile.mkstemp, []
+
+    def mkstemp(*a, dir=None, **kw):   # epoch 1 saves last.pt and best.pt; then the directory locks
+        if Path(dir) == out:
+            calls.append(1)
+            if len(calls) > 2:
+                raise PermissionError(13, "Permission denied")
+        return real(*a, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    assert xtrain.main(args(files, out)) == ExitStatus.FAILED
+    line = error_line(capsys)
+    assert f"could not save checkpoint {out / 'last.pt'} (Permission denied); the previous one is kept" in line
+    assert load_checkpoint(out / "last.pt")["progress"]["epoch"] == 1
+
+
+def test_partial_checkpoint_writes_are_removed_on_the_next_start(files, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / ".last.pt.k2j4x9.tmp"   # what kill -9 during a save leaves
+    stale.write_bytes(b"\0" * 1000)
+    assert xtrain.main(args(files, out, "train.epochs=1")) == ExitStatus.OK
+    assert not stale.exists()
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_resume_from_a_truncated_checkpoint(run_dir, tmp_path, capsys):
+    out = tmp_path / "copy"
+    out.mkdir()
+    good = (run_dir / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(good[: len(good) // 2])
+    assert xtrain.main(["--resume", str(out)]) == ExitStatus.USAGE
+    assert f"checkpoint {out / 'last.pt'} could not be read" in error_line(capsys)
+    # evaluate and predict say the same, with the same status
+    (out / "best.pt").write_bytes(good[: len(good) // 2])
+    for main, extra in ((xevaluate.main, []), (xpredict.main, ["--out", str(tmp_path / "p.jsonl")])):
+        assert main(["--checkpoint", str(out), "--data", str(run_dir / "config.yaml"), *extra]) == ExitStatus.USAGE
+        assert f"checkpoint {out / 'best.pt'} could not be read" in error_line(capsys)
+
+
+# --- evaluate / predict ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, message", [("empty", "the file is empty"), ("no_rows", "has no examples"),
+                                           ("no_labels", "not one positive label"),
+                                           ("huge", "value 1e+40 is not finite as float32")])
+def test_evaluate_rejects_files_it_cannot_score(run_dir, files, tmp_path, capsys, kind, message):
+    out = tmp_path / "eval.json"
+    assert xevaluate.main(["--checkpoint", str(run_dir), "--data", str(files[kind]),
+                           "--out", str(out)]) == ExitStatus.USAGE
+    line = error_line(capsys)
+    assert "--data" in line and str(files[kind]) in line and message in line, line
+    assert not out.exists()
+
+
+def test_predict_rejects_a_value_that_overflows_float32(run_dir, files, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    assert xpredict.main(["--checkpoint", str(run_dir), "--data", str(files["huge"]),
+                          "--out", str(out)]) == ExitStatus.USAGE
+    assert "line 4: value 1e+40 is not finite as float32" in error_line(capsys)
+    assert not out.exists()
+
+
+def test_predict_and_evaluate_never_write_nan(run_dir, files, tmp_path, capsys):
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    table = next(v for v in ckpt["model"].values() if v.shape[0] == 30)   # the (D, H) input table
+    table[5] = float("nan")   # feature 5 poisons every row that has it
+    broken = tmp_path / "nan" / "best.pt"
+    save_checkpoint(ckpt, broken)
+    test = xdata.read_xmc(files["test"])
+    poisoned = [i for i in range(len(test)) if 5 in test.features[i].indices]
+    assert poisoned and len(poisoned) < len(test)
+    out = tmp_path / "p.jsonl"
+    assert xpredict.main(["--checkpoint", str(broken), "--data", str(files["test"]),
+                          "--out", str(out)]) == ExitStatus.FAILED
+    line = error_line(capsys)
+    assert f"NaN or infinite for row(s) {', '.join(map(str, poisoned[:10]))}" in line, line
+    assert not out.exists()   # no partial output that could pass for a whole one
+    assert xevaluate.main(["--checkpoint", str(broken), "--data", str(files["test"]),
+                           "--out", str(tmp_path / "e.json")]) == ExitStatus.FAILED
+    assert "NaN or infinite for row(s)" in error_line(capsys)
+
+    good = tmp_path / "good.jsonl"   # and the healthy model's output is strict JSON
+    assert xpredict.main(["--checkpoint", str(run_dir), "--data", str(files["test"]), "--out", str(good)]) == 0
+    records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in predict output"))
+               for line in good.read_text().splitlines()]
+    assert len(records) == 40
