@@ -1,14 +1,14 @@
 """What the diagnostic figures cost a training run, at 7,900 labels (the seed scenario).
 
-    python benchmarks/bench_figures.py [--config configs/seed.yaml --rounds 3]
+    python benchmarks/bench_figures.py [--config configs/seed.yaml --rounds 3] [section.key=value ...]
 
 Per round, interleaved, on the seed scenario's own splits and model (configs/seed.yaml with
 ``loss.pos_weight=neg_pos``):
 
-* epoch: :func:`xmlc.train.train_one_epoch` over the whole training split (the model trains on,
-  so later rounds see the scores of a model in training);
-* validation pass: :meth:`xmlc.train.Evaluator.calibrate`, what every epoch of a run does anyway (score
-  the validation split, all metrics, fit the per-label thresholds);
+* epoch: one epoch of :func:`xmlc.train.train_one_epoch` over the whole training split (the
+  model trains on, so later rounds see the scores of a model in training);
+* validation pass: :meth:`xmlc.train.Evaluator.calibrate`, what every epoch of a run does anyway
+  (score the validation split, all metrics, fit the per-label thresholds);
 * figures per validation: what ``output.figures`` adds to :func:`xmlc.monitor.log_epoch`:
   :func:`xmlc.figures.run_figures` on the validation scores (reusing the per-label AP that
   ``log_epoch`` computes for its histogram either way) and ``add_figure`` of the three figures
@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 from xmlc import figures, losses, metrics, monitor  # noqa: E402
 from xmlc.config import load_config  # noqa: E402
 from xmlc.data import load_splits  # noqa: E402
-from xmlc.train import (DistEnv, Evaluator, LabelStats, make_eval_loader, new_model,  # noqa: E402
-                        start_training)
+from xmlc.distributed import DistEnv  # noqa: E402
+from xmlc.train import Evaluator, LabelStats, make_eval_loader, new_model, start_training  # noqa: E402
 
 
 class _NoStop:
@@ -59,16 +59,15 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = load_config(args.config, ["loss.pos_weight=neg_pos", "train.progress=false", *args.overrides])
     env = DistEnv()
-    train_set, val_set, _ = load_splits(cfg.data, seed=cfg.train.seed)
+    train_set, val_set, _ = load_splits(cfg.data, seed=cfg.train.seed, features=cfg.features)
     label_stats = LabelStats.of(train_set, cfg.loss)
     model = new_model(cfg.model, train_set.num_features, train_set.num_labels)
     loss_fn = losses.build_loss(cfg.loss, pos_weight=label_stats.pos_weight, weight=label_stats.label_weight)
     tr = start_training(cfg, env, train_set, model, loss_fn)
-    evaluator = Evaluator(cfg.eval, label_stats, env, amp=cfg.train.amp)
+    evaluator = Evaluator(cfg.eval, label_stats, env, amp=False)
     val_loader = make_eval_loader(val_set, cfg.data, seed=cfg.train.seed, env=env)
-    progress = tr.progress
-    print(f"seed scenario: train {len(train_set):,} / val {len(val_set):,} examples, "
-          f"{train_set.num_labels:,} labels; torch threads 1")
+    print(f"{Path(args.config).name} {' '.join(args.overrides)}: train {len(train_set):,} / val {len(val_set):,} "
+          f"examples, {train_set.num_labels:,} labels; torch threads 1")
 
     rows = {"epoch": [], "validation pass": [], "figures per validation": [], "figures at the end": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,18 +75,18 @@ def main() -> None:
 
         writer = SummaryWriter(log_dir=tmp)
         for r in range(args.rounds):
-            progress.epoch, progress.batch_in_epoch = r, 0
             t_epoch, _ = timed(lambda: tr.train_epoch(tcfg=cfg.train, grad_clip=cfg.optim.grad_clip, env=env,
                                                       stop=_NoStop()))
+            tr.progress.epoch, tr.progress.batch_in_epoch = tr.progress.epoch + 1, 0
             t_val, val = timed(lambda: evaluator.calibrate(model, val_loader, val_set.labels))
-            scores = val.scores
-            ap_per_label = metrics.average_precision(scores, val_set.labels, average="none")   # log_epoch's, reused
+            ap_per_label = metrics.average_precision(val.scores, val_set.labels, average="none")   # log_epoch's
             inputs = evaluator.figure_inputs(val.thresholds)
             t_fig, _ = timed(lambda: monitor.log_figures(writer, figures.run_figures(
-                scores, val_set.labels, ap=ap_per_label, title=f"validation, round {r}", **inputs), progress.step))
+                val.scores, val_set.labels, ap=ap_per_label, title=f"validation, round {r}", **inputs),
+                tr.progress.step))
             t_end, _ = timed(lambda: monitor.write_final_figures(
-                Path(tmp), writer, progress.step, "validation", scores, val_set.labels, num_train=label_stats.num_examples,
-                **inputs))
+                Path(tmp), writer, tr.progress.step, "validation", val.scores, val_set.labels,
+                num_train=label_stats.num_examples, **inputs))
             for key, value in zip(rows, (t_epoch, t_val, t_fig, t_end)):
                 rows[key].append(value)
             print(f"round {r + 1}: epoch {t_epoch:.1f} s, validation {t_val:.1f} s, figures {t_fig:.2f} s, "
@@ -98,7 +97,7 @@ def main() -> None:
         return statistics.median(x / y for x, y in zip(rows[a], rows[b]))
 
     print()
-    print("| step (seed scenario, 7,900 labels) | median s | figures per validation / this | "
+    print(f"| step ({train_set.num_labels:,} labels) | median s | figures per validation / this | "
           "figures at the end / this |")
     print("|---|---:|---:|---:|")
     for key in ("epoch", "validation pass"):
