@@ -2,6 +2,7 @@
 matches a numpy reference, PNG and HTML files are written and readable, bad input is named."""
 
 import base64
+import doctest
 import json
 
 import numpy as np
@@ -31,6 +32,11 @@ def arrays():
 
 def _is_png(blob: bytes) -> bool:
     return blob[:8] == PNG_MAGIC and len(blob) > 1000
+
+
+def test_docstring_examples():
+    result = doctest.testmod(figures, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_predicted_counts_matches_numpy(arrays):

@@ -30,6 +30,12 @@ bins holding only positives (frequency 1, +inf) as open triangles on the top edg
 Labels whose average precision is undefined (no validation positive) are left out of
 :func:`ap_by_frequency` and counted in its legend.
 
+References:
+    * Reliability diagrams: M. H. DeGroot, S. E. Fienberg, "The Comparison and Evaluation of
+      Forecasters", The Statistician 1983; A. Niculescu-Mizil, R. Caruana, "Predicting Good
+      Probabilities with Supervised Learning", ICML 2005.
+    * The ln(pos_weight) shift of weighted BCE: :mod:`xmlc.calibrate` (method "prior").
+
 Example:
     >>> import numpy as np
     >>> true = np.array([10, 100, 3, 0]); buckets = np.array([1, 0, 2, 2])
