@@ -103,7 +103,7 @@ def loss_cases(old, new, args):
     for batch, num_labels in ((256, 7900), (1024, 30000)):
         x, y = make_batch(batch, num_labels)
 
-        def run(lib, name):
+        def run(lib, name, x=x, y=y):  # this size's batch (not the loop variables' last value)
             def call():
                 x.grad = None
                 loss = {"focal gamma=2": lambda: lib.focal_loss(x, y, gamma=2.0),
