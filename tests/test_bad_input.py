@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from xmlc import data as xdata, evaluate as xevaluate, predict as xpredict, train as xtrain
-from xmlc.checkpoint import load_checkpoint, save_checkpoint
-from xmlc.cli import ExitStatus
+from xmlc.checkpoint import CheckpointError, CheckpointSaveError, load_checkpoint, save_checkpoint
+from xmlc.cli import INPUT_ERRORS, ExitStatus, exit_status
+from xmlc.inference import NonFiniteScores
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +223,15 @@ def test_predict_and_evaluate_never_write_nan(run_dir, files, tmp_path, capsys):
     records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in predict output"))
                for line in good.read_text().splitlines()]
     assert len(records) == 40
+
+
+@pytest.mark.parametrize("exc, status", [
+    (CheckpointError("checkpoint x/last.pt could not be read"), ExitStatus.USAGE),
+    (CheckpointSaveError("could not save checkpoint x/last.pt (No space left on device); the previous one is kept"),
+     ExitStatus.FAILED),
+    (NonFiniteScores("row(s) 3"), ExitStatus.FAILED),
+    (PermissionError(13, "Permission denied"), ExitStatus.FAILED),
+    (FileNotFoundError("data.train: file not found: t.txt"), ExitStatus.USAGE),
+])
+def test_train_evaluate_and_predict_give_the_same_status(exc, status):
+    assert exit_status(exc) == exit_status(exc, INPUT_ERRORS) == status
