@@ -224,12 +224,13 @@ def featurise(path: str, how: str) -> dict:
 
     start = time.perf_counter()
     if how == "sklearn":   # what a user writes: csv module + TfidfVectorizer(bigrams, min_df=2)
+        import numpy as np
         from sklearn.feature_extraction.text import TfidfVectorizer
         with open(path, newline="") as f:
             rows = list(csv.reader(f))[1:]
         texts = [r[0] for r in rows]
         del rows
-        X = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, dtype="float32").fit_transform(texts)
+        X = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, dtype=np.float32).fit_transform(texts)
     else:
         raw = read_table(path)
         fcfg = FeaturesConfig(method="hashing") if how == "xmlc-hashing" else FeaturesConfig()
