@@ -21,15 +21,22 @@ from torch.utils.data import DistributedSampler
 
 from xmlc.config import ConfigError
 
-__all__ = ["DistEnv", "setup_distributed", "teardown_distributed", "data_parallel", "ResumableSampler",
+__all__ = ["DistEnv", "launched_world_size", "setup_distributed", "teardown_distributed", "data_parallel", "ResumableSampler",
            "steps_per_epoch", "Agreement", "agree", "any_process"]
 
 
 @dataclass
 class DistEnv:
+    """This process's place: its rank among ``world_size`` processes and its device."""
+
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+
+
+def launched_world_size() -> int:
+    """How many processes torchrun started (``WORLD_SIZE``); 1 without torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def setup_distributed(device_choice: str) -> DistEnv:
@@ -37,7 +44,7 @@ def setup_distributed(device_choice: str) -> DistEnv:
     use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
     if device_choice == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config key 'train.device' is 'cuda' but no CUDA device is available")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     if world_size == 1:
         return DistEnv(device=torch.device("cuda" if use_cuda else "cpu"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -58,11 +65,12 @@ def teardown_distributed(env: DistEnv, *, barrier: bool = True) -> None:
         dist.destroy_process_group()
 
 
-def data_parallel(model: nn.Module, env) -> nn.Module:
+def data_parallel(model: nn.Module, env: DistEnv) -> nn.Module:
     """``model`` in DistributedDataParallel when several processes train, else ``model`` itself."""
     if env.world_size == 1:
         return model
-    return nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    device_ids = [env.device.index] if env.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
 class ResumableSampler(DistributedSampler):

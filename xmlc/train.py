@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import random
 import resource
 import signal
@@ -52,10 +51,11 @@ from xmlc.calibrate import prior_thresholds, thresholds_for
 from xmlc.checkpoint import (check_run_dir, load_checkpoint, remove_partial_writes, rng_state, save_checkpoint,
                              set_rng_state)
 from xmlc.cli import ExitStatus, report_error
-from xmlc.config import Config, ConfigError, apply_overrides, dump_config, from_dict, load_config, to_dict
+from xmlc.config import (Config, ConfigError, DataConfig, EvalConfig, LossConfig, ModelConfig, TrainConfig,
+                         apply_overrides, dump_config, from_dict, load_config, to_dict)
 from xmlc.data import concat_data, load_splits
-from xmlc.distributed import (DistEnv, ResumableSampler, agree, any_process, data_parallel, setup_distributed,
-                              steps_per_epoch, teardown_distributed)
+from xmlc.distributed import (DistEnv, ResumableSampler, agree, any_process, data_parallel, launched_world_size,
+                              setup_distributed, steps_per_epoch, teardown_distributed)
 from xmlc.inference import predict_scores
 from xmlc.metrics import metrics_report, results_table, threshold_metrics
 from xmlc.models import build_model, ensemble_loss, init_output_bias
@@ -160,7 +160,7 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
             saving what it could; ``ConfigError`` / ``DataFileError`` before any data is read
             or trained on.
     """
-    check_config(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    check_config(cfg, world_size=launched_world_size())
     check_run_dir(cfg.output.dir)
     env = setup_distributed(cfg.train.device)
     say = _printer(env.rank == 0)
@@ -210,8 +210,8 @@ def check_config(cfg: Config, *, world_size: int) -> None:
                           f"by the number of processes ({world_size})")
 
 
-def fit(tr: Training, val_loader, val_labels, ev: Evaluator, files: RunFiles, *, tcfg, grad_clip, env,
-        say) -> list[float]:
+def fit(tr: Training, val_loader, val_labels, ev: Evaluator, files: RunFiles, *, tcfg: TrainConfig,
+        grad_clip: float | None, env: DistEnv, say) -> list[float]:
     """Train epochs until ``train.epochs`` or early stopping, validating after each.
 
     After each epoch: validation metrics (at 0.5, and ``calibrated/...`` at thresholds fitted
@@ -268,7 +268,7 @@ def report_stop(stopped: RunStopped, tr: Training, files: RunFiles, say) -> None
         f"Continue with: python -m xmlc.train --resume {files.dir}")
 
 
-def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg: Config, env, *, prior,
+def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg: Config, env: DistEnv, *, prior,
            epoch_times: list[float], say) -> dict:
     """The final phase: best weights, thresholds fitted on validation, the optional refit, test,
     then the outputs (:meth:`RunFiles.finish`) and the table; returns the metrics."""
@@ -299,7 +299,7 @@ def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg
     return results
 
 
-def refit_selected(tr: Training, cfg: Config, env, train_set, val_set, *, prior, files: RunFiles, say) -> dict:
+def refit_selected(tr: Training, cfg: Config, env: DistEnv, train_set, val_set, *, prior, files: RunFiles, say) -> dict:
     """:func:`refit` for the selected number of epochs into ``tr.model``; returns its info.
 
     Raises:
@@ -358,8 +358,11 @@ class Progress:
             self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch + 1, 0
         else:
             self.bad_epochs += 1
-        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        self.next_epoch()
         return improved
+
+    def next_epoch(self) -> None:
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
 
 @dataclass
@@ -375,7 +378,7 @@ class LabelStats:
     propensities: np.ndarray            # (L,) for PSP@k
 
     @classmethod
-    def of(cls, data: xdata.XMCData, lcfg) -> LabelStats:
+    def of(cls, data: xdata.XMCData, lcfg: LossConfig) -> LabelStats:
         """The statistics of ``data``'s labels, loss weights as the ``loss`` section says."""
         counts, num_examples = stats.label_and_example_counts(data.labels, data.num_labels)
         pos_weight, label_weight = loss_weights(lcfg, counts, num_examples)
@@ -396,7 +399,7 @@ class LabelStats:
                 "num_examples": int(self.num_examples), "pos_weight": self.pos_weight}
 
 
-def loss_weights(lcfg, counts, num_examples) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def loss_weights(lcfg: LossConfig, counts, num_examples: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(pos_weight (L,) or None, per-label loss weight (L,) or None) from the ``loss`` section."""
     pos_weight = None
     if lcfg.pos_weight == "neg_pos":
@@ -411,7 +414,7 @@ def loss_weights(lcfg, counts, num_examples) -> tuple[torch.Tensor | None, torch
     return pos_weight, (None if weight is None else weight.float())
 
 
-def new_model(mcfg, num_features: int, num_labels: int, prior: torch.Tensor | None = None) -> nn.Module:
+def new_model(mcfg: ModelConfig, num_features: int, num_labels: int, prior: torch.Tensor | None = None) -> nn.Module:
     """The ``model`` section's encoder; output bias at ``log(p / (1 - p))`` of ``prior`` (L,) if given."""
     model = build_model(mcfg, num_features, num_labels)
     if prior is not None:
@@ -433,7 +436,8 @@ class Training:
     progress: Progress = field(default_factory=Progress)
     best_model: dict | None = None   # weights of the best epoch so far
 
-    def train_epoch(self, *, tcfg, grad_clip, env, stop, writer=None) -> None:
+    def train_epoch(self, *, tcfg: TrainConfig, grad_clip: float | None, env: DistEnv, stop,
+                    writer=None) -> None:
         """:func:`train_one_epoch` on the current epoch, from the batch ``progress`` has reached."""
         self.sampler.set_epoch(self.progress.epoch, skip_batches=self.progress.batch_in_epoch)
         train_one_epoch(self.step_model, self.loader, self.loss_fn, self.optimizer, self.scheduler,
@@ -448,7 +452,7 @@ class Training:
         return improved
 
 
-def start_training(cfg: Config, env, dataset, model: nn.Module, loss_fn: nn.Module, *,
+def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn: nn.Module, *,
                    resume: dict | None = None) -> Training:
     """Sampler, loader, AdamW and schedule to train ``model`` on ``dataset``; with ``resume`` (a
     checkpoint dict) the model, optimizer, schedule, progress and RNG states continue from it.
@@ -567,7 +571,7 @@ class Validation(NamedTuple):
 class Evaluator:
     """Scores a split and computes its metrics with the training split's label statistics."""
 
-    ecfg: object              # the ``eval`` section
+    ecfg: EvalConfig
     label_stats: LabelStats
     env: DistEnv
     amp: bool = True
@@ -612,7 +616,7 @@ class Evaluator:
 # Refit on train + validation
 
 
-def refit(model, cfg: Config, env, train_set, val_set, loss_fn, *, epochs: int, prior=None, stop,
+def refit(model, cfg: Config, env: DistEnv, train_set, val_set, loss_fn, *, epochs: int, prior=None, stop,
           say) -> dict:
     """Train a fresh model on train + validation for ``epochs`` epochs; copy its weights into ``model``.
 
@@ -637,7 +641,7 @@ def refit(model, cfg: Config, env, train_set, val_set, loss_fn, *, epochs: int, 
     start = time.perf_counter()
     while tr.progress.epoch < epochs:
         tr.train_epoch(tcfg=tcfg, grad_clip=cfg.optim.grad_clip, env=env, stop=stop)
-        tr.progress.epoch, tr.progress.batch_in_epoch = tr.progress.epoch + 1, 0
+        tr.progress.next_epoch()
         say(f"refit epoch {tr.progress.epoch}/{epochs} on train + validation ({len(data):,} examples)")
         if any_process(stop.requested, env):
             raise Interrupted(stop.signum)
@@ -650,8 +654,8 @@ def refit(model, cfg: Config, env, train_set, val_set, loss_fn, *, epochs: int, 
 # One epoch
 
 
-def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: Progress, tcfg, grad_clip,
-                    env, stop, writer=None) -> None:
+def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: Progress, tcfg: TrainConfig,
+                    grad_clip: float | None, env: DistEnv, stop, writer=None) -> None:
     """One pass over ``loader`` (from where ``progress`` says), counting steps in ``progress``.
 
     Args:
@@ -712,7 +716,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
 # Loaders
 
 
-def make_loader(dataset, batch_size: int, sampler, dcfg, *, seed: int, env):
+def make_loader(dataset, batch_size: int, sampler, dcfg: DataConfig, *, seed: int, env: DistEnv):
     """A loader over ``sampler``'s rows; ``data.num_workers`` workers, pinned memory on CUDA."""
     # xdata.make_loader seeds the loader's own generator, so creating iterators never draws
     # from the global RNG (dropout masks stay the same across a mid-epoch resume).
@@ -720,7 +724,7 @@ def make_loader(dataset, batch_size: int, sampler, dcfg, *, seed: int, env):
                              pin_memory=env.device.type == "cuda", sampler=sampler)
 
 
-def make_eval_loader(dataset, dcfg, *, seed: int, env):
+def make_eval_loader(dataset, dcfg: DataConfig, *, seed: int, env: DistEnv):
     """This process's shard of ``dataset`` in order, in batches of ``data.eval_batch_size``."""
     sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=False)
     return make_loader(dataset, dcfg.eval_batch_size, sampler, dcfg, seed=seed, env=env)
