@@ -880,7 +880,12 @@ def evaluate_all(
     """
     _check_choice("empty", empty, _EMPTY)
     ks = [_check_k(k) for k in ks]
-    inputs = eval_inputs(scores, targets)  # validated once; then the steps of the public metrics
+    out = _evaluate_all(eval_inputs(scores, targets), thresholds, ks, buckets, propensities, empty)
+    return {prefix + k: v for k, v in out.items()}
+
+
+def _evaluate_all(inputs: EvalInputs, thresholds, ks, buckets, propensities, empty: str) -> dict[str, float]:
+    """:func:`evaluate_all` on validated inputs: the steps of the public metrics, in turn."""
     n, l = inputs.scores.shape
     out: dict[str, float] = {}
 
@@ -900,19 +905,25 @@ def evaluate_all(
             for k in ks:
                 out[f"psp@{k}"] = _psp(inputs, k, prop)
 
-    predicted, tp = _decision_counts(inputs, thresholds)
-    out["f1_micro"] = _f1_from_counts(predicted, tp, inputs.counts, "micro", empty)
-    out["f1_macro"] = _f1_from_counts(predicted, tp, inputs.counts, "macro", empty)
-    out["positive_rate_ratio"] = _rate_ratio(predicted, inputs.counts)
     if buckets is not None:
         b = _buckets_np(buckets, l)
         for i, name in enumerate(BUCKET_NAMES):
             out[f"auprc_macro_{name}"] = _nanmean(per_label[b == i])
-        for name, ratio in _rate_ratios_by_bucket(predicted, inputs.counts, b).items():
-            if name != "all":
-                out[f"positive_rate_ratio_{name}"] = ratio
+    out |= _threshold_metrics(inputs, thresholds, buckets, empty)
     out["num_labels_no_positive"] = int((inputs.counts == 0).sum())
-    return {prefix + k: v for k, v in out.items()}
+    return out
+
+
+def _threshold_metrics(inputs: EvalInputs, thresholds, buckets, empty: str) -> dict[str, float]:
+    """F1 (micro, macro) and positive-rate ratios (all, per bucket) from one pass of decisions."""
+    predicted, tp = _decision_counts(inputs, thresholds)
+    out = {"f1_micro": _f1_from_counts(predicted, tp, inputs.counts, "micro", empty),
+           "f1_macro": _f1_from_counts(predicted, tp, inputs.counts, "macro", empty),
+           "positive_rate_ratio": _rate_ratio(predicted, inputs.counts)}
+    if buckets is not None:
+        ratios = _rate_ratios_by_bucket(predicted, inputs.counts, _buckets_np(buckets, inputs.scores.shape[1]))
+        out |= {f"positive_rate_ratio_{name}": ratios[name] for name in BUCKET_NAMES}
+    return out
 
 
 def _nanmean(x: np.ndarray) -> float:
@@ -1035,14 +1046,7 @@ def threshold_metrics(scores, labels, thresholds, buckets=None) -> dict:
         ``{"f1_micro", "f1_macro", "positive_rate_ratio"[, "positive_rate_ratio_<bucket>" ...]}``
         as floats.
     """
-    out = {"f1_micro": f1_score(scores, labels, thresholds, average="micro"),
-           "f1_macro": f1_score(scores, labels, thresholds, average="macro")}
-    if buckets is None:
-        out["positive_rate_ratio"] = positive_rate_ratio(scores, labels, thresholds)
-    else:   # {"all": r, "head": r, ...}
-        ratio = positive_rate_ratio_by_bucket(scores, labels, thresholds, buckets=buckets)
-        out |= {"positive_rate_ratio" if k == "all" else f"positive_rate_ratio_{k}": v for k, v in ratio.items()}
-    return {k: float(v) for k, v in out.items()}
+    return _threshold_metrics(eval_inputs(scores, labels), thresholds, buckets, "ignore")
 
 
 def metrics_report(scores, targets, thresholds: dict | None = None, *, ks: Sequence[int] = (1, 3, 5),
@@ -1066,10 +1070,11 @@ def metrics_report(scores, targets, thresholds: dict | None = None, *, ks: Seque
         >>> r["at_0.5"]["f1_micro"], round(r["strict"]["f1_micro"], 4)
         (1.0, 0.8)
     """
-    at_half = evaluate_all(scores, targets, thresholds=0.5, ks=ks, buckets=buckets, propensities=propensities)
+    inputs = eval_inputs(scores, targets)  # validated once for every set of thresholds
+    at_half = _evaluate_all(inputs, 0.5, [_check_k(k) for k in ks], buckets, propensities, "ignore")
     report = {"at_0.5": {k: float(v) for k, v in at_half.items()}}
     for name, t in (thresholds or {}).items():
-        report[name] = report["at_0.5"] | threshold_metrics(scores, targets, t, buckets)
+        report[name] = report["at_0.5"] | _threshold_metrics(inputs, t, buckets, "ignore")
     return report
 
 
