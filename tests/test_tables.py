@@ -77,6 +77,8 @@ def test_table_errors(tmp_path):
     path = write(tmp_path / "t.csv", "id,body,tags\n1,hello,a\n")
     with pytest.raises(InputError, match=r"t\.csv: line 1: no column named 'text'.*\['id', 'body', 'tags'\]"):
         read_table(path, labels_column="tags")
+    with pytest.raises(InputError, match=r"t\.csv: line 1: no column named 'labels'; the header has columns"):
+        read_table(path, text_column="body")
     with pytest.raises(InputError, match=r"line 1: no column named 'text'.*header"):
         read_table(path)   # neither column in the first row
     bad_quote = write(tmp_path / "q.csv", 'text,labels\n"ok",a\n"bro"ken,b\nfine,c\n')

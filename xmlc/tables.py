@@ -11,9 +11,9 @@ Formats (``data.format``):
   separators and newlines as Excel writes them). Columns by name (with a header) or by
   0-based index: ``data.text_column`` (a list joins several columns with a space),
   ``data.labels_column``; labels inside the cell are split on ``data.label_sep``.
-  ``data.header: auto`` takes the first row as a header when it holds every column named in
-  ``data.text_column`` / ``data.labels_column``; with index-only columns there is no header
-  unless ``data.header: true``.
+  ``data.header: auto`` takes the first row as a header when it holds a column named in
+  ``data.text_column`` / ``data.labels_column`` (then every named column must be there); with
+  index-only columns there is no header unless ``data.header: true``.
 - ``jsonl``: one JSON object per line (``.gz`` ok); the labels value may be a list or a string
   split on ``data.label_sep``.
 - ``libmultilabel``: LibMultiLabel's ``[id<TAB>]label label ...<TAB>text``, no header, labels
@@ -265,7 +265,7 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
         line_end = reader.line_num
         if first:
             first = False
-            has_header = header is True or (header == "auto" and bool(named) and all(s in record for s in named))
+            has_header = header is True or (header == "auto" and any(s in record for s in named))
             if has_header:
                 missing = [s for s in named if s not in record]
                 if missing:
