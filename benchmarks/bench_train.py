@@ -1,6 +1,6 @@
 """Examples/s of one training step: xmlc's full step vs the loop a tutorial writes.
 
-Model: MLP 5,000-512-7,900 (ReLU, no norm, no dropout) at batch 256 on seed-scenario-shaped
+Case ``seed`` (the original table). Model: MLP 5,000-512-7,900 (ReLU, no norm, no dropout) at batch 256 on seed-scenario-shaped
 data (130 labels per example, 7,900 labels, 5,000 sparse features).
 
 * tutorial: the whole data set as dense tensors ``X (N, 5000)``, ``Y (N, 7900)``; per step
@@ -16,25 +16,52 @@ Both run in the same process, interleaved in rounds of ``--steps`` steps; the ta
 median examples/s and the median of the per-round ratios. The loader share is the time to
 iterate the same loader alone over the xmlc block time.
 
-    python benchmarks/bench_train.py [--rounds 7 --steps 20 --rows 8192]
+Cases ``zipf`` and ``goemotions``: the text recipe's full step (``configs/text.yaml``: 5-member
+ensemble, hidden 1,024, input dropout 0.3, dropout 0.5, focal loss, batch 128) on sparse text
+input, through ``train_one_epoch``:
+
+* zipf: text-like batches at D = 50,000: feature ids drawn Zipf(1) (a few frequent ids, a long
+  tail; about 75 distinct ids per row, about 9% of the rows touched per batch), tf-idf
+  weights, rows L2-normalised, 100 labels (3 per row).
+* goemotions: ``../shared/data/goemotions`` train comments as tf-idf unigrams + bigrams
+  (``TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)`` fitted in this script),
+  28 labels.
+
+Each prints: xmlc now (one-pass ensemble, sparse first layer and lazy row AdamW) against
+(a) xmlc before (commit 78b25be's model re-created here: 5 separate EmbeddingBag MLPs run in
+turn, dense gradients, torch's fused AdamW over the whole table) and (b) the tutorial loop a
+user writes for sparse text (each batch densified with ``X[idx].toarray()``, 5 ``nn.Sequential``
+MLPs, ``BCEWithLogitsLoss``, ``AdamW(fused=True)``), each pair interleaved in its own phase
+(to keep at most two models in memory).
+
+Case ``scaling``: the same step for one member (hidden 1,024) at D = 50,000 and D = 500,000
+(Zipf batches), now and before, interleaved: how the step grows with D. (The 5-member table
+at D = 500,000 with its Adam moments needs 30 GB, more than this machine has.)
+
+    python benchmarks/bench_train.py [--cases seed,zipf,goemotions,scaling --rounds 7 --steps 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import gzip
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 
 from xmlc import data as xdata, losses
-from xmlc.config import Config
-from xmlc.models import build_model
+from xmlc.config import Config, load_config
+from xmlc.models import Ensemble, build_model
 from xmlc.optim import build_optimizer, build_scheduler
 from xmlc.train import DistEnv, Progress, train_one_epoch
 
@@ -75,14 +102,7 @@ def tutorial_block(model, criterion, optimizer, X, Y, indices, batch_size) -> fl
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=20, help="steps per block")
-    parser.add_argument("--rows", type=int, default=8192, help="examples generated (seed-scenario shape)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--hidden", type=int, default=512)
-    args = parser.parse_args()
+def seed_case(args) -> None:
     torch.manual_seed(0)
 
     data = xdata.synthetic(args.rows, 5_000, 7_900, mean_labels=130.0, max_freq=0.15, seed=0)
@@ -138,6 +158,229 @@ def main() -> None:
           f"(range {min(ratios):.2f}-{max(ratios):.2f})")
     print(f"loader share of the xmlc step: {100 * med(shares):.1f}% (range {100 * min(shares):.1f}-"
           f"{100 * max(shares):.1f}%)")
+
+
+
+# ---------------------------------------------------------------------------------------
+# Sparse text input: the recipe's step
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class OldMember(nn.Module):
+    """xmlc.models.MLP as of commit 78b25be with the recipe's settings (norm none, ReLU): an
+    ``nn.EmbeddingBag(D, H)`` first layer with dense gradients, dropout, ``nn.Linear`` head."""
+
+    def __init__(self, D: int, L: int, H: int, dropout: float, input_dropout: float):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(D, H, mode="sum")
+        self.bias = nn.Parameter(torch.empty(H))
+        bound = 1.0 / D ** 0.5
+        nn.init.uniform_(self.bag.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+        self.input_dropout = input_dropout
+        self.body = nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
+        self.head = nn.Linear(H, L)
+
+    def forward(self, batch, offsets=None, weights=None):
+        w = F.dropout(batch.weights, self.input_dropout, self.training)
+        return self.head(self.body(self.bag(batch.indices, batch.offsets, per_sample_weights=w) + self.bias))
+
+
+def old_model(mcfg, D: int, L: int) -> nn.Module:
+    members = [OldMember(D, L, mcfg.hidden[0], mcfg.dropout, mcfg.input_dropout) for _ in range(mcfg.ensemble)]
+    return Ensemble(members) if len(members) > 1 else members[0]
+
+
+def old_optimizer(ocfg, model):
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": ocfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=ocfg.lr, fused=True)
+
+
+class TutorialEnsemble:
+    """The loop a tutorial writes for sparse text: densify the batch, M dense MLPs in turn."""
+
+    def __init__(self, mcfg, ocfg, D: int, L: int):
+        H = mcfg.hidden[0]
+        self.models = [nn.Sequential(nn.Dropout(mcfg.input_dropout), nn.Linear(D, H), nn.ReLU(),
+                                     nn.Dropout(mcfg.dropout), nn.Linear(H, L)) for _ in range(mcfg.ensemble)]
+        self.opts = [torch.optim.AdamW(m.parameters(), lr=ocfg.lr, weight_decay=ocfg.weight_decay, fused=True)
+                     for m in self.models]
+        self.criterion = nn.BCEWithLogitsLoss()
+
+    def block(self, X: sp.csr_matrix, Y: sp.csr_matrix, idx: np.ndarray, batch_size: int) -> float:
+        start = time.perf_counter()
+        running_loss = 0.0
+        for i in range(0, len(idx), batch_size):
+            rows = idx[i:i + batch_size]
+            xb = torch.from_numpy(X[rows].toarray())
+            yb = torch.from_numpy(Y[rows].toarray())
+            for model, opt in zip(self.models, self.opts):
+                model.train()
+                loss = self.criterion(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                running_loss += loss.item()
+        return time.perf_counter() - start
+
+
+def zipf_data(n: int, D: int, L: int, *, draws: int = 92, labels_per_row: int = 3, seed: int = 0) -> "xdata.XMCData":
+    """Text-like rows: ``draws`` feature ids per row from Zipf(1) over D (ids shuffled), tf-idf
+    values (log1p(count) * idf), rows L2-normalised; ``labels_per_row`` uniform labels of L."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, D + 1)
+    p /= p.sum()
+    cols = rng.permutation(D)[rng.choice(D, size=n * draws, p=p)]
+    X = sp.csr_matrix((np.ones(n * draws, np.float32), (np.repeat(np.arange(n), draws), cols)), shape=(n, D))
+    X.sum_duplicates()
+    df = np.bincount(X.indices, minlength=D)
+    X.data = (np.log1p(X.data) * (np.log((1 + n) / (1 + df[X.indices])) + 1)).astype(np.float32)
+    X = xdata.normalize_rows(X)
+    lab = np.stack([rng.choice(L, labels_per_row, replace=False) for _ in range(n)])
+    Y = sp.csr_matrix((np.ones(lab.size, np.float32), (np.repeat(np.arange(n), labels_per_row), lab.ravel())),
+                      shape=(n, L))
+    return xdata.XMCData(X.astype(np.float32), Y, D, L)
+
+
+def goemotions_data(path: Path) -> "xdata.XMCData":
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    rows = [line.rstrip("\n").split("\t") for line in gzip.open(path / "train.tsv.gz", "rt", encoding="utf-8")]
+    X = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, dtype=np.float32).fit_transform(
+        [r[0] for r in rows])
+    labels = [[int(x) for x in r[1].split(",")] for r in rows]
+    L = 1 + max(max(ls) for ls in labels)
+    Y = sp.csr_matrix((np.ones(sum(map(len, labels)), np.float32),
+                       (np.repeat(np.arange(len(rows)), [len(ls) for ls in labels]), np.concatenate(labels))),
+                      shape=(len(rows), L))
+    X.sort_indices()
+    return xdata.XMCData(X.tocsr(), Y, X.shape[1], L)
+
+
+def recipe_config(ensemble: int | None = None) -> Config:
+    cfg = load_config(ROOT / "configs" / "text.yaml")
+    cfg.train.progress, cfg.train.log_every = False, 10**9
+    if ensemble is not None:
+        cfg.model.ensemble = ensemble
+    return cfg
+
+
+class Contender:
+    """A model trained through ``train_one_epoch`` (xmlc now, or xmlc before)."""
+
+    def __init__(self, cfg: Config, data, *, before: bool):
+        D, L = data.num_features, data.num_labels
+        torch.manual_seed(0)
+        self.cfg, self.data = cfg, data
+        self.model = old_model(cfg.model, D, L) if before else build_model(cfg.model, D, L)
+        self.opt = old_optimizer(cfg.optim, self.model) if before else build_optimizer(cfg.optim, self.model)
+        self.sched = build_scheduler(cfg.optim, self.opt, total_steps=10**6)
+        self.loss = losses.build_loss(cfg.loss)
+
+    def block(self, idx: np.ndarray) -> float:
+        return xmlc_block(self.model, self.loss, self.opt, self.sched, self.data, idx.tolist(), self.cfg)
+
+
+def interleave(blocks: dict, rounds: int, n: int, num_rows: int) -> dict:
+    """Time each block on the same random rows per round (round 0 warms up); {name: [seconds]}."""
+    rng = np.random.default_rng(1)
+    times = {name: [] for name in blocks}
+    for r in range(rounds + 1):
+        idx = rng.integers(0, num_rows, n)
+        for name, block in blocks.items():
+            t = block(idx)
+            if r:
+                times[name].append(t)
+    return times
+
+
+def touched_fraction(data, batch_size: int, samples: int = 20) -> float:
+    rng = np.random.default_rng(2)
+    return float(np.mean([len(np.unique(data.features[rng.integers(0, len(data), batch_size)].indices))
+                          for _ in range(samples)]) / data.num_features)
+
+
+def text_case(name: str, data, args) -> None:
+    cfg = recipe_config()
+    B, n = cfg.data.batch_size, args.steps * cfg.data.batch_size
+    med = statistics.median
+    now = Contender(cfg, data, before=False)
+    rows = []
+    for rival in ("before", "tutorial"):
+        if rival == "before":
+            other = Contender(cfg, data, before=True)
+            other_block = other.block
+        else:
+            other = TutorialEnsemble(cfg.model, cfg.optim, data.num_features, data.num_labels)
+            other_block = lambda idx: other.block(data.features, data.labels, idx, B)   # noqa: E731
+        times = interleave({"now": now.block, rival: other_block}, args.rounds, n, len(data))
+        ratios = [o / m for o, m in zip(times[rival], times["now"])]
+        rows.append((rival, [n / t for t in times[rival]], [n / t for t in times["now"]], ratios))
+        del other, other_block
+        gc.collect()
+    state_mb = sum(t.numel() * t.element_size() for s in now.opt.state.values() for t in s.values()
+                   if torch.is_tensor(t)) / 2**20
+    print(f"\n### {name}: D = {data.num_features:,}, L = {data.num_labels}, "
+          f"{data.features.nnz / len(data):.0f} non-zeros/row, {100 * touched_fraction(data, B):.1f}% of the rows "
+          f"touched per batch of {B}; {cfg.model.ensemble} members x hidden {cfg.model.hidden[0]}; "
+          f"{args.rounds} rounds x {args.steps} steps, {torch.get_num_threads()} threads\n")
+    print("| loop | examples/s (median) | ms/step | xmlc now / it (median of per-round ratios, range) |")
+    print("|---|---:|---:|---:|")
+    labels = {"before": "xmlc before (5 separate EmbeddingBag MLPs, dense grads, fused AdamW)",
+              "tutorial": "tutorial (X[idx].toarray(), 5 nn.Sequential MLPs, AdamW fused)"}
+    for rival, theirs, ours, ratios in rows:
+        print(f"| {labels[rival]} | {med(theirs):,.0f} | {1000 * B / med(theirs):.0f} | "
+              f"**{med(ratios):.2f}x** ({min(ratios):.2f}-{max(ratios):.2f}) |")
+        print(f"| xmlc now, same rounds | {med(ours):,.0f} | {1000 * B / med(ours):.0f} | |")
+    print(f"\nxmlc now: optimizer state {state_mb:,.0f} MiB (Adam moments of the (D, 5 x 1024) table "
+          f"included: {2 * data.num_features * 5 * 1024 * 4 / 2**20:,.0f} MiB)")
+
+
+def scaling_case(args) -> None:
+    cfg = recipe_config(ensemble=1)
+    B, n = cfg.data.batch_size, args.steps * cfg.data.batch_size
+    med = statistics.median
+    print(f"\n### scaling with D: one member (hidden {cfg.model.hidden[0]}), Zipf batches; "
+          f"{args.rounds} rounds x {args.steps} steps, {torch.get_num_threads()} threads\n")
+    print("| model | examples/s at D = 50,000 | at D = 500,000 | step time 500k / 50k (median, range) |")
+    print("|---|---:|---:|---:|")
+    for before in (False, True):
+        small, large = zipf_data(4096, 50_000, 100), zipf_data(4096, 500_000, 100)
+        a, b = Contender(cfg, small, before=before), Contender(cfg, large, before=before)
+        times = interleave({"50k": a.block, "500k": b.block}, args.rounds, n, 4096)
+        ratios = [t5 / t1 for t1, t5 in zip(times["50k"], times["500k"])]
+        name = "xmlc before (dense grads, fused AdamW)" if before else "xmlc now (sparse rows)"
+        print(f"| {name} | {med([n / t for t in times['50k']]):,.0f} | {med([n / t for t in times['500k']]):,.0f} | "
+              f"**{med(ratios):.2f}x** ({min(ratios):.2f}-{max(ratios):.2f}) |")
+        del a, b
+        gc.collect()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", default="seed,zipf,goemotions,scaling")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=20, help="steps per block")
+    parser.add_argument("--rows", type=int, default=8192, help="examples generated (seed-scenario shape)")
+    parser.add_argument("--batch-size", type=int, default=256, help="seed case only (the text cases use the recipe's 128)")
+    parser.add_argument("--hidden", type=int, default=512, help="seed case only")
+    parser.add_argument("--goemotions", type=Path, default=ROOT.parent / "shared" / "data" / "goemotions")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for case in args.cases.split(","):
+        if case == "seed":
+            seed_case(args)
+        elif case == "zipf":
+            text_case("zipf", zipf_data(4096, 50_000, 100), args)
+        elif case == "goemotions":
+            text_case("goemotions tf-idf (unigrams + bigrams)", goemotions_data(args.goemotions), args)
+        elif case == "scaling":
+            scaling_case(args)
+        else:
+            raise SystemExit(f"unknown case {case!r}; valid: seed, zipf, goemotions, scaling")
 
 
 if __name__ == "__main__":

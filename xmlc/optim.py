@@ -52,7 +52,7 @@ class AdamW(torch.optim.AdamW):
     """
 
     #: rows per chunk (CPU) are chosen so a chunk of one tensor holds about this many elements
-    chunk_elements = 1 << 16
+    chunk_elements = 1 << 22
 
     @torch.no_grad()
     def step(self, closure=None):
