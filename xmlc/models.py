@@ -104,7 +104,8 @@ def sparse_bag(weight: torch.Tensor, indices: torch.Tensor, offsets: torch.Tenso
         indices, offsets: ``X``'s column ids (nnz,) and row starts (B,), as for ``nn.EmbeddingBag``.
         values: (M, nnz) the entries of X for each member (e.g. under per-member dropout).
         sparse: the gradient of ``weight`` as a coalesced sparse COO tensor holding only the
-            rows present in ``indices`` (else a dense (D, M * H) tensor).
+            rows present in ``indices`` (else a dense (D, M * H) tensor, computed the same way
+            with an empty bag for every absent id).
 
     Returns:
         (M, B, H).
@@ -136,7 +137,10 @@ class _SparseBag(torch.autograd.Function):
         indices, offsets, values = ctx.saved_tensors
         (D, MH), (M, B, H), nnz = ctx.shape, grad_out.shape, indices.shape[0]
         device = indices.device
-        ids, inverse, counts = torch.unique(indices, sorted=True, return_inverse=True, return_counts=True)
+        if ctx.sparse:   # the U distinct ids, sorted
+            ids, inverse, counts = torch.unique(indices, sorted=True, return_inverse=True, return_counts=True)
+        else:            # every id 0..D-1 (absent ones get empty bags, i.e. zero rows): the dense gradient
+            inverse, counts = indices, torch.bincount(indices, minlength=D)
         order = torch.argsort(inverse, stable=True)          # the entries grouped by feature id
         start = torch.cumsum(counts, 0) - counts             # first entry of each id in `order`
         lengths = torch.diff(offsets, append=offsets.new_tensor([nnz]))
@@ -154,10 +158,8 @@ class _SparseBag(torch.autograd.Function):
         rows = F.embedding_bag(src, grad_out.reshape(M * B, H).to(values.dtype), bags, mode="sum",
                                per_sample_weights=val).view(-1, MH)
         if ctx.sparse:
-            grad = torch.sparse_coo_tensor(ids[None, :], rows, (D, MH), is_coalesced=True, check_invariants=False)
-        else:
-            grad = rows.new_zeros(D, MH).index_copy_(0, ids, rows)
-        return grad, None, None, None, None
+            rows = torch.sparse_coo_tensor(ids[None, :], rows, (D, MH), is_coalesced=True, check_invariants=False)
+        return rows, None, None, None, None
 
 
 class _DenseInput(torch.autograd.Function):
