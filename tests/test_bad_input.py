@@ -235,3 +235,27 @@ def test_predict_and_evaluate_never_write_nan(run_dir, files, tmp_path, capsys):
 ])
 def test_train_evaluate_and_predict_give_the_same_status(exc, status):
     assert exit_status(exc) == exit_status(exc, INPUT_ERRORS) == status
+
+
+def test_a_file_that_is_not_a_checkpoint(files, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    assert xpredict.main(["--checkpoint", str(files["train"]), "--data", str(files["test"]),
+                          "--out", str(out)]) == ExitStatus.USAGE
+    line = error_line(capsys)   # not torch's paragraph suggesting weights_only=False
+    assert line.endswith("could not be read: not a file written by torch.save (truncated, or another kind of file)")
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got 0"),
+    (["--threshold", "nan"], "argument --threshold: expected a probability in [0, 1], got 'nan'"),
+    (["--threshold", "1.5"], "argument --threshold: expected a probability in [0, 1], got '1.5'"),
+    (["--device", "gpu"], "argument --device: expected a device such as cpu or cuda, got 'gpu'"),
+    (["--device", "cuda:99"], "argument --device: 'cuda:99': no such CUDA device here"),
+])
+def test_predict_options_out_of_range(run_dir, files, tmp_path, capsys, option, message):
+    with pytest.raises(SystemExit) as stop:
+        xpredict.main(["--checkpoint", str(run_dir), "--data", str(files["test"]),
+                       "--out", str(tmp_path / "p.jsonl"), *option])
+    assert stop.value.code == ExitStatus.USAGE
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

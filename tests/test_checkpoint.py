@@ -107,3 +107,14 @@ def test_full_disk_is_a_save_error(tmp_path, monkeypatch):
         save_checkpoint({"format": 1, "step": 2}, tmp_path / "last.pt")
     monkeypatch.undo()
     assert load_checkpoint(tmp_path)["step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_corrupted_checkpoint_names_the_file_in_one_line(tmp_path):
+    path = save_checkpoint({"format": 1, "weights": torch.zeros(1000)}, tmp_path / "best.pt")
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"data.pkl") + 40   # inside the pickle; the zip directory stays intact
+    raw[at:at + 20] = b"\xff" * 20
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"best\.pt could not be read \(corrupted, or not plain data\): ") as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +148,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = checkpoint_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):   # torch.save writes a zip archive; a truncated one has no directory
+        raise CheckpointError(f"checkpoint {path} could not be read: not a file written by torch.save "
+                              f"(truncated, or another kind of file)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} could not be read: {exc}") from exc
+    except Exception as exc:   # torch's message runs to paragraphs (and suggests weights_only=False): its first line
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"checkpoint {path} could not be read (corrupted, or not plain data): {reason}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not an xmlc checkpoint (format {FORMAT})")
     return ckpt

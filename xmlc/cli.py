@@ -13,15 +13,20 @@ Example:
 
 from __future__ import annotations
 
+import argparse
+import math
 import sys
 from enum import IntEnum
+
+import torch
 
 from xmlc.checkpoint import CheckpointError, CheckpointSaveError
 from xmlc.config import ConfigError
 from xmlc.data import DataFileError
 from xmlc.inference import NonFiniteScores
 
-__all__ = ["ExitStatus", "USER_ERRORS", "INPUT_ERRORS", "exit_status", "report_error"]
+__all__ = ["ExitStatus", "USER_ERRORS", "INPUT_ERRORS", "exit_status", "report_error", "positive_int",
+           "probability", "device_name"]
 
 
 class ExitStatus(IntEnum):
@@ -70,3 +75,42 @@ def report_error(exc: BaseException, table=USER_ERRORS) -> ExitStatus:
         raise exc
     print(f"error: {exc}", file=sys.stderr)
     return status
+
+
+# Argument types for the commands' options: argparse turns their ArgumentTypeError into a
+# usage message naming the option, with exit status 2.
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (``--batch-size``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1] (``--threshold``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """A torch device that exists here (``--device cpu | cuda | cuda:1``)."""
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected a device such as cpu or cuda, got {text!r}") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available()
+                               or (dev.index or 0) >= torch.cuda.device_count()):
+        raise argparse.ArgumentTypeError(f"{text!r}: no such CUDA device here "
+                                         f"({torch.cuda.device_count()} available)")
+    return text

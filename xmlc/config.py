@@ -93,11 +93,12 @@ class Range:
 
 @dataclass(frozen=True)
 class NonEmpty:
-    """A list key must hold at least one entry."""
+    """A list key must hold at least one entry; a string key at least one character."""
 
     def __call__(self, value: Any, key: str) -> None:
         if not value:
-            raise _RangeError(f"config key '{key}' must be a non-empty list, got {value!r}")
+            kind = "list" if isinstance(value, list) else "string"
+            raise _RangeError(f"config key '{key}' must be a non-empty {kind}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,7 @@ class EvalConfig:
 @dataclass
 class OutputConfig:
     # Run directory: config.yaml, last.pt, best.pt, metrics.json, TensorBoard events.
-    dir: str = "runs/default"
+    dir: Annotated[str, NonEmpty()] = "runs/default"
     # Write TensorBoard event files.
     tensorboard: bool = True
     # Diagnostic figures (xmlc.figures): in TensorBoard per epoch and at the end, and as

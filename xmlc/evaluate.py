@@ -19,7 +19,7 @@ import torch
 
 from xmlc import calibrate, data as xdata, stats
 from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
-from xmlc.cli import INPUT_ERRORS, ExitStatus, report_error
+from xmlc.cli import INPUT_ERRORS, ExitStatus, device_name, positive_int, report_error
 from xmlc.config import ConfigError, apply_overrides
 from xmlc.data import DataFileError
 from xmlc.features import TextFeaturizer
@@ -82,8 +82,8 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="data.key=value",
                         help="changes to the checkpoint's data section for reading --data, e.g. data.text_column=body")
     parser.add_argument("--out", help="JSON output (default: <checkpoint dir>/eval-<data file name>.json)")
-    parser.add_argument("--batch-size", type=int, help="scoring batch size (default: data.eval_batch_size)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=positive_int, help="scoring batch size (default: data.eval_batch_size)")
+    parser.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     checkpoint = checkpoint_path(args.checkpoint, "best.pt")   # a run directory means its best model
     notes: list[str] = []

@@ -35,7 +35,7 @@ import torch
 
 from xmlc.api import Classifier
 from xmlc.checkpoint import checkpoint_path, load_checkpoint
-from xmlc.cli import INPUT_ERRORS, ExitStatus, report_error
+from xmlc.cli import INPUT_ERRORS, ExitStatus, device_name, positive_int, probability, report_error
 from xmlc.config import ConfigError, apply_overrides
 from xmlc.inference import check_finite_scores
 from xmlc.tables import read_for_model, read_label_names
@@ -124,11 +124,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="output file (default: standard output)")
     parser.add_argument("--format", choices=("jsonl", "csv"), help="output format (default: from --out's "
                                                                     "extension, else jsonl)")
-    parser.add_argument("--threshold", type=float, help="one global probability threshold instead of "
+    parser.add_argument("--threshold", type=probability, help="one global probability threshold instead of "
                                                         "the checkpoint's calibrated ones")
     parser.add_argument("--label-names", help="file with one label name per line (runs without names)")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("overrides", nargs="*", metavar="data.key=value")
     args = parser.parse_args(argv)
     checkpoint = checkpoint_path(args.checkpoint, "best.pt")   # a run directory means its best model
