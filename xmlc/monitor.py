@@ -1,13 +1,16 @@
-"""TensorBoard logging of a training run: config and label statistics at the start, validation
-metrics, per-label AP histogram and a micro PR curve per epoch, hparams at the end; with
-``output.figures`` the diagnostic figures of :mod:`xmlc.figures` per epoch (``figures/*``) and at
-the end (``final/*``, also written as ``RUN_DIR/figures/*.png``).
+"""What a training run writes. :class:`RunFiles` owns the run directory (``config.yaml``,
+``last.pt`` / ``best.pt``, ``metrics.json``, TensorBoard events, figures); the functions below
+it log to TensorBoard: config and label statistics at the start, validation metrics, per-label
+AP histogram and a micro PR curve per epoch, hparams at the end; with ``output.figures`` the
+diagnostic figures of :mod:`xmlc.figures` per epoch (``figures/*``) and at the end (``final/*``,
+also written as ``RUN_DIR/figures/*.png``).
 
-Only rank 0 writes; every function takes the writer :func:`open_writer` returned.
+Only rank 0 writes; every logging function takes the writer :func:`open_writer` returned.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -15,12 +18,102 @@ import numpy as np
 import torch
 
 from xmlc import figures, metrics, stats
+from xmlc.checkpoint import load_checkpoint, remove_partial_writes, rng_state, save_checkpoint
 from xmlc.config import Config, dump_config, to_dict
 
-__all__ = ["open_writer", "log_run_start", "log_epoch", "log_final", "log_figures", "write_final_figures",
+__all__ = ["RunFiles", "open_writer", "log_run_start", "log_epoch", "log_final", "log_figures", "write_final_figures",
            "remove_figures", "FIGURES_DIR"]
 
 FIGURES_DIR = "figures"   # RUN_DIR/figures/<name>.png
+
+
+class RunFiles:
+    """What a run leaves in ``output.dir``: ``config.yaml``, ``last.pt`` / ``best.pt``,
+    ``metrics.json``, TensorBoard events and figures. Only the process with ``write`` (rank 0)
+    writes; the others call the same methods, which do nothing there.
+
+    ``train_set`` is the training :class:`xmlc.data.XMCData`, ``label_stats`` its
+    :class:`xmlc.train.LabelStats`; ``tr`` below is a :class:`xmlc.train.Training` (its model,
+    optimizer, scheduler and progress go into the checkpoint).
+    """
+
+    def __init__(self, cfg: Config, train_set, label_stats, *, write: bool):
+        self.cfg, self.dir, self.write, self.ocfg, self.writer = cfg, Path(cfg.output.dir), write, cfg.output, None
+        self._metric = cfg.train.early_stopping_metric
+        self._pr_curve = {"pr_curve_samples": cfg.eval.pr_curve_samples, "seed": cfg.train.seed}
+        with_pw = label_stats.pos_weight is not None   # the long-tail figure draws the pos_weight used
+        self._long_tail = {"num_train": label_stats.num_examples,
+                           "pos_weight_power": cfg.loss.pos_weight_power if with_pw else 1.0,
+                           "pos_weight_max": cfg.loss.pos_weight_max if with_pw else None}
+        self._fixed = {"config": to_dict(cfg), "num_features": train_set.num_features,
+                       "num_labels": train_set.num_labels, "label_stats": label_stats.for_checkpoint(),
+                       "label_names": train_set.label_names, "featurizer": train_set.featurizer}
+
+    def open(self, label_stats, *, resumed: bool, step: int) -> None:
+        """Make the directory, write ``config.yaml``, open TensorBoard (a fresh run replaces the
+        events and figures of an earlier run there; a resumed one drops events after ``step``)."""
+        if not self.write:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        remove_partial_writes(self.dir)   # temp files of checkpoint writes a crash interrupted
+        (self.dir / "config.yaml").write_text(dump_config(self.cfg))
+        if not resumed:
+            remove_figures(self.dir)
+        if self.ocfg.tensorboard:
+            self.writer = open_writer(self.dir, resumed=resumed, step=step)
+            if not resumed:
+                log_run_start(self.writer, self.cfg, label_stats.counts, label_stats.num_examples,
+                              label_stats.pos_weight)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def checkpoint(self, tr, thresholds: torch.Tensor | None = None) -> dict:
+        """The self-contained checkpoint dict of ``tr`` (plain data: ``torch.load(weights_only=True)``)."""
+        p = tr.progress
+        return {"format": 1, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
+                "scheduler": tr.scheduler.state_dict(), "progress": vars(p).copy(), "step": p.step,
+                "epoch": p.epoch, "rng": rng_state(), **self._fixed, "thresholds": thresholds,
+                "best": {"metric": self._metric, "value": p.best_value, "epoch": p.best_epoch}}
+
+    def save(self, name: str, tr, thresholds: torch.Tensor | None = None) -> None:
+        if self.write:
+            save_checkpoint(self.checkpoint(tr, thresholds), self.dir / name)
+
+    def best_model(self, device) -> dict | None:
+        """The weights in ``best.pt`` (a resumed run's best so far), or None."""
+        path = self.dir / "best.pt"
+        return load_checkpoint(path, map_location=device)["model"] if path.is_file() else None
+
+    def log_epoch(self, step: int, val_metrics: dict, scores, labels, epoch_time: float,
+                  figure_inputs: dict) -> None:
+        """TensorBoard after an epoch (:func:`log_epoch`), figures with ``output.figures``."""
+        if self.writer is not None:
+            log_epoch(self.writer, step, val_metrics, scores, labels, epoch_time, **self._pr_curve,
+                      figure_inputs=figure_inputs if self.ocfg.figures else None)
+
+    def finish(self, tr, thresholds: torch.Tensor, results: dict, *, final_scores,
+               figure_inputs: dict) -> None:
+        """``best.pt`` (the final weights with their thresholds), ``metrics.json``, the final figures
+        from ``final_scores`` = (split name, scores (N, L), labels), the hparams."""
+        self.save("best.pt", tr, thresholds.float().cpu())
+        if not self.write:
+            return
+        (self.dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+        if self.ocfg.figures:
+            split, scores, labels = final_scores
+            write_final_figures(self.dir, self.writer, tr.progress.step, split, scores, labels, **figure_inputs,
+                                **self._long_tail)
+        if self.writer is not None:
+            log_final(self.writer, self.cfg, results)
+
+    def describe(self) -> str:
+        where = self.dir.resolve()
+        return (f"outputs: {where}/ (config.yaml, best.pt, last.pt, metrics.json"
+                f"{', figures/*.png' if self.ocfg.figures else ''}"
+                f"{', TensorBoard events: tensorboard --logdir ' + str(where) if self.ocfg.tensorboard else ''}); "
+                f"one HTML page: python -m xmlc.report {self.dir}")
 
 
 def open_writer(out: Path, *, resumed: bool, step: int):

@@ -10,7 +10,8 @@ top to bottom as the run goes:
    statistics of train (:class:`LabelStats`), model, loss, AdamW and a warmup +
    cosine/constant schedule (:func:`start_training`);
 3. :func:`fit`: per epoch :func:`train_one_epoch`, validation (:class:`Evaluator`),
-   TensorBoard, ``last.pt`` / ``best.pt``, early stopping;
+   TensorBoard, ``last.pt`` / ``best.pt`` (the run directory: :class:`xmlc.monitor.RunFiles`),
+   early stopping;
 4. :func:`finish`: best weights, per-label thresholds fitted on validation
    (``xmlc.calibrate``); with ``train.refit`` a fresh model trained on train + validation for
    the selected number of epochs replaces them (:func:`refit`, the thresholds stay); test
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import random
 import resource
@@ -48,18 +48,17 @@ from tqdm import tqdm
 
 from xmlc import data as xdata, losses, stats
 from xmlc.calibrate import prior_thresholds, thresholds_for
-from xmlc.checkpoint import (check_run_dir, load_checkpoint, remove_partial_writes, rng_state, save_checkpoint,
-                             set_rng_state)
+from xmlc.checkpoint import check_run_dir, load_checkpoint, set_rng_state
 from xmlc.cli import ExitStatus, report_error
 from xmlc.config import (Config, ConfigError, DataConfig, EvalConfig, LossConfig, ModelConfig, TrainConfig,
-                         apply_overrides, dump_config, from_dict, load_config, to_dict)
+                         apply_overrides, dump_config, from_dict, load_config)
 from xmlc.data import concat_data, load_splits
 from xmlc.distributed import (DistEnv, ResumableSampler, agree, any_process, data_parallel, launched_world_size,
                               setup_distributed, steps_per_epoch, teardown_distributed)
 from xmlc.inference import predict_scores
 from xmlc.metrics import metrics_report, results_table, threshold_metrics
 from xmlc.models import build_model, ensemble_loss, init_output_bias
-from xmlc.monitor import log_epoch, log_final, log_run_start, open_writer, remove_figures, write_final_figures
+from xmlc.monitor import RunFiles
 from xmlc.optim import build_optimizer, build_scheduler, clip_grad_norm_
 
 __all__ = ["main", "run", "fit", "finish", "refit", "train_one_epoch", "RunStopped", "StepLimit", "Interrupted",
@@ -238,7 +237,7 @@ def fit(tr: Training, val_loader, val_labels, ev: Evaluator, files: RunFiles, *,
                 say(f"epoch {p.epoch}/{tcfg.epochs}: {metric} {val_metrics[metric]:.4f} (best "
                     f"{p.best_value:.4f} @ epoch {p.best_epoch}); train {epoch_times[-1]:.1f} s, "
                     f"eval {time.perf_counter() - start:.1f} s")
-                files.log_epoch(p.step, val_metrics, val, val_labels, epoch_times[-1],
+                files.log_epoch(p.step, val_metrics, val.scores, val_labels, epoch_times[-1],
                                 ev.figure_inputs(val.thresholds))
                 files.save("last.pt", tr)
                 if improved:
@@ -474,90 +473,6 @@ def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn
         progress = Progress(**resume["progress"])
         set_rng_state(resume["rng"])
     return Training(model, data_parallel(model, env), loss_fn, optimizer, scheduler, sampler, loader, progress)
-
-
-class RunFiles:
-    """What a run leaves in ``output.dir``: ``config.yaml``, ``last.pt`` / ``best.pt``,
-    ``metrics.json``, TensorBoard events and figures. Only the process with ``write`` (rank 0)
-    writes; the others call the same methods, which do nothing there."""
-
-    def __init__(self, cfg: Config, train_set, label_stats: LabelStats, *, write: bool):
-        self.cfg, self.dir, self.write, self.ocfg, self.writer = cfg, Path(cfg.output.dir), write, cfg.output, None
-        self._metric = cfg.train.early_stopping_metric
-        self._pr_curve = {"pr_curve_samples": cfg.eval.pr_curve_samples, "seed": cfg.train.seed}
-        with_pw = label_stats.pos_weight is not None   # the long-tail figure draws the pos_weight used
-        self._long_tail = {"num_train": label_stats.num_examples,
-                           "pos_weight_power": cfg.loss.pos_weight_power if with_pw else 1.0,
-                           "pos_weight_max": cfg.loss.pos_weight_max if with_pw else None}
-        self._fixed = {"config": to_dict(cfg), "num_features": train_set.num_features,
-                       "num_labels": train_set.num_labels, "label_stats": label_stats.for_checkpoint(),
-                       "label_names": train_set.label_names, "featurizer": train_set.featurizer}
-
-    def open(self, label_stats: LabelStats, *, resumed: bool, step: int) -> None:
-        """Make the directory, write ``config.yaml``, open TensorBoard (a fresh run replaces the
-        events and figures of an earlier run there; a resumed one drops events after ``step``)."""
-        if not self.write:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        remove_partial_writes(self.dir)   # temp files of checkpoint writes a crash interrupted
-        (self.dir / "config.yaml").write_text(dump_config(self.cfg))
-        if not resumed:
-            remove_figures(self.dir)
-        if self.ocfg.tensorboard:
-            self.writer = open_writer(self.dir, resumed=resumed, step=step)
-            if not resumed:
-                log_run_start(self.writer, self.cfg, label_stats.counts, label_stats.num_examples,
-                              label_stats.pos_weight)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-    def checkpoint(self, tr: Training, thresholds: torch.Tensor | None = None) -> dict:
-        """The self-contained checkpoint dict of ``tr`` (plain data: ``torch.load(weights_only=True)``)."""
-        p = tr.progress
-        return {"format": 1, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
-                "scheduler": tr.scheduler.state_dict(), "progress": vars(p).copy(), "step": p.step,
-                "epoch": p.epoch, "rng": rng_state(), **self._fixed, "thresholds": thresholds,
-                "best": {"metric": self._metric, "value": p.best_value, "epoch": p.best_epoch}}
-
-    def save(self, name: str, tr: Training, thresholds: torch.Tensor | None = None) -> None:
-        if self.write:
-            save_checkpoint(self.checkpoint(tr, thresholds), self.dir / name)
-
-    def best_model(self, device) -> dict | None:
-        """The weights in ``best.pt`` (a resumed run's best so far), or None."""
-        path = self.dir / "best.pt"
-        return load_checkpoint(path, map_location=device)["model"] if path.is_file() else None
-
-    def log_epoch(self, step: int, val_metrics: dict, val: Validation, labels, epoch_time: float,
-                  figure_inputs: dict) -> None:
-        """TensorBoard after an epoch (:func:`xmlc.monitor.log_epoch`), figures with ``output.figures``."""
-        if self.writer is not None:
-            log_epoch(self.writer, step, val_metrics, val.scores, labels, epoch_time, **self._pr_curve,
-                      figure_inputs=figure_inputs if self.ocfg.figures else None)
-
-    def finish(self, tr: Training, thresholds: torch.Tensor, results: dict, *, final_scores,
-               figure_inputs: dict) -> None:
-        """``best.pt`` (the final weights with their thresholds), ``metrics.json``, the final figures
-        from ``final_scores`` = (split name, scores (N, L), labels), the hparams."""
-        self.save("best.pt", tr, thresholds.float().cpu())
-        if not self.write:
-            return
-        (self.dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-        if self.ocfg.figures:
-            split, scores, labels = final_scores
-            write_final_figures(self.dir, self.writer, tr.progress.step, split, scores, labels, **figure_inputs,
-                                **self._long_tail)
-        if self.writer is not None:
-            log_final(self.writer, self.cfg, results)
-
-    def describe(self) -> str:
-        where = self.dir.resolve()
-        return (f"outputs: {where}/ (config.yaml, best.pt, last.pt, metrics.json"
-                f"{', figures/*.png' if self.ocfg.figures else ''}"
-                f"{', TensorBoard events: tensorboard --logdir ' + str(where) if self.ocfg.tensorboard else ''}); "
-                f"one HTML page: python -m xmlc.report {self.dir}")
 
 
 class Validation(NamedTuple):
