@@ -284,12 +284,16 @@ def tie_counts(inputs: EvalInputs, *, pooled: bool = False) -> TieCounts:
 
 
 def _pack(groups: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """uint64 ``group << 32 | (key + 2**31)``: sorts by group, then by key."""
-    return (groups.astype(np.uint64) << np.uint64(32)) | (keys.astype(np.int64) + 2**31).astype(np.uint64)
+    """uint64 ``group << 32 | (key + 2**31)``: sorts by group, then by key (int32 ``keys``)."""
+    packed = groups.astype(np.uint64)
+    packed <<= np.uint64(32)
+    packed |= keys.view(np.uint32) ^ np.uint32(0x80000000)  # + 2**31: signed order to unsigned
+    return packed
 
 
 def _unpack_keys(packed: np.ndarray) -> np.ndarray:
-    return ((packed & np.uint64(0xFFFFFFFF)).astype(np.int64) - 2**31).astype(np.int32)
+    """The int32 keys of :func:`_pack` (its low 32 bits, minus 2**31)."""
+    return (packed.astype(np.uint32) ^ np.uint32(0x80000000)).view(np.int32)
 
 
 def _unpack_scores(packed: np.ndarray) -> np.ndarray:
