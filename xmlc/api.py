@@ -18,7 +18,7 @@ names and the calibrated per-label thresholds (``predicted``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import scipy.sparse as sp

@@ -732,7 +732,7 @@ def read_for_model(path, dcfg, *, key: str, num_features: int, label_names: list
     raw = read_split(path, dcfg, key=key, labels_path=labels_path, fmt=fmt, with_labels=with_labels)
     X = featurize(raw, featurizer, num_features, key)
     if label_names is None:
-        label_names = [str(j) for j in range(_model_labels(dcfg, L))]
+        raise InputError(f"{key}: the model was trained on XMC files and has no label names; give XMC input")
     if with_labels and dcfg.label_names is not None:
         raw.labels = ids_to_names(raw.labels, label_names, f"{key} ({os.fspath(labels_path or path)})", raw.line_of)
     Y, unseen = LabelVocab(label_names).encode(raw.labels)
@@ -740,12 +740,6 @@ def read_for_model(path, dcfg, *, key: str, num_features: int, label_names: list
     if note and notes is not None:
         notes.append(note)
     return XMCData(normalize(X, dcfg.normalize), Y, num_features, len(label_names), label_names)
-
-
-def _model_labels(dcfg, L):
-    if L is None:
-        raise InputError("the checkpoint has no label names; its model was trained on XMC files: give XMC input")
-    return L
 
 
 def describe(split: RawSplit, key: str) -> str:
