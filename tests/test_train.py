@@ -286,6 +286,18 @@ def test_signal_in_refit_keeps_the_first_phase_and_resume_refits(refitted, files
     assert resumed["test_calibrated"] == reference["test_calibrated"]
 
 
+def test_progress_end_epoch_keeps_the_best_and_counts_bad_epochs():
+    p = xtrain.Progress(step=4, batch_in_epoch=4)
+    assert p.end_epoch({"m": 0.5, "x": 1.0}, "m")                  # anything beats -inf
+    assert (p.epoch, p.batch_in_epoch, p.best_epoch, p.best_value, p.bad_epochs) == (1, 0, 1, 0.5, 0)
+    assert not p.end_epoch({"m": float("nan")}, "m")               # NaN never improves
+    assert not p.end_epoch({"m": 0.5}, "m")                        # a tie is no improvement
+    assert (p.epoch, p.best_epoch, p.bad_epochs) == (3, 1, 2)
+    assert p.end_epoch({"m": 0.6}, "m") and (p.best_epoch, p.bad_epochs) == (4, 0)
+    assert [h["epoch"] for h in p.history] == [1, 2, 3, 4] and p.history[0] == {"epoch": 1, "step": 4, "m": 0.5,
+                                                                                "x": 1.0}
+
+
 def test_early_stopping(files, tmp_path):
     out = tmp_path / "early"   # lr 1e-30: the weights never change, the metric never improves after epoch 1
     assert xtrain.main(tiny(files, out, "optim.lr=1e-30", "train.epochs=6", "train.patience=2",

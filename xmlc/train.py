@@ -476,6 +476,8 @@ def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn
 
 
 class Validation(NamedTuple):
+    """One scoring of the validation split (:meth:`Evaluator.calibrate`)."""
+
     metrics: dict             # metrics at 0.5
     calibrated: dict          # threshold metrics at ``thresholds``
     thresholds: torch.Tensor  # (L,) fitted on ``scores``
