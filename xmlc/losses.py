@@ -758,7 +758,19 @@ class _WeightedLoss(nn.Module):
 
 
 class BCEWithLogits(_WeightedLoss):
-    """Module form of :func:`bce_with_logits`."""
+    """Module form of :func:`bce_with_logits`: ``pos_weight`` and ``weight`` are buffers.
+
+    Args:
+        pos_weight: ``(L,)`` or None. weight: ``(L,)``, ``(N, L)`` or None. reduction: as in
+            :func:`bce_with_logits`.
+
+    Returns:
+        ``forward(logits (N, L), targets (N, L))``: a scalar, or ``(N, L)`` for ``"none"``.
+
+    Example:
+        >>> BCEWithLogits(pos_weight=torch.tensor([3.0]))(torch.zeros(1, 1), torch.ones(1, 1)).item()  # 3 log 2
+        2.079...
+    """
 
     def __init__(self, *, pos_weight: Optional[Tensor] = None, weight: Optional[Tensor] = None, reduction: Reduction = "mean") -> None:
         super().__init__(pos_weight, weight, reduction)
@@ -768,7 +780,18 @@ class BCEWithLogits(_WeightedLoss):
 
 
 class FocalLoss(_WeightedLoss):
-    """Module form of :func:`focal_loss`."""
+    """Module form of :func:`focal_loss`: ``pos_weight`` and ``weight`` are buffers.
+
+    Args:
+        gamma, alpha, pos_weight, weight, reduction: as in :func:`focal_loss`.
+
+    Returns:
+        ``forward(logits (N, L), targets (N, L))``: a scalar, or ``(N, L)`` for ``"none"``.
+
+    Example:
+        >>> FocalLoss(gamma=2.0)(torch.zeros(1, 1), torch.ones(1, 1)).item()  # 0.5 ** 2 * log 2
+        0.173...
+    """
 
     def __init__(
         self,
@@ -794,7 +817,18 @@ class FocalLoss(_WeightedLoss):
 
 
 class AsymmetricLoss(_WeightedLoss):
-    """Module form of :func:`asymmetric_loss`."""
+    """Module form of :func:`asymmetric_loss`: ``pos_weight`` and ``weight`` are buffers.
+
+    Args:
+        gamma_pos, gamma_neg, clip, pos_weight, weight, reduction: as in :func:`asymmetric_loss`.
+
+    Returns:
+        ``forward(logits (N, L), targets (N, L))``: a scalar, or ``(N, L)`` for ``"none"``.
+
+    Example:
+        >>> AsymmetricLoss()(torch.full((1, 1), -5.0), torch.zeros(1, 1)).item()  # p - clip < 0: no loss
+        0.0
+    """
 
     def __init__(
         self,
@@ -822,7 +856,20 @@ class AsymmetricLoss(_WeightedLoss):
 
 
 class OHEMLoss(nn.Module):
-    """Wraps a per-element loss module (``reduction="none"``) with :func:`ohem`."""
+    """Wraps a per-element loss module (``reduction="none"``) with :func:`ohem`.
+
+    Args:
+        base: a loss module returning ``(N, L)`` (``reduction="none"``).
+        keep_ratio, mode, min_kept, keep_positives: as in :func:`ohem`.
+
+    Returns:
+        ``forward(logits (N, L), targets (N, L))``: a scalar, the mean of the kept losses.
+
+    Example:
+        >>> m = OHEMLoss(BCEWithLogits(reduction="none"), keep_ratio=0.5)
+        >>> m(torch.tensor([[0.0, 9.0]]), torch.tensor([[1.0, 1.0]])).item()  # keeps log 2
+        0.693...
+    """
 
     def __init__(
         self,
@@ -905,6 +952,15 @@ def build_loss(cfg, pos_weight: Optional[Tensor] = None, weight: Optional[Tensor
     ``ohem_mode``, ``ohem_min_kept``, ``ohem_keep_positives`` are read (absent: the
     :func:`ohem` defaults) and the base loss is built with ``reduction="none"``. Otherwise the
     loss reduces with ``"mean"``. Whether to pass ``pos_weight`` / ``weight`` is the caller's call.
+
+    Args:
+        cfg: the ``loss`` config section (:class:`xmlc.config.LossConfig`, or any object with
+            those attributes).
+        pos_weight: ``(L,)`` or None. weight: ``(L,)`` or None.
+
+    Returns:
+        an ``nn.Module`` (one of :class:`BCEWithLogits`, :class:`FocalLoss`,
+        :class:`AsymmetricLoss`, or :class:`OHEMLoss` around one of them).
 
     Example:
         >>> from types import SimpleNamespace

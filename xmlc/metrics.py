@@ -1049,6 +1049,11 @@ def threshold_metrics(scores, labels, thresholds, buckets=None) -> dict:
     Returns:
         ``{"f1_micro", "f1_macro", "positive_rate_ratio"[, "positive_rate_ratio_<bucket>" ...]}``
         as floats.
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.6], [0.4, 0.8]])
+        >>> threshold_metrics(s, torch.tensor([[1, 0], [0, 1]]), 0.5)["positive_rate_ratio"]
+        1.5
     """
     return _threshold_metrics(eval_inputs(scores, labels), thresholds, buckets, "ignore")
 
@@ -1087,7 +1092,23 @@ TABLE_METRICS = ("auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", 
 
 
 def metrics_table(columns: list[tuple[str, dict]], title: str = "metric") -> str:
-    """Markdown table: one row per metric in :data:`TABLE_METRICS`, one column per (name, metrics)."""
+    """Markdown table: one row per metric in :data:`TABLE_METRICS`, one column per (name, metrics).
+
+    Args:
+        columns: ``[(column name, metrics dict)]``; rows are the metrics of the first dict that
+            are in :data:`TABLE_METRICS` (missing ones read NaN in other columns).
+        title: the header of the first column.
+
+    Returns:
+        the table, lines joined by newlines (values with 4 decimals).
+
+    Example:
+        >>> print(metrics_table([("@0.5", {"p@1": 0.5, "f1_micro": 0.25})]))
+        | metric | @0.5 |
+        |---|---:|
+        | p@1 | 0.5000 |
+        | f1_micro | 0.2500 |
+    """
     lines = [f"| {title} | " + " | ".join(name for name, _ in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for metric in TABLE_METRICS:
@@ -1098,7 +1119,21 @@ def metrics_table(columns: list[tuple[str, dict]], title: str = "metric") -> str
 
 
 def results_table(results: dict) -> str:
-    """A short Markdown table of the final metrics (test if there is a test split, else val)."""
+    """A short Markdown table of the final metrics (test if there is a test split, else val).
+
+    Args:
+        results: a run's results: ``"test"`` / ``"test_calibrated"`` (or ``"val"`` /
+            ``"val_calibrated"``) metric dicts, optionally ``"test_prior"`` / ``"val_prior"``.
+
+    Returns:
+        :func:`metrics_table` of those columns.
+
+    Example:
+        >>> print(results_table({"val": {"p@1": 0.5}, "val_calibrated": {"p@1": 0.5}}))
+        | val | @0.5 | calibrated |
+        |---|---:|---:|
+        | p@1 | 0.5000 | 0.5000 |
+    """
     split = "test" if "test" in results else "val"
     columns = [("@0.5", results[split]), ("calibrated", results[f"{split}_calibrated"])]
     if f"{split}_prior" in results:

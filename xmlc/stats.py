@@ -466,9 +466,14 @@ def label_report(data_or_labels, *, num_labels: int | None = None, few: int = 5)
         dict with ``num_examples``, ``num_features`` (or None), ``num_labels``,
         ``label_nnz``, ``density``, ``labels_per_example`` (mean/min/median/max),
         ``examples_without_labels``, ``label_count`` (min/median/max), ``buckets`` (labels
-        and positives per bucket, with the rule's count thresholds), ``labels_zero_positive``,
+        and positives per bucket, with the rule's count boundaries), ``labels_zero_positive``,
         ``labels_few_positive``, ``pos_weight`` (min/median/max over labels with a
         positive) and ``imbalance_ratio`` (largest over smallest positive count).
+
+    Example:
+        >>> r = label_report([[0, 2], [2], []], num_labels=4)
+        >>> r["label_count"]["max"], r["labels_zero_positive"], r["buckets"]["head"]["labels"]
+        (2, 2, 1)
     """
     features = getattr(data_or_labels, "features", None)
     labels = getattr(data_or_labels, "labels", data_or_labels)
