@@ -371,7 +371,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="seed case only (the text cases use the recipe's 128)")
     parser.add_argument("--hidden", type=int, default=512, help="seed case only")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared box)")
-    parser.add_argument("--goemotions", type=Path, default=ROOT.parent / "shared" / "data" / "goemotions")
+    data_dir = ROOT.parent / "shared" / "data"
+    parser.add_argument("--goemotions", type=Path, default=(data_dir if data_dir.is_dir() else Path("/work/shared/data"))
+                        / "goemotions")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
