@@ -51,9 +51,8 @@ def epochs(cfg, data, device, n: int) -> tuple[float, float, float]:
     env, progress = DistEnv(device=device), Progress()
 
     def one() -> None:
-        status = train_one_epoch(model, loader, loss_fn, optimizer, scheduler, progress=progress, cfg=cfg,
-                                 env=env, stop=_NoStop(), writer=None)
-        assert status == "completed", status
+        train_one_epoch(model, loader, loss_fn, optimizer, scheduler, progress=progress, tcfg=cfg.train,
+                        grad_clip=cfg.optim.grad_clip, env=env, stop=_NoStop(), writer=None)
 
     one()
     torch.cuda.synchronize()

@@ -108,13 +108,13 @@ def run_xmlc(overrides: list[str]) -> dict:
         "data.text_column=0", "data.labels_column=1", f"data.label_names={GO / 'labels.txt'}",
         "train.progress=false", "output.tensorboard=false", f"output.dir={out}", *overrides])
     start = time.perf_counter()
-    result = run(cfg)
+    results = run(cfg)   # the metrics.json dict
     wall = time.perf_counter() - start
-    m = result["metrics"]["test_calibrated"]
+    m = results["test_calibrated"]
     return {"p@1": m["p@1"], "auprc_macro": m["auprc_macro"], "f1_macro": m["f1_macro"],
             "f1_micro": m["f1_micro"], "ratio": m["positive_rate_ratio"], "train_s": wall,
-            "at_half": {k: result["metrics"]["test"][k] for k in ("f1_macro", "f1_micro", "positive_rate_ratio")},
-            "num_features": result["metrics"]["num_features"], "dir": out}
+            "at_half": {k: results["test"][k] for k in ("f1_macro", "f1_micro", "positive_rate_ratio")},
+            "num_features": results["num_features"], "dir": out}
 
 
 def run_sklearn(xmlc_features: bool) -> dict:
