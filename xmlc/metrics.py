@@ -267,13 +267,14 @@ def tie_counts(inputs: EvalInputs, *, pooled: bool = False) -> TieCounts:
         labels_per_block, entries_per_block = _LABEL_BLOCK, _BLOCK_ENTRIES
     hist = _gap_histogram(scores, nonneg, group_of_label, table, labels_per_block, entries_per_block)
 
-    # all_ge at distinct key i (group j) = entries of group j in gaps above i's own gap. The
-    # gaps of group j are hist[gap_start[j]:gap_start[j + 1]]: suffix sums within each group.
+    # all_ge at the distinct key i of group j, its r-th key: the entries of group j in gaps r + 1
+    # and up (gap = number of the group's keys <= the entry), a suffix sum of the histogram
+    # within the group, whose gaps are hist[gap_start[j]:gap_start[j + 1]].
     suffix = np.cumsum(hist[::-1])[::-1]
     gap_end = table.gap_start[1:]
     suffix -= np.repeat(suffix[gap_end - 1] - hist[gap_end - 1], table.num_keys + 1)
     distinct_group = (distinct >> np.uint64(32)).astype(np.int64)
-    distinct_all_ge = suffix[np.arange(distinct.size) + distinct_group + 1]  # gap of i is i + j + 1
+    distinct_all_ge = suffix[np.arange(distinct.size) + distinct_group + 1]  # gap_start[j] + r + 1 = i + j + 1
 
     # pos_ge of a positive = positives of its group from the first one with its key to the end.
     key_index = np.cumsum(is_first) - 1  # each positive's distinct key
