@@ -23,11 +23,11 @@ import sys
 import time
 from pathlib import Path
 
+from xmlc.cli import ExitStatus
 from xmlc.figures import FIGURE_NAMES
 
 __all__ = ["main", "build_report", "write_report", "ReportError"]
 
-EXIT_OK, EXIT_USAGE = 0, 2
 # split keys of metrics.json, in the order their columns appear
 SPLITS = ("val", "val_calibrated", "test", "test_calibrated", "test_prior", "test_before_refit")
 # metrics shown first, in this order; every other number of a split follows
@@ -217,9 +217,9 @@ def main(argv=None) -> int:
         path = write_report(args.run_dir, args.out)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
     print(f"wrote {path.resolve()}")
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 if __name__ == "__main__":

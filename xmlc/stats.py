@@ -599,11 +599,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="PNG", help="also draw the label long tail (positives per label, sorted, "
                         "with the neg/pos pos_weight range) into this PNG file")
     args = parser.parse_args(argv)
+    from xmlc.cli import ExitStatus   # the command's exit statuses, shared by every xmlc command
+
     try:
         data = _load(args.file)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return ExitStatus.USAGE
     report = label_report(data, few=args.few)
     if args.json:
         print(json.dumps({"file": args.file, **report}, indent=2))
@@ -619,9 +621,9 @@ def main(argv: list[str] | None = None) -> int:
             path = save_png(figure, args.plot)
         except OSError as err:
             print(f"error: --plot {args.plot}: cannot write: {err}", file=sys.stderr)
-            return 2
+            return ExitStatus.USAGE
         print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
-    return 0
+    return ExitStatus.OK
 
 
 if __name__ == "__main__":
