@@ -24,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -32,6 +31,8 @@ from pathlib import Path
 import subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))   # xmlc from this checkout
+from xmlc._json import loads_with_nan  # noqa: E402  (metrics.json writes undefined metrics as null)
 DATA_DIR = ROOT.parent / "shared" / "data"
 
 _SINGLE = ["model.ensemble=1", "train.refit=false"]   # the loss alone: one member, no refit
@@ -73,14 +74,14 @@ def train(dataset: str, name: str, overrides: list[str], out_dir: Path, data_dir
            f"data.train={data_dir / f'{dataset}_train.txt.gz'}", f"data.test={data_dir / f'{dataset}_test.txt.gz'}",
            f"output.dir={run_dir}", "train.progress=false", "output.tensorboard=false", *overrides, *extra]
     if reuse and (run_dir / "metrics.json").is_file():   # a finished run of this exact command
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = loads_with_nan((run_dir / "metrics.json").read_text())
         metrics["wall_s"] = float("nan")
         return metrics
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{dataset}/{name} failed ({' '.join(cmd)}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = loads_with_nan((run_dir / "metrics.json").read_text())
     metrics["wall_s"] = time.perf_counter() - start
     return metrics
 

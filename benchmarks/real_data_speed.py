@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))   # xmlc from this checkout
+from xmlc._json import loads_with_nan  # noqa: E402  (metrics.json writes undefined metrics as null)
 DATA_DIR = ROOT.parent / "shared" / "data"
 if not DATA_DIR.is_dir():
     DATA_DIR = Path("/work/shared/data")
@@ -39,7 +41,7 @@ def run(tree: Path, dataset: str, seed: int, out: Path, threads: int, extra: lis
     (out / "stdout.txt").write_text(proc.stdout)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = loads_with_nan((out / "metrics.json").read_text())
     return {"wall": wall, "p@1": 100 * metrics["test"]["p@1"], "auprc": metrics["test"]["auprc_macro"],
             "epoch": metrics.get("epoch_time_s")}
 

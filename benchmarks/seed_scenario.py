@@ -26,7 +26,6 @@ Prints one Markdown table. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # xmlc from this checkout (the runs use it via `python -m` in ROOT)
+from xmlc._json import loads_with_nan  # noqa: E402  (metrics.json writes undefined metrics as null)
 
 #: name -> (description, config overrides). The model, data and schedule come from configs/seed.yaml.
 SETTINGS: dict[str, tuple[str, list[str]]] = {
@@ -58,7 +58,7 @@ COLUMNS = [("auprc_micro", "micro AUPRC", "{:.3f}"), ("auprc_macro", "macro AUPR
 def train(name: str, overrides: list[str], out_dir: Path, extra: list[str], reuse: bool = False) -> dict:
     """One training run through the CLI in a fresh process; returns its metrics.json."""
     if reuse and (out_dir / name / "metrics.json").is_file():   # a finished run of this setting
-        metrics = json.loads((out_dir / name / "metrics.json").read_text())
+        metrics = loads_with_nan((out_dir / name / "metrics.json").read_text())
         metrics["wall_s"] = float("nan")
         return metrics
     cmd = [sys.executable, "-m", "xmlc.train", "--config", str(ROOT / "configs" / "seed.yaml"),
@@ -69,7 +69,7 @@ def train(name: str, overrides: list[str], out_dir: Path, extra: list[str], reus
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"setting {name!r} failed ({' '.join(cmd)}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    metrics = json.loads((out_dir / name / "metrics.json").read_text())
+    metrics = loads_with_nan((out_dir / name / "metrics.json").read_text())
     metrics["wall_s"] = wall
     return metrics
 

@@ -11,13 +11,13 @@ model trained with ``pos_weight``) and writes the numbers as JSON (``--out``, de
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from xmlc import calibrate, data as xdata, stats
+from xmlc._json import dumps
 from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
 from xmlc.cli import INPUT_ERRORS, ExitStatus, device_name, positive_int, report_error
 from xmlc.config import ConfigError, apply_overrides
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     print(metrics_table(columns, title="metric"))
     out = Path(args.out) if args.out else checkpoint.parent / f"eval-{Path(args.data).name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.write_text(dumps(results, indent=2) + "\n")   # NaN -> null (xmlc._json)
     print(f"wrote {out}")
     return ExitStatus.OK
 

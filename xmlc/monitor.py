@@ -10,7 +10,6 @@ Only rank 0 writes; every logging function takes the writer :func:`open_writer` 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from xmlc import figures, metrics, stats
+from xmlc._json import dumps
 from xmlc.checkpoint import load_checkpoint, remove_partial_writes, rng_state, save_checkpoint
 from xmlc.config import Config, dump_config, to_dict
 
@@ -100,7 +100,7 @@ class RunFiles:
         self.save("best.pt", tr, thresholds.float().cpu())
         if not self.write:
             return
-        (self.dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+        (self.dir / "metrics.json").write_text(dumps(results, indent=2) + "\n")   # NaN -> null (xmlc._json)
         if self.ocfg.figures:
             split, scores, labels = final_scores
             write_final_figures(self.dir, self.writer, tr.progress.step, split, scores, labels, **figure_inputs,

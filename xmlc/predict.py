@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
 import torch
 
+from xmlc._json import dumps
 from xmlc.api import Classifier
 from xmlc.checkpoint import checkpoint_path, load_checkpoint
 from xmlc.cli import INPUT_ERRORS, ExitStatus, device_name, positive_int, probability, report_error
@@ -68,7 +68,7 @@ def write_predictions(clf: Classifier, inputs, out, *, top_k: int = 5, fmt: str 
                 writer.writerow([row, "|".join(map(str, record["predicted"])),
                                  "|".join(f"{name}:{p:.6g}" for name, p in record["top_k"])])
             else:
-                out.write(json.dumps({"row": row, "top_k": [list(t) for t in record["top_k"]],
+                out.write(dumps({"row": row, "top_k": [list(t) for t in record["top_k"]],
                                       "predicted": record["predicted"]}) + "\n")
     return n
 

@@ -85,7 +85,9 @@ def _history(run: Path) -> list[dict]:
 
 
 def _number(value) -> str:
-    if isinstance(value, bool) or value is None:
+    if value is None:   # metrics.json writes an undefined metric (NaN) as null (xmlc._json)
+        return '<span title="undefined for this split, e.g. an empty frequency bucket">&ndash;</span>'
+    if isinstance(value, bool):
         return html.escape(str(value))
     if isinstance(value, int):
         return f"{value:,}"
@@ -108,7 +110,7 @@ def _metrics_table(results: dict) -> str:
         return "<p>metrics.json holds no split metrics.</p>"
     names = [m for m in FIRST_METRICS if any(m in results[s] for s in splits)]
     names += sorted({k for s in splits for k, v in results[s].items()
-                     if isinstance(v, (int, float)) and k not in names})
+                     if (v is None or isinstance(v, (int, float))) and k not in names})
     rows = [[html.escape(m), *[_number(results[s][m]) if m in results[s] else "" for s in splits]] for m in names]
     return _table(["metric", *splits], rows)
 
@@ -176,7 +178,8 @@ def build_report(run_dir) -> str:
         parts += ["<h2>Metrics</h2>",
                   "<p>Columns: <code>val</code>/<code>test</code> at threshold 0.5, <code>*_calibrated</code> at the "
                   "per-label thresholds fitted on validation, <code>test_prior</code> at the ln(pos_weight) "
-                  "correction. <code>positive_rate_ratio</code> = predicted / true positives (1 is right).</p>",
+                  "correction. <code>positive_rate_ratio</code> = predicted / true positives (1 is right). &ndash;: "
+                  "undefined for this split (<code>null</code> in metrics.json), e.g. an empty frequency bucket.</p>",
                   _metrics_table(results), "<h2>Timings and sizes</h2>", _timings_table(results)]
     if history:
         parts += ["<h2>Validation per epoch</h2>", _history_table(history)]

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from xmlc._json import dumps
 
 __all__ = [
     "label_counts",
@@ -608,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         return ExitStatus.USAGE
     report = label_report(data, few=args.few)
     if args.json:
-        print(json.dumps({"file": args.file, **report}, indent=2))
+        print(dumps({"file": args.file, **report}, indent=2))
     else:
         print(format_report(report, args.file))
     if args.plot:
