@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--labels", type=int, default=4000)
     ap.add_argument("--repeats", type=int, default=3, help="pairs per metric/calibration call")
     ap.add_argument("--loss-repeats", type=int, default=11, help="pairs per loss call")
+    ap.add_argument("--only", default="", help="run only the calls whose name contains this text")
     args = ap.parse_args()
     torch.set_num_threads(1)
     new = {name: importlib.import_module(f"xmlc.{name}") for name in SWAPPED}
@@ -149,6 +150,8 @@ def main() -> None:
             groups.append((loss_cases, args.loss_repeats))
         for make, repeats in groups:
             for name, (fo, fn) in make(old, new, args).items():
+                if args.only not in name:
+                    continue
                 fo(), fn()  # warm-up
                 ((t_old, p_old, ro), (t_new, p_new, rn)), ratios = pairs(fo, fn, repeats)
                 print(f"| {name} | {statistics.median(t_old):.3f} | {statistics.median(t_new):.3f} | "
