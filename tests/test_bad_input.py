@@ -134,6 +134,25 @@ def test_output_dir_that_is_not_writable(files, tmp_path, capsys, monkeypatch):
     assert f"config key 'output.dir': directory {locked} is not writable" in error_line(capsys)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a Linux /proc")
+def test_output_dir_where_nothing_can_be_created(files, capsys):
+    # /proc passes the permission check (as root) but takes no new directories
+    assert xtrain.main(args(files, Path("/proc/xmlc-run/inner"))) == ExitStatus.USAGE
+    assert ("config key 'output.dir': /proc/xmlc-run/inner cannot be created: making a directory in /proc fails"
+            in error_line(capsys))
+
+
+def test_output_dir_on_a_read_only_file_system(files, tmp_path, capsys, monkeypatch):
+    def read_only(*a, **kw):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    assert xtrain.main(args(files, tmp_path)) == ExitStatus.USAGE
+    assert (f"config key 'output.dir': cannot write in {tmp_path}: making a directory in {tmp_path} fails "
+            f"(Read-only file system)") in error_line(capsys)
+    assert not list(tmp_path.iterdir())   # nothing written, no data read
+
+
 def test_run_dir_unwritable_mid_run_keeps_the_previous_checkpoint(files, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     real, calls = tempfile.mkstemp, []

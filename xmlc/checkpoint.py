@@ -119,8 +119,10 @@ def _save_error(path: Path, exc: OSError) -> CheckpointSaveError:
 
 def check_run_dir(path: str | Path, key: str = "output.dir") -> Path:
     """``path`` if a run can write there: an existing writable directory, or a name whose
-    nearest existing parent is a writable directory (nothing is created yet). Otherwise a
-    :class:`ConfigError` naming ``key``, raised before any data is read."""
+    nearest existing parent is a writable directory (nothing is created yet; an empty
+    directory made and removed at once in that parent proves it, since permission bits do
+    not tell of /proc, read-only mounts or root). Otherwise a :class:`ConfigError` naming
+    ``key``, raised before any data is read."""
     path = Path(path)
     probe = path
     while not probe.exists():
@@ -133,6 +135,12 @@ def check_run_dir(path: str | Path, key: str = "output.dir") -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         where = "" if probe == path else f" (so {path} cannot be created there)"
         raise ConfigError(f"config key '{key}': directory {probe} is not writable{where}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".xmlc-probe-", dir=probe))
+    except OSError as exc:
+        what = f"{path} cannot be created" if probe != path else f"cannot write in {path}"
+        raise ConfigError(f"config key '{key}': {what}: making a directory in {probe} fails "
+                          f"({exc.strerror or exc})") from None
     return path
 
 
