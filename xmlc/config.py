@@ -153,7 +153,8 @@ class DataConfig:
     synthetic: Annotated[str, OneOf(_synthetic_presets, "xmlc.data.SYNTHETIC_PRESETS")] = "default"
     # Fraction of train held out for validation when `val` is None.
     val_fraction: Fraction = 0.1
-    # Fraction of synthetic data held out for test (synthetic data only).
+    # Fraction of synthetic data held out for test (synthetic data only). The two apply in turn
+    # (test first, then validation from the rest), so training keeps (1 - test) * (1 - val).
     test_fraction: Fraction = 0.1
     # Row normalisation of the features: l2 | l1 | none.
     normalize: Literal["l2", "l1", "none"] = "l2"

@@ -1053,7 +1053,16 @@ def check_splits(train, val, test, dcfg):
     """(train, val, test) after :func:`check_labelled` on each, named by its config key and file
     (or as the split carved from ``data.train``); called before anything is trained."""
     source = f"data.train ({dcfg.train})" if dcfg.train is not None else f"data.synthetic={dcfg.synthetic!r}"
-    check_labelled(train, source if dcfg.val is not None else f"{source} less its validation split")
+    carved = []   # (split, its fraction key's value, what it takes): the splits carved from the source, in turn
+    if dcfg.train is None and dcfg.test is None:
+        carved.append(("test", dcfg.test_fraction, "to test"))
+    if dcfg.val is None:
+        carved.append(("val", dcfg.val_fraction, "of the rest to validation"))
+    check_labelled(train, source if not carved else
+                   f"the training split left of {source} "
+                   f"({', then '.join(f'data.{k}_fraction={f} {what}' for k, f, what in carved)}; lower "
+                   f"{' and '.join(f'data.{k}_fraction' for k, _, _ in carved)} or give "
+                   f"{' and '.join(f'data.{k}' for k, _, _ in carved)} files)")
     check_labelled(val, f"data.val ({dcfg.val})" if dcfg.val is not None else
                    f"the validation split carved from {source} (data.val_fraction={dcfg.val_fraction}; "
                    f"give a larger fraction or a data.val file)")
