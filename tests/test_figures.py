@@ -235,6 +235,17 @@ def test_training_run_writes_figures_png_tensorboard_and_report(files, tmp_path,
     assert "test_calibrated" in page and "auprc_macro" in page and "Validation per epoch" in page
 
 
+@pytest.mark.parametrize("epochs, every, steps", [(3, 2, [4, 6]), (2, 0, [])])
+def test_figures_every_n_epochs_and_at_the_last(files, tmp_path, epochs, every, steps):
+    run = tmp_path / "run"
+    _train(files, run, f"train.epochs={epochs}", f"output.figures_every={every}")   # 2 steps per epoch
+    tags = _image_tags(run)
+    for name in figures.FIGURE_NAMES:
+        assert [step for step, _, _ in tags.get(f"figures/{name}", [])] == steps, name
+        assert [step for step, _, _ in tags[f"final/{name}"]] == [2 * epochs]   # the end always draws
+    assert (run / "figures" / "reliability.png").is_file()
+
+
 def test_figures_false_writes_none(files, tmp_path):
     run = tmp_path / "run"
     (run / "figures").mkdir(parents=True)

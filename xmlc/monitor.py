@@ -2,8 +2,8 @@
 ``last.pt`` / ``best.pt``, ``metrics.json``, TensorBoard events, figures); the functions below
 it log to TensorBoard: config and label statistics at the start, validation metrics, per-label
 AP histogram and a micro PR curve per epoch, hparams at the end; with ``output.figures`` the
-diagnostic figures of :mod:`xmlc.figures` per epoch (``figures/*``) and at the end (``final/*``,
-also written as ``RUN_DIR/figures/*.png``).
+diagnostic figures of :mod:`xmlc.figures` every ``output.figures_every`` epochs and at the last
+(``figures/*``), and at the end (``final/*``, also written as ``RUN_DIR/figures/*.png``).
 
 Only rank 0 writes; every logging function takes the writer :func:`open_writer` returned.
 """
@@ -87,11 +87,17 @@ class RunFiles:
         return load_checkpoint(path, map_location=device)["model"] if path.is_file() else None
 
     def log_epoch(self, step: int, val_metrics: dict, scores, labels, epoch_time: float,
-                  figure_inputs: dict) -> None:
-        """TensorBoard after an epoch (:func:`log_epoch`), figures with ``output.figures``."""
+                  figure_inputs: dict, *, epoch: int, last: bool) -> None:
+        """TensorBoard after epoch ``epoch`` (:func:`log_epoch`); with ``output.figures`` the
+        figures too, every ``output.figures_every`` epochs and at the ``last`` one."""
         if self.writer is not None:
             log_epoch(self.writer, step, val_metrics, scores, labels, epoch_time, **self._pr_curve,
-                      figure_inputs=figure_inputs if self.ocfg.figures else None)
+                      figure_inputs=figure_inputs if self.figures_due(epoch, last=last) else None)
+
+    def figures_due(self, epoch: int, *, last: bool) -> bool:
+        """Whether the validation of epoch ``epoch`` (1-based) draws the figures."""
+        every = self.ocfg.figures_every
+        return self.ocfg.figures and every > 0 and (last or epoch % every == 0)
 
     def finish(self, tr, thresholds: torch.Tensor, results: dict, *, final_scores,
                figure_inputs: dict) -> None:

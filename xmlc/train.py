@@ -237,13 +237,15 @@ def fit(tr: Training, val_loader, val_labels, ev: Evaluator, files: RunFiles, *,
                 say(f"epoch {p.epoch}/{tcfg.epochs}: {metric} {val_metrics[metric]:.4f} (best "
                     f"{p.best_value:.4f} @ epoch {p.best_epoch}); train {epoch_times[-1]:.1f} s, "
                     f"eval {time.perf_counter() - start:.1f} s")
+                stopping = bool(tcfg.patience) and p.bad_epochs >= tcfg.patience
                 files.log_epoch(p.step, val_metrics, val.scores, val_labels, epoch_times[-1],
-                                ev.figure_inputs(val.thresholds))
+                                ev.figure_inputs(val.thresholds), epoch=p.epoch,
+                                last=stopping or p.epoch >= tcfg.epochs)
                 files.save("last.pt", tr)
                 if improved:
                     files.save("best.pt", tr)
                 del val   # its (N_val, L) dense scores are not kept alive into the final phase
-                if tcfg.patience and p.bad_epochs >= tcfg.patience:
+                if stopping:
                     say(f"early stopping: no improvement in {metric} for {p.bad_epochs} epochs")
                     break
                 if any_process(stop.requested, env):
