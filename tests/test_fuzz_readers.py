@@ -73,7 +73,9 @@ def reference_xmc_line(line: bytes, L, D):
             left, right = word.split(b":")
             f = index(left, D)
             value = number(right)
-            if not math.isfinite(value) or not math.isfinite(np.float32(value)):   # np: overflow -> inf
+            with np.errstate(over="ignore"):   # a float64 past float32's range casts to inf: that is the check
+                as_float32 = np.float32(value)
+            if not math.isfinite(value) or not math.isfinite(as_float32):
                 raise ValueError("not finite as float32")
             if f in features:
                 raise ValueError("duplicate feature")
