@@ -276,6 +276,7 @@ def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg
     train_set, val_set, test_set = splits
     if tr.best_model is not None:
         tr.model.load_state_dict(tr.best_model)
+        tr.best_model = None   # now in tr.model: one copy of the weights fewer through refit and test
     val = ev.calibrate(tr.model, val_loader, val_set.labels)
     thresholds, results = val.thresholds, {"val": val.metrics, "val_calibrated": val.metrics | val.calibrated}
     # the final figures' scores: test when there is a test split, else these validation scores
