@@ -18,17 +18,14 @@ from xmlc import data as xdata, evaluate as xevaluate, predict as xpredict, trai
 from xmlc.checkpoint import CheckpointError, CheckpointSaveError, load_checkpoint, save_checkpoint
 from xmlc.cli import INPUT_ERRORS, ExitStatus, exit_status
 from xmlc.inference import NonFiniteScores
+from conftest import write_xmc_splits
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Tiny XMC files (120 train / 40 val / 40 test rows, 30 features, 12 labels) and broken ones."""
     root = tmp_path_factory.mktemp("data")
-    full = xdata.synthetic(200, 30, 12, mean_labels=2.0, seed=1)
-    paths = {}
-    for name, rows in (("train", slice(0, 120)), ("val", slice(120, 160)), ("test", slice(160, 200))):
-        paths[name] = root / f"{name}.txt"
-        xdata.write_xmc(paths[name], full.features[rows], full.labels[rows])
+    paths = write_xmc_splits(root, (120, 40, 40), num_features=30, seed=1)
     paths["empty"] = root / "empty.txt"
     paths["empty"].write_bytes(b"")
     paths["no_rows"] = root / "no_rows.txt"

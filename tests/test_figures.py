@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from xmlc import data as xdata, figures, report, stats
+from conftest import write_xmc_splits
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -189,13 +190,7 @@ def test_report_bad_run_dir_exits_2(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    full = xdata.synthetic(300, 40, 12, mean_labels=2.0, seed=0)
-    paths = {}
-    for name, rows in (("train", slice(0, 200)), ("val", slice(200, 250)), ("test", slice(250, 300))):
-        paths[name] = root / f"{name}.txt"
-        xdata.write_xmc(paths[name], full.features[rows], full.labels[rows])
-    return paths
+    return write_xmc_splits(tmp_path_factory.mktemp("data"), (200, 50, 50), num_features=40, seed=0)
 
 
 def _train(files, out, *extra):

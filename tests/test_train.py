@@ -16,6 +16,7 @@ from xmlc import data as xdata, losses
 from xmlc import evaluate as xevaluate, predict as xpredict, train as xtrain
 from xmlc.checkpoint import load_checkpoint
 from xmlc.cli import ExitStatus
+from conftest import write_xmc_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 STABLE_NAMES = {"auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", "f1_macro",
@@ -25,13 +26,7 @@ STABLE_NAMES = {"auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", "
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Tiny XMC files: 240 train / 64 val / 64 test rows, 40 features, 12 labels."""
-    root = tmp_path_factory.mktemp("data")
-    full = xdata.synthetic(368, 40, 12, mean_labels=2.0, seed=0)
-    paths = {}
-    for name, rows in (("train", slice(0, 240)), ("val", slice(240, 304)), ("test", slice(304, 368))):
-        paths[name] = root / f"{name}.txt"
-        xdata.write_xmc(paths[name], full.features[rows], full.labels[rows])
-    return paths
+    return write_xmc_splits(tmp_path_factory.mktemp("data"), (240, 64, 64), num_features=40, seed=0)
 
 
 def tiny(files, out, *extra):
