@@ -245,6 +245,10 @@ def test_normalize_rows():
     assert same(normalize_rows(X, "none"), X)
     with pytest.raises(ValueError, match="norm"):
         normalize_rows(X, "max")
+    for norm in ("l2", "l1", "none"):   # dense rows (.npy features) get the same scaling as float32 arrays
+        dense = normalize_rows(X.toarray().astype(np.float64), norm)
+        assert isinstance(dense, np.ndarray) and dense.dtype == np.float32
+        np.testing.assert_allclose(dense, normalize_rows(X, norm).toarray(), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------- synthetic

@@ -25,10 +25,10 @@ import scipy.sparse as sp
 import torch
 
 from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
-from xmlc.data import XMCData, make_loader
+from xmlc.data import XMCData, make_loader, normalize_rows
 from xmlc.features import TextFeaturizer
 from xmlc.inference import predict_scores
-from xmlc.tables import InputError, normalize
+from xmlc.tables import InputError
 
 __all__ = ["Classifier", "load"]
 
@@ -89,7 +89,7 @@ class Classifier:
                 raise InputError(f"the model was trained on a feature matrix (D={self.num_features:,}); give "
                                  f"features, not text")
             X = self.featurizer.transform(texts)
-        return normalize(X, self.config.data.normalize)
+        return normalize_rows(X, self.config.data.normalize)
 
     @torch.no_grad()
     def scores(self, x, *, batch_size: int | None = None) -> torch.Tensor:

@@ -485,18 +485,24 @@ def _format_rows(X: sp.csr_matrix, Y: sp.csr_matrix) -> bytes:
     return flat[flat != 0].tobytes()
 
 
-def normalize_rows(features: sp.csr_matrix, norm: str = "l2") -> sp.csr_matrix:
+def normalize_rows(features, norm: str = "l2"):
     """Scale each row of ``features`` ``(N, D)`` to unit ``norm``; all-zero rows stay zero.
 
     Args:
-        features: scipy sparse ``(N, D)``.
-        norm: ``"l2"``, ``"l1"`` or ``"none"`` (returns a float32 CSR copy).
+        features: scipy sparse or a dense numpy array ``(N, D)``.
+        norm: ``"l2"``, ``"l1"`` or ``"none"`` (returns a float32 copy).
 
     Returns:
-        float32 CSR ``(N, D)``.
+        float32 ``(N, D)``: CSR for sparse input, a numpy array for dense input.
     """
     if norm not in ("l2", "l1", "none"):
         raise ValueError(f"norm must be one of 'l2', 'l1', 'none', got {norm!r}")
+    if not sp.issparse(features):   # dense rows (e.g. your own embeddings from a .npy file)
+        X = np.array(features, dtype=np.float32)
+        if norm != "none":
+            per_row = np.linalg.norm(X.astype(np.float64), ord=2 if norm == "l2" else 1, axis=1)
+            X *= np.divide(1.0, per_row, out=np.zeros_like(per_row), where=per_row > 0)[:, None]
+        return X
     X = sp.csr_matrix(features, dtype=np.float32, copy=True)
     if norm == "none" or X.nnz == 0:
         return X

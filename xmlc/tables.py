@@ -606,19 +606,6 @@ def featurize(raw: RawSplit, featurizer, num_features: int, key: str):
     return raw.features
 
 
-def normalize(features, norm: str):
-    """Row normalisation for CSR (:func:`xmlc.data.normalize_rows`) and dense arrays alike."""
-    from xmlc.data import normalize_rows
-
-    if sp.issparse(features):
-        return normalize_rows(features, norm)
-    if norm == "none":
-        return features
-    scale = np.abs(features).sum(1) if norm == "l1" else np.sqrt((features.astype(np.float64) ** 2).sum(1))
-    scale[scale == 0] = 1.0
-    return (features / scale[:, None]).astype(np.float32)
-
-
 def unseen_note(unseen: Counter, key: str) -> str | None:
     """A line about labels of a val/test split that training never saw (they cannot be predicted)."""
     if not unseen:
@@ -642,7 +629,7 @@ def load_text_splits(dcfg, fcfg, *, seed: int = 0) -> TextSplits:
         fcfg: the ``features`` config section.
         seed: the run's seed.
     """
-    from xmlc.data import XMCData, stratified_split
+    from xmlc.data import XMCData, normalize_rows, stratified_split
     from xmlc.features import TextFeaturizer
 
     notes: list[str] = []
@@ -674,7 +661,7 @@ def load_text_splits(dcfg, fcfg, *, seed: int = 0) -> TextSplits:
     else:
         X_train = train_raw.features
     D, L = X_train.shape[1], len(vocab)
-    out = {"train": XMCData(normalize(X_train, dcfg.normalize), Y_train, D, L)}
+    out = {"train": XMCData(normalize_rows(X_train, dcfg.normalize), Y_train, D, L)}
     for split in ("val", "test"):
         if split not in raws:
             out[split] = None
@@ -685,7 +672,7 @@ def load_text_splits(dcfg, fcfg, *, seed: int = 0) -> TextSplits:
         note = unseen_note(unseen, key)
         if note:
             notes.append(note)
-        out[split] = XMCData(normalize(X, dcfg.normalize), Y, D, L)
+        out[split] = XMCData(normalize_rows(X, dcfg.normalize), Y, D, L)
     return TextSplits(out["train"], out["val"], out["test"], vocab.names, featurizer, notes)
 
 
@@ -716,7 +703,7 @@ def read_for_model(path, dcfg, *, key: str, num_features: int, label_names: list
         with_labels: read the labels (False: every row unlabelled; prediction).
         notes: a list that collects lines for the user.
     """
-    from xmlc.data import XMCData, read_data
+    from xmlc.data import XMCData, normalize_rows, read_data
 
     L = len(label_names) if label_names is not None else None
     fmt, why = detect_format(path, dcfg.format)
@@ -739,7 +726,7 @@ def read_for_model(path, dcfg, *, key: str, num_features: int, label_names: list
     note = unseen_note(unseen, key)
     if note and notes is not None:
         notes.append(note)
-    return XMCData(normalize(X, dcfg.normalize), Y, num_features, len(label_names), label_names)
+    return XMCData(normalize_rows(X, dcfg.normalize), Y, num_features, len(label_names), label_names)
 
 
 def describe(split: RawSplit, key: str) -> str:
