@@ -58,7 +58,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from xmlc.metrics import _scores_np, _thresholds_np, eval_inputs
+from xmlc.metrics import eval_inputs, predicted_counts
 from xmlc.stats import BUCKET_NAMES, pos_weight_from_counts
 
 __all__ = [
@@ -86,21 +86,6 @@ _LOGIT_TICKS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999
 
 # ---------------------------------------------------------------------------------------
 # Arrays
-
-
-def predicted_counts(scores, thresholds) -> np.ndarray:
-    """Predicted positives per label, ``score >= threshold``: int64 ``(L,)``.
-
-    Args:
-        scores: ``(N, L)`` probabilities (torch or numpy).
-        thresholds: scalar or ``(L,)``.
-    """
-    s = _scores_np(scores)
-    t = _thresholds_np(thresholds, s.shape[1])
-    out = np.zeros(s.shape[1], dtype=np.int64)
-    for r0 in range(0, s.shape[0], _ROW_CHUNK):
-        out += np.count_nonzero(s[r0:r0 + _ROW_CHUNK] >= t, axis=0)
-    return out
 
 
 @dataclass
@@ -506,8 +491,8 @@ def run_figures(scores, targets, *, train_counts, buckets, thresholds, pos_weigh
     """
     from xmlc.metrics import average_precision
 
-    s = _scores_np(scores)
-    true = eval_inputs(s, targets).counts
+    inputs = eval_inputs(scores, targets)
+    s, true = inputs.scores, inputs.counts
     decisions = {"at 0.5": predicted_counts(s, 0.5),
                  f"calibrated thresholds ({calibration})": predicted_counts(s, thresholds)}
     bins = {"as trained": reliability_bins(s, targets)}

@@ -61,6 +61,7 @@ __all__ = [
     "f1_score",
     "positive_rate_ratio",
     "positive_rate_ratio_by_bucket",
+    "predicted_counts",
     "evaluate_all",
     "MultilabelAUPRC",
     "BinnedAveragePrecision",
@@ -720,14 +721,35 @@ def _propensities_np(propensities, num_labels: int) -> np.ndarray:
     return p
 
 
-def _decision_counts(inputs: EvalInputs, thresholds) -> tuple[np.ndarray, np.ndarray]:
-    """Per label: (#predicted positives, #true positives among them) at ``score >= threshold``."""
-    scores, pos = inputs.scores, inputs
+def predicted_counts(scores, thresholds) -> np.ndarray:
+    """Predicted positives per label at ``score >= threshold``, in row chunks (no (N, L) mask).
+
+    Args:
+        scores: ``(N, L)`` torch tensor or numpy array.
+        thresholds: a scalar or ``(L,)``.
+
+    Returns:
+        int64 numpy array ``(L,)``.
+
+    Example:
+        >>> predicted_counts(np.array([[0.9, 0.2], [0.6, 0.7]], np.float32), 0.5).tolist()
+        [2, 1]
+    """
+    scores = _scores_np(scores)
     n, l = scores.shape
     thr = _thresholds_np(thresholds, l)
     predicted = np.zeros(l, dtype=np.int64)
     for r0 in range(0, n, _ROW_CHUNK):
-        predicted += (scores[r0:r0 + _ROW_CHUNK] >= thr).sum(0)
+        predicted += np.count_nonzero(scores[r0:r0 + _ROW_CHUNK] >= thr, axis=0)
+    return predicted
+
+
+def _decision_counts(inputs: EvalInputs, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """Per label: (#predicted positives, #true positives among them) at ``score >= threshold``."""
+    scores, pos = inputs.scores, inputs
+    l = scores.shape[1]
+    thr = _thresholds_np(thresholds, l)
+    predicted = predicted_counts(scores, thresholds)
     ps = scores[pos.rows, pos.cols]
     hit = ps >= (thr[pos.cols] if thr.size > 1 else thr[0])
     tp = np.bincount(pos.cols[hit], minlength=l)
