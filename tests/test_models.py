@@ -8,8 +8,8 @@ from torch import nn
 
 from xmlc import data as xdata
 from xmlc.config import ModelConfig
-from xmlc.models import (MLP, MODELS, Ensemble, MemberBatchNorm, MemberLayerNorm, MemberLinear, SparseLinear, build_model,
-                         ensemble_loss, init_output_bias, probabilities)
+from xmlc.models import (MLP, MODELS, Dropout, Ensemble, MemberBatchNorm, MemberLayerNorm, MemberLinear, SparseLinear,
+                         build_model, dropout, ensemble_loss, init_output_bias, probabilities)
 
 
 def _sparse_batch(n=6, d=20, seed=0):
@@ -78,7 +78,7 @@ def test_models_map_batches_to_logits(name, hidden):
 def test_mlp_structure_follows_config():
     model = build_model(ModelConfig(hidden=[32, 16], norm="batch", activation="gelu", dropout=0.1), 50, 7)
     kinds = [type(m) for m in model.body]
-    assert kinds == [MemberBatchNorm, nn.GELU, nn.Dropout, MemberLinear, MemberBatchNorm, nn.GELU, nn.Dropout]
+    assert kinds == [MemberBatchNorm, nn.GELU, Dropout, MemberLinear, MemberBatchNorm, nn.GELU, Dropout]
     assert model.head.weight.shape == (1, 16, 7)
 
 
@@ -194,6 +194,34 @@ def test_member_dropout_masks_are_independent():
         model.train()
         out = model(batch)
         assert not torch.allclose(out[0], out[1])
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5])
+def test_dropout_zeroes_a_fraction_p_and_scales_the_rest(p):
+    """xmlc.models.dropout (CPU mask from torch.rand) does what F.dropout does: each entry zeroed
+    with probability p, the kept ones (and their gradient) multiplied by exactly 1 / (1 - p)."""
+    torch.manual_seed(0)
+    x = torch.rand(200, 500) + 0.5
+    x.requires_grad_(True)
+    y = dropout(x, p)
+    kept = y != 0
+    assert abs((~kept).float().mean().item() - p) < 0.005   # 100,000 draws: 4 standard deviations
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p), rtol=1e-6, atol=0)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p), rtol=1e-6, atol=0)
+    assert dropout(x, p, training=False) is x and dropout(x, 0.0) is x
+    masks = [dropout(torch.ones(1000), p) != 0 for _ in range(2)]
+    assert not torch.equal(*masks)                                 # a fresh mask per call
+
+
+def test_malloc_thresholds_keep_allocations_working():
+    import platform
+    from xmlc import _malloc
+    assert _malloc.reuse_large_blocks() is (platform.libc_ver()[0] == "glibc")   # off glibc: nothing done
+    big = torch.ones(1_836, 5_120)                         # above the default mmap threshold
+    assert float(big.sum()) == 1_836 * 5_120
+    del big
+    assert _malloc.set_thresholds(32 << 20, 64 << 20) is (platform.libc_ver()[0] == "glibc")
 
 
 def test_ensemble_members_are_independent_models(monkeypatch):
