@@ -165,6 +165,33 @@ def test_resume_matches_uninterrupted_run(files, tmp_path):
     assert ma["test_calibrated"] == mb["test_calibrated"]
 
 
+@pytest.mark.parametrize("every, last_epochs", [("0", [1, 2, 3, 4]), ("3600", [1, 4])])
+def test_checkpoints_written_every_save_every_s(files, tmp_path, monkeypatch, every, last_epochs):
+    """last.pt after the first and the last epoch, and in between only once output.save_every_s
+    have passed; best.pt (best weights, no training state) written with it when the best moved."""
+    import xmlc.monitor
+    writes, save = [], xmlc.monitor.save_checkpoint
+    monkeypatch.setattr(xmlc.monitor, "save_checkpoint",
+                        lambda ckpt, path: writes.append((path.name, ckpt["epoch"], "optimizer" in ckpt)) or save(ckpt, path))
+    out = tmp_path / every
+    assert xtrain.main(tiny(files, out, "train.epochs=4", "train.patience=0", "output.tensorboard=false",
+                            f"output.save_every_s={every}")) == 0
+    *during, final = writes
+    assert final == ("best.pt", 4, True)   # the shipped model with its thresholds
+    assert [epoch for name, epoch, _ in during if name == "last.pt"] == last_epochs
+    best = [(epoch, has_optimizer) for name, epoch, has_optimizer in during if name == "best.pt"]
+    assert best and not any(has_optimizer for _, has_optimizer in best)
+    assert {epoch for epoch, _ in best} <= set(last_epochs)
+
+
+def test_resume_from_best_weights_is_refused(files, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert xtrain.main(tiny(files, out, "train.max_steps=5", "output.tensorboard=false")) == 0
+    assert "optimizer" not in load_checkpoint(out / "best.pt")   # stopped mid-run: best weights only
+    assert xtrain.main(["--resume", str(out / "best.pt")]) == ExitStatus.USAGE
+    assert "holds the best weights only" in capsys.readouterr().err
+
+
 REFIT = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=false", "train.epochs=3")
 
 
@@ -350,8 +377,9 @@ def test_ddp_two_processes_match_one(files, tmp_path):
     pytest.importorskip("torch.distributed")
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("gloo backend not available")
-    extra = ("model.dropout=0.0", "output.tensorboard=false", "train.device=cpu",
+    extra = ("model.dropout=0.0", "output.tensorboard=false", "train.device=cpu", "train.amp=false",
              "model.ensemble=2", "optim.sparse=true")   # sparse gradients: DDP's sparse all-reduce (gloo)
+    # float32: bf16 rounds each process's half-batch gradient before the all-reduce
     one, two = tmp_path / "one", tmp_path / "two"
     assert xtrain.main(tiny(files, one, *extra)) == 0
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -373,3 +401,33 @@ def test_cuda_bf16_run(files, tmp_path):
     out = tmp_path / "cuda"
     assert xtrain.main(tiny(files, out, "train.device=cuda", "train.amp=true")) == 0
     assert json.loads((out / "metrics.json").read_text())["test"]["auprc_micro"] > 0
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_amp_on_cpu_trains_in_bf16_where_native(amp):
+    """train.amp on CPU: the steps run under bf16 autocast where the CPU has native bf16
+    (the logits come out bf16), in float32 elsewhere and with amp off; parameters stay float32."""
+    import scipy.sparse as sp
+    from xmlc.config import ModelConfig, OptimConfig, TrainConfig
+    from xmlc.models import build_model
+    from xmlc.optim import build_optimizer, build_scheduler
+
+    native = xtrain.native_bf16(torch.device("cpu"))
+    X = sp.random(64, 30, density=0.2, format="csr", random_state=0, dtype="float32")
+    Y = sp.random(64, 5, density=0.3, format="csr", random_state=1, dtype="float32")
+    Y.data[:] = 1
+    data = xdata.XMCData(X, Y, 30, 5)
+    model = build_model(ModelConfig(hidden=[8], ensemble=2), 30, 5)
+    optimizer = build_optimizer(OptimConfig(), model)
+    dtypes = []
+    model.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+
+    class NoStop:
+        requested, signum = False, None
+
+    xtrain.train_one_epoch(model, xdata.make_loader(data, 16, shuffle=False), losses.BCEWithLogits(), optimizer,
+                           build_scheduler(OptimConfig(), optimizer, total_steps=4), progress=xtrain.Progress(),
+                           tcfg=TrainConfig(amp=amp, progress=False), grad_clip=None, env=xtrain.DistEnv(),
+                           stop=NoStop())
+    assert dtypes == [torch.bfloat16 if amp and native else torch.float32] * 4
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())

@@ -270,7 +270,8 @@ class TrainConfig:
     seed: Annotated[int, Range(ge=0, lt=2**32)] = 0
     # auto (cuda if available) | cpu | cuda.
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # bf16 autocast on CUDA (ignored on CPU).
+    # bf16 autocast for the training steps on CUDA and on CPUs with native bf16 (AVX512-BF16 or
+    # AMX; elsewhere on CPU: float32). The loss, the optimizer and CPU scoring stay float32.
     amp: bool = True
     # Validation metric that selects best.pt and drives early stopping (higher is better).
     early_stopping_metric: str = "auprc_macro"
@@ -312,6 +313,11 @@ class OutputConfig:
     # (bibtex: about 0.3 s): nothing beside a real epoch, but two epochs of a small set (a
     # bibtex epoch is 0.13 s) -- raise it there. 1 (default): every epoch, a slider over all.
     figures_every: NonNegativeInt = 1
+    # Write last.pt (and best.pt, the best weights so far) after the first epoch, the last one,
+    # and any epoch that ends this many seconds or more after the previous write; a stop by
+    # signal or train.max_steps writes them too. A crash loses at most this much training
+    # (plus the epoch in flight). 0: after every epoch.
+    save_every_s: NonNegative = 60.0
 
 
 @dataclass

@@ -47,8 +47,9 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from xmlc import data as xdata, losses, stats
+from xmlc._malloc import reuse_large_blocks
 from xmlc.calibrate import prior_thresholds, thresholds_for
-from xmlc.checkpoint import check_run_dir, load_checkpoint, set_rng_state
+from xmlc.checkpoint import CheckpointError, check_run_dir, load_checkpoint, set_rng_state
 from xmlc.cli import ExitStatus, report_error
 from xmlc.config import (Config, ConfigError, DataConfig, EvalConfig, LossConfig, ModelConfig, TrainConfig,
                          apply_overrides, dump_config, from_dict, load_config)
@@ -88,6 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """CLI entry point; returns the exit status (:class:`xmlc.cli.ExitStatus`; 128 + N after signal N)."""
     args = parse_args(argv)
+    reuse_large_blocks()   # the command owns its process: big freed tensors stay in the heap (xmlc/_malloc.py)
     try:
         cfg, resume = resolve_config(args)
         if args.print_config:
@@ -110,6 +112,9 @@ def resolve_config(args) -> tuple[Config, dict | None]:
                           "change it with overrides)")
     path = Path(args.resume)
     ckpt = load_checkpoint(path)
+    if "optimizer" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} holds the best weights only, not the training state; "
+                              f"resume from the run directory (its last.pt)")
     cfg = from_dict(Config, ckpt["config"])
     cfg.output.dir = str(path if path.is_dir() else path.parent)
     return apply_overrides(cfg, args.overrides), ckpt
@@ -214,8 +219,9 @@ def fit(tr: Training, val_loader, val_labels, ev: Evaluator, files: RunFiles, *,
     """Train epochs until ``train.epochs`` or early stopping, validating after each.
 
     After each epoch: validation metrics (at 0.5, and ``calibrated/...`` at thresholds fitted
-    on these same scores), TensorBoard, ``last.pt``, and ``best.pt`` when the early-stopping
-    metric improved (those weights are also kept in ``tr.best_model``).
+    on these same scores), TensorBoard, and the checkpoints when due
+    (:meth:`RunFiles.save_epoch`); the weights of the epoch with the best early-stopping metric
+    are kept in ``tr.best_model``.
 
     Returns:
         The training time (s) of each epoch run here.
@@ -233,7 +239,7 @@ def fit(tr: Training, val_loader, val_labels, ev: Evaluator, files: RunFiles, *,
                 start = time.perf_counter()
                 val = ev.calibrate(tr.model, val_loader, val_labels)
                 val_metrics = val.metrics | _prefixed(val.calibrated, "calibrated/")
-                improved = tr.end_epoch(val_metrics, metric)
+                tr.end_epoch(val_metrics, metric)
                 say(f"epoch {p.epoch}/{tcfg.epochs}: {metric} {val_metrics[metric]:.4f} (best "
                     f"{p.best_value:.4f} @ epoch {p.best_epoch}); train {epoch_times[-1]:.1f} s, "
                     f"eval {time.perf_counter() - start:.1f} s")
@@ -241,9 +247,7 @@ def fit(tr: Training, val_loader, val_labels, ev: Evaluator, files: RunFiles, *,
                 files.log_epoch(p.step, val_metrics, val.scores, val_labels, epoch_times[-1],
                                 ev.figure_inputs(val.thresholds), epoch=p.epoch,
                                 last=stopping or p.epoch >= tcfg.epochs)
-                files.save("last.pt", tr)
-                if improved:
-                    files.save("best.pt", tr)
+                files.save_epoch(tr, last=stopping or p.epoch >= tcfg.epochs)
                 del val   # its (N_val, L) dense scores are not kept alive into the final phase
                 if stopping:
                     say(f"early stopping: no improvement in {metric} for {p.bad_epochs} epochs")
@@ -260,10 +264,11 @@ def report_stop(stopped: RunStopped, tr: Training, files: RunFiles, say) -> None
     """Save ``last.pt`` for ``--resume`` (not after a non-finite loss) and say why the run stopped."""
     p, last = tr.progress, files.dir / "last.pt"
     if isinstance(stopped, NonFiniteLoss):
+        files.save_best(tr)
         say(f"error: non-finite loss at step {p.step + 1} (epoch {p.epoch + 1}); stopped without "
             f"updating. Last good checkpoint: {last if last.is_file() else 'none (no epoch finished)'}")
         return
-    files.save("last.pt", tr)
+    files.save_progress(tr)
     why = f"signal {stopped.signum}" if isinstance(stopped, Interrupted) else f"train.max_steps={p.step}"
     say(f"stopped by {why} at step {p.step} (epoch {p.epoch + 1}); saved {last}. "
         f"Continue with: python -m xmlc.train --resume {files.dir}")
@@ -592,7 +597,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
     """
     model.train()
     device = env.device
-    amp = tcfg.amp and device.type == "cuda"
+    amp = tcfg.amp and native_bf16(device)
     window_start, window_examples, window_steps, loss_sum = time.perf_counter(), 0, 0, 0.0
     with tqdm(loader, desc=f"epoch {progress.epoch + 1}/{tcfg.epochs}", leave=False, dynamic_ncols=True,
               disable=env.rank != 0 or not tcfg.progress, mininterval=0.5) as bar:
@@ -608,7 +613,10 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
                 raise NonFiniteLoss(f"non-finite loss at step {progress.step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = clip_grad_norm_(model.parameters(), grad_clip)
+            log_now = (progress.step + 1) % tcfg.log_every == 0
+            # the norm costs a pass over every gradient: only to clip, or to log it
+            grad_norm = (clip_grad_norm_(model.parameters(), grad_clip)
+                         if grad_clip is not None or (log_now and writer is not None) else None)
             lr = optimizer.param_groups[0]["lr"]   # the rate this step used
             optimizer.step()
             scheduler.step()
@@ -617,7 +625,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
             window_examples += len(batch) * env.world_size
             window_steps += 1
             loss_sum += agreed.loss
-            if progress.step % tcfg.log_every == 0:
+            if log_now:
                 elapsed = time.perf_counter() - window_start
                 rate = window_examples / max(elapsed, 1e-9)
                 mean_loss = loss_sum / window_steps
@@ -630,6 +638,21 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
                 window_start, window_examples, window_steps, loss_sum = time.perf_counter(), 0, 0, 0.0
             if agreed.stop:
                 raise Interrupted(stop.signum)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``train.amp`` turns bf16 autocast on for training steps on ``device``: on CUDA, and
+    on CPUs with native bf16 matrix products (AVX512-BF16 or AMX), where the text recipe's wide
+    layers run about 4x faster in bf16 (``benchmarks/bench_train.py --cases tricks``). Other CPUs
+    emulate bf16, slower than float32, so they train in float32. Scoring (validation, test,
+    predict) stays float32 on CPU."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    probes = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(probe()) for probe in probes if probe is not None)
 
 
 # ---------------------------------------------------------------------------------------
