@@ -41,7 +41,15 @@ Case ``scaling``: the same step for one member (hidden 1,024) at D = 50,000 and 
 (Zipf batches), now and before, interleaved: how the step grows with D. (The 5-member table
 at D = 500,000 with its Adam moments needs 30 GB, more than this machine has.)
 
-    python benchmarks/bench_train.py [--cases seed,zipf,goemotions,scaling,bibtex,delicious --rounds 7 --steps 20 --threads 1]
+Case ``tricks``: each speed trick of the step against the plain call it replaces, interleaved:
+the CPU dropout mask (``xmlc.models.dropout``) against ``F.dropout``; glibc keeping big freed
+tensors in the heap (``xmlc._malloc``, what ``python -m xmlc.train`` sets) against its default
+thresholds; bf16 autocast for the head against float32 (on CPUs with native bf16 only).
+
+The script sets the allocator as ``python -m xmlc.train`` does, and the text cases run the
+recipe's ``train.amp`` (bf16 steps on CPUs with native bf16).
+
+    python benchmarks/bench_train.py [--cases seed,zipf,goemotions,scaling,bibtex,delicious,tricks --rounds 7 --steps 20 --threads 1]
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 
 from xmlc import data as xdata, losses
+from xmlc._malloc import reuse_large_blocks
 from xmlc.config import Config, load_config
 from xmlc.models import Ensemble, build_model
 from xmlc.optim import build_optimizer, build_scheduler
@@ -362,6 +371,67 @@ def scaling_case(args) -> None:
         gc.collect()
 
 
+def tricks_case(args) -> None:
+    """Each speed trick of the text recipe's step against the plain call, interleaved, median ratios."""
+    from xmlc import _malloc
+    from xmlc.models import dropout
+    from xmlc.train import native_bf16
+
+    def timed(fn, n=10):
+        fn()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - start) / n
+
+    x = torch.randn(5, 128, 1024, requires_grad=True)
+    grad = torch.randn(5, 128, 1024)
+    libc_default = (32 << 20, 64 << 20)   # glibc's dynamic mmap threshold at its cap, and its trim threshold
+
+    def alloc(settings):
+        def block():
+            if settings is None:
+                _malloc.reuse_large_blocks()
+            else:
+                _malloc.set_thresholds(*settings)
+            for _ in range(5):
+                torch.empty(1_836, 5 * 1024).fill_(1.0)   # bibtex's dense (D, M x H) table gradient
+        return block
+
+    def head(L, bf16):
+        h, w = torch.randn(5, 128, 1024, requires_grad=True), torch.randn(5, 1024, L, requires_grad=True)
+        b, g = torch.randn(5, 1, L, requires_grad=True), torch.randn(5, 128, L)
+
+        def block():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = torch.baddbmm(b, h, w)
+            out.float().backward(g)
+        return block
+
+    cases = [("dropout p=0.5 on (5, 128, 1,024), forward + backward", "F.dropout (bernoulli_ mask)",
+              lambda: F.dropout(x, 0.5, True).backward(grad), "xmlc.models.dropout (rand >= p)",
+              lambda: dropout(x, 0.5).backward(grad)),
+             ("5 x allocate + fill the (1,836, 5,120) float32 gradient", "glibc thresholds (mmap per tensor)",
+              alloc(libc_default), "xmlc._malloc.reuse_large_blocks", alloc(None))]
+    if native_bf16(torch.device("cpu")):
+        for L, name in ((159, "bibtex"), (983, "delicious")):
+            cases.append((f"head (5, 128, 1,024) x (5, 1,024, {L}) ({name}), forward + backward", "float32",
+                          head(L, False), "bf16 autocast", head(L, True)))
+    print(f"\n### tricks: each against the plain call, {args.rounds} interleaved rounds, "
+          f"{torch.get_num_threads()} threads\n")
+    print("| what | plain | ms | xmlc | ms | plain / xmlc (median, range) |")
+    print("|---|---|---:|---|---:|---:|")
+    for what, plain_name, plain, ours_name, ours in cases:
+        pairs = [(timed(plain), timed(ours)) for _ in range(args.rounds)]
+        ratios = [a / b for a, b in pairs]
+        print(f"| {what} | {plain_name} | {1000 * statistics.median(a for a, _ in pairs):.2f} | {ours_name} | "
+              f"{1000 * statistics.median(b for _, b in pairs):.2f} | **{statistics.median(ratios):.2f}x** "
+              f"({min(ratios):.2f}-{max(ratios):.2f}) |")
+    _malloc.reuse_large_blocks()
+    if not native_bf16(torch.device("cpu")):
+        print("\nThis CPU has no native bf16 (AVX512-BF16 / AMX): train.amp keeps CPU training in float32.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="seed,zipf,goemotions,scaling")
@@ -376,6 +446,7 @@ def main() -> None:
                         / "goemotions")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    reuse_large_blocks()   # as python -m xmlc.train does
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for case in args.cases.split(","):
         if case == "seed":
@@ -386,12 +457,14 @@ def main() -> None:
             text_case("goemotions tf-idf (unigrams + bigrams)", goemotions_data(args.goemotions), args)
         elif case == "scaling":
             scaling_case(args)
+        elif case == "tricks":
+            tricks_case(args)
         elif case in ("bibtex", "delicious"):
             d = xdata.read_xmc(args.goemotions.parent / f"{case}_train.txt.gz")
             text_case(case, xdata.XMCData(xdata.normalize_rows(d.features), d.labels, d.num_features,
                                           d.num_labels), args)
         else:
-            raise SystemExit(f"unknown case {case!r}; valid: seed, zipf, goemotions, scaling, bibtex, delicious")
+            raise SystemExit(f"unknown case {case!r}; valid: seed, zipf, goemotions, scaling, bibtex, delicious, tricks")
 
 
 if __name__ == "__main__":
