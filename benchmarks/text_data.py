@@ -99,9 +99,11 @@ def score(scores, Y, thresholds) -> dict:
 
 
 def run_xmlc(overrides: list[str]) -> dict:
+    from xmlc._malloc import reuse_large_blocks
     from xmlc.config import load_config
     from xmlc.train import run
 
+    reuse_large_blocks()   # as python -m xmlc.train does
     out = tempfile.mkdtemp(prefix="xmlc-goemotions-")
     cfg = load_config(ROOT / "configs" / "text.yaml", [
         f"data.train={GO / 'train.tsv.gz'}", f"data.val={GO / 'dev.tsv.gz'}", f"data.test={GO / 'test.tsv.gz'}",

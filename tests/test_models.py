@@ -196,6 +196,32 @@ def test_member_dropout_masks_are_independent():
         assert not torch.allclose(out[0], out[1])
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_sparse_bag_with_dropped_entries_matches_dense_product(sparse):
+    """Entries with value 0 (dropped by input dropout) are left out of the gathers, forward and
+    backward: output and gradient still equal the dense per-member product, empty rows included."""
+    from xmlc.models import sparse_bag
+    torch.manual_seed(0)
+    D, M, H, lengths = 50, 3, 7, torch.tensor([3, 0, 5, 2, 4, 1])
+    nnz, B = int(lengths.sum()), len(lengths)
+    indices, offsets = torch.randint(0, D, (nnz,)), torch.cumsum(lengths, 0) - lengths
+    values = torch.rand(M, nnz)
+    values[torch.rand(M, nnz) < 0.4] = 0
+    values[1, :4] = 0                                   # member 1: row 0 entirely dropped
+    weight = torch.randn(D, M * H, requires_grad=True)
+    out = sparse_bag(weight, indices, offsets, values, sparse=sparse)
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    X = torch.zeros(M, B, D)
+    X.index_put_((torch.arange(M)[:, None], torch.repeat_interleave(torch.arange(B), lengths)[None, :],
+                  indices[None, :]), values, accumulate=True)
+    reference = weight.detach().clone().requires_grad_(True)
+    expected = torch.bmm(X, reference.view(D, M, H).transpose(0, 1))
+    expected.backward(grad_out)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(weight.grad.to_dense() if sparse else weight.grad, reference.grad)
+
+
 @pytest.mark.parametrize("p", [0.3, 0.5])
 def test_dropout_zeroes_a_fraction_p_and_scales_the_rest(p):
     """xmlc.models.dropout (CPU mask from torch.rand) does what F.dropout does: each entry zeroed
