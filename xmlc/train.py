@@ -455,7 +455,12 @@ class Training:
         """:meth:`Progress.end_epoch`, keeping the weights when ``metric`` improved."""
         improved = self.progress.end_epoch(val_metrics, metric)
         if improved:
-            self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            weights = self.model.state_dict()
+            if self.best_model is not None and self.best_model.keys() == weights.keys():
+                for name, value in weights.items():   # into the same buffers: a 1 GB table is not
+                    self.best_model[name].copy_(value)   # allocated (page-faulted) afresh each time
+            else:
+                self.best_model = {k: v.detach().clone() for k, v in weights.items()}
         return improved
 
 
