@@ -292,6 +292,7 @@ def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg
         if test_set is not None:   # the selected model on test, to show what the refit changed
             results["test_before_refit"] = ev.test(tr.model, test_loader, test_set.labels,
                                                    thresholds)[0]["test_calibrated"]
+        tr.optimizer.state.clear()   # the first phase's Adam moments (2x the weights) are not needed again
         results["refit"] = refit_selected(tr, cfg, env, train_set, val_set, prior=prior, files=files, say=say)
     if test_set is not None:
         test_results, test_scores = ev.test(tr.model, test_loader, test_set.labels, thresholds)
