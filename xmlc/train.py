@@ -649,7 +649,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
 def native_bf16(device: torch.device) -> bool:
     """Whether ``train.amp`` turns bf16 autocast on for training steps on ``device``: on CUDA, and
     on CPUs with native bf16 matrix products (AVX512-BF16 or AMX), where the text recipe's wide
-    layers run about 4x faster in bf16 (``benchmarks/bench_train.py --cases tricks``). Other CPUs
+    layers run about 3x faster in bf16 (``benchmarks/bench_train.py --cases tricks``). Other CPUs
     emulate bf16, slower than float32, so they train in float32. Scoring (validation, test,
     predict) stays float32 on CPU."""
     if device.type == "cuda":
