@@ -29,10 +29,10 @@ input, through ``train_one_epoch``:
 
 Each prints: xmlc now (one-pass ensemble, sparse first layer and lazy row AdamW) against
 (a) xmlc before (commit 78b25be's model re-created here: 5 separate EmbeddingBag MLPs run in
-turn, dense gradients, torch's fused AdamW over the whole table) and (b) the tutorial loop a
-user writes for sparse text (each batch densified with ``X[idx].toarray()``, 5 ``nn.Sequential``
-MLPs, ``BCEWithLogitsLoss``, ``AdamW(fused=True)``), each pair interleaved in its own phase
-(to keep at most two models in memory).
+turn, dense gradients, torch's fused AdamW over the whole table, float32 steps as then) and
+(b) the tutorial loop a user writes for sparse text (each batch densified with
+``X[idx].toarray()``, 5 ``nn.Sequential`` MLPs, ``BCEWithLogitsLoss``, ``AdamW(fused=True)``),
+each pair interleaved in its own phase (to keep at most two models in memory).
 
 Cases ``bibtex`` and ``delicious``: the same on those training sets (D = 1,836 and 500: the
 first layer stays dense there, so only the one-pass ensemble differs).
@@ -42,12 +42,14 @@ Case ``scaling``: the same step for one member (hidden 1,024) at D = 50,000 and 
 at D = 500,000 with its Adam moments needs 30 GB, more than this machine has.)
 
 Case ``tricks``: each speed trick of the step against the plain call it replaces, interleaved:
-the CPU dropout mask (``xmlc.models.dropout``) against ``F.dropout``; glibc keeping big freed
+the CPU dropout mask (``xmlc.models.dropout``) against ``F.dropout``; ``sparse_bag`` leaving
+the entries input dropout zeroed out of its gathers against gathering them; glibc keeping big freed
 tensors in the heap (``xmlc._malloc``, what ``python -m xmlc.train`` sets) against its default
 thresholds; bf16 autocast for the head against float32 (on CPUs with native bf16 only).
 
-The script sets the allocator as ``python -m xmlc.train`` does, and the text cases run the
-recipe's ``train.amp`` (bf16 steps on CPUs with native bf16).
+The script sets the allocator as ``python -m xmlc.train`` does, so in the text cases "before"
+runs with it too (one process); its own effect is the tricks row, timed in fresh processes.
+The text cases run the recipe's ``train.amp`` (bf16 steps on CPUs with native bf16).
 
     python benchmarks/bench_train.py [--cases seed,zipf,goemotions,scaling,bibtex,delicious,tricks --rounds 7 --steps 20 --threads 1]
 """
@@ -55,9 +57,12 @@ recipe's ``train.amp`` (bf16 steps on CPUs with native bf16).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import gzip
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -286,6 +291,8 @@ class Contender:
     def __init__(self, cfg: Config, data, *, before: bool):
         D, L = data.num_features, data.num_labels
         torch.manual_seed(0)
+        if before:   # at 78b25be train.amp meant CUDA only: CPU steps ran in float32
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, amp=False))
         self.cfg, self.data = cfg, data
         self.model = old_model(cfg.model, D, L) if before else build_model(cfg.model, D, L)
         self.opt = old_optimizer(cfg.optim, self.model) if before else build_optimizer(cfg.optim, self.model)
@@ -373,8 +380,7 @@ def scaling_case(args) -> None:
 
 def tricks_case(args) -> None:
     """Each speed trick of the text recipe's step against the plain call, interleaved, median ratios."""
-    from xmlc import _malloc
-    from xmlc.models import dropout
+    from xmlc.models import dropout, sparse_bag
     from xmlc.train import native_bf16
 
     def timed(fn, n=10):
@@ -386,16 +392,21 @@ def tricks_case(args) -> None:
 
     x = torch.randn(5, 128, 1024, requires_grad=True)
     grad = torch.randn(5, 128, 1024)
-    libc_default = (32 << 20, 64 << 20)   # glibc's dynamic mmap threshold at its cap, and its trim threshold
 
-    def alloc(settings):
+    def alloc(reuse: bool):
+        """5 x allocate + fill bibtex's dense (D, M x H) table gradient, in a fresh process (once a
+        process's heap has grown, lowering the thresholds again does not bring mmap back)."""
+        code = ("import time, torch; from xmlc import _malloc\n"
+                f"torch.set_num_threads(1); {'_malloc.reuse_large_blocks()' if reuse else 'pass'}\n"
+                "torch.empty(1_836, 5 * 1024).fill_(1.0)\n"
+                "start = time.perf_counter()\n"
+                "for _ in range(5): torch.empty(1_836, 5 * 1024).fill_(1.0)\n"
+                "print(time.perf_counter() - start)")
+
         def block():
-            if settings is None:
-                _malloc.reuse_large_blocks()
-            else:
-                _malloc.set_thresholds(*settings)
-            for _ in range(5):
-                torch.empty(1_836, 5 * 1024).fill_(1.0)   # bibtex's dense (D, M x H) table gradient
+            env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            return float(out.stdout)
         return block
 
     def head(L, bf16):
@@ -408,11 +419,29 @@ def tricks_case(args) -> None:
             out.float().backward(g)
         return block
 
+    def bag(drop_zeros: bool):
+        """sparse_bag forward + backward on a bibtex-like batch (128 rows x 68 ids of D = 1,836, 5
+        members x 1,024) under input dropout 0.3; "every entry" keeps the dropped ones as 1e-30."""
+        gen = torch.Generator().manual_seed(0)
+        indices = torch.randint(0, 1_836, (128 * 68,), generator=gen)
+        offsets = torch.arange(0, 128 * 68, 68)
+        values = torch.rand(5, 128 * 68, generator=gen)
+        values[torch.rand(5, 128 * 68, generator=gen) < 0.3] = 0.0 if drop_zeros else 1e-30
+        weight = torch.randn(1_836, 5 * 1024, requires_grad=True)
+        grad_out = torch.randn(5, 128, 1024)
+
+        def block():
+            sparse_bag(weight, indices, offsets, values).backward(grad_out)
+            weight.grad = None
+        return block
+
     cases = [("dropout p=0.5 on (5, 128, 1,024), forward + backward", "F.dropout (bernoulli_ mask)",
               lambda: F.dropout(x, 0.5, True).backward(grad), "xmlc.models.dropout (rand >= p)",
               lambda: dropout(x, 0.5).backward(grad)),
-             ("5 x allocate + fill the (1,836, 5,120) float32 gradient", "glibc thresholds (mmap per tensor)",
-              alloc(libc_default), "xmlc._malloc.reuse_large_blocks", alloc(None))]
+             ("5 x allocate + fill the (1,836, 5,120) float32 gradient (fresh processes)",
+              "glibc defaults (mmap per tensor)", alloc(False), "xmlc._malloc.reuse_large_blocks", alloc(True)),
+             ("sparse_bag forward + backward, bibtex-like batch, input dropout 0.3",
+              "every entry gathered", bag(False), "dropped entries left out", bag(True))]
     if native_bf16(torch.device("cpu")):
         for L, name in ((159, "bibtex"), (983, "delicious")):
             cases.append((f"head (5, 128, 1,024) x (5, 1,024, {L}) ({name}), forward + backward", "float32",
@@ -422,12 +451,12 @@ def tricks_case(args) -> None:
     print("| what | plain | ms | xmlc | ms | plain / xmlc (median, range) |")
     print("|---|---|---:|---|---:|---:|")
     for what, plain_name, plain, ours_name, ours in cases:
-        pairs = [(timed(plain), timed(ours)) for _ in range(args.rounds)]
+        fresh = "fresh processes" in what   # those time themselves inside the child
+        pairs = [((plain(), ours()) if fresh else (timed(plain), timed(ours))) for _ in range(args.rounds)]
         ratios = [a / b for a, b in pairs]
         print(f"| {what} | {plain_name} | {1000 * statistics.median(a for a, _ in pairs):.2f} | {ours_name} | "
               f"{1000 * statistics.median(b for _, b in pairs):.2f} | **{statistics.median(ratios):.2f}x** "
               f"({min(ratios):.2f}-{max(ratios):.2f}) |")
-    _malloc.reuse_large_blocks()
     if not native_bf16(torch.device("cpu")):
         print("\nThis CPU has no native bf16 (AVX512-BF16 / AMX): train.amp keeps CPU training in float32.")
 
