@@ -42,13 +42,13 @@ Case ``scaling``: the same step for one member (hidden 1,024) at D = 50,000 and 
 at D = 500,000 with its Adam moments needs 30 GB, more than this machine has.)
 
 Case ``tricks``: each speed trick of the step against the plain call it replaces, interleaved:
-the CPU dropout mask (``xmlc.models.dropout``) against ``F.dropout``; ``sparse_bag`` leaving
-the entries input dropout zeroed out of its gathers against gathering them; glibc keeping big freed
+the CPU dropout mask (``xmlc.models.dropout``) against ``F.dropout``; glibc keeping big freed
 tensors in the heap (``xmlc._malloc``, what ``python -m xmlc.train`` sets) against its default
 thresholds; bf16 autocast for the head against float32 (on CPUs with native bf16 only).
 
-The script sets the allocator as ``python -m xmlc.train`` does, so in the text cases "before"
-runs with it too (one process); its own effect is the tricks row, timed in fresh processes.
+The script sets the allocator as ``python -m xmlc.train`` does; in the text cases "before" and
+the tutorial each run in a process of their own with the default allocator, as they ran for a
+user, timed block by block in turn with xmlc now (interleaved as before).
 The text cases run the recipe's ``train.amp`` (bf16 steps on CPUs with native bf16).
 
     python benchmarks/bench_train.py [--cases seed,zipf,goemotions,scaling,bibtex,delicious,tricks --rounds 7 --steps 20 --threads 1]
@@ -60,6 +60,7 @@ import argparse
 import dataclasses
 import gc
 import gzip
+import multiprocessing as mp
 import os
 import statistics
 import subprocess
@@ -322,6 +323,41 @@ def touched_fraction(data, batch_size: int, samples: int = 20) -> float:
                           for _ in range(samples)]) / data.num_features)
 
 
+def _rival(kind: str, cfg: Config, data):
+    """The "before" contender or the tutorial loop, for :class:`Rival`'s own process."""
+    if kind == "before":
+        return Contender(cfg, data, before=True).block
+    tutorial = TutorialEnsemble(cfg.model, cfg.optim, data.num_features, data.num_labels)
+    return lambda idx: tutorial.block(data.features, data.labels, idx, cfg.data.batch_size)
+
+
+def _rival_worker(conn, kind: str, cfg: Config, data, threads: int) -> None:
+    torch.set_num_threads(threads)   # glibc's default allocator here, as the rival ran (no reuse_large_blocks)
+    block = _rival(kind, cfg, data)
+    while (idx := conn.recv()) is not None:
+        conn.send(block(idx))
+
+
+class Rival:
+    """A rival loop in a process of its own, timed block by block on request: it runs with the
+    C library's default allocator (as 78b25be and a tutorial loop ran), while xmlc now runs in
+    this process with the allocator ``python -m xmlc.train`` sets."""
+
+    def __init__(self, kind: str, cfg: Config, data, threads: int):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_rival_worker, args=(child, kind, cfg, data, threads), daemon=True)
+        self.proc.start()
+
+    def block(self, idx: np.ndarray) -> float:
+        self.conn.send(idx)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self.proc.join()
+
+
 def text_case(name: str, data, args) -> None:
     cfg = recipe_config()
     B, n = cfg.data.batch_size, args.steps * cfg.data.batch_size
@@ -329,16 +365,11 @@ def text_case(name: str, data, args) -> None:
     now = Contender(cfg, data, before=False)
     rows = []
     for rival in ("before", "tutorial"):
-        if rival == "before":
-            other = Contender(cfg, data, before=True)
-            other_block = other.block
-        else:
-            other = TutorialEnsemble(cfg.model, cfg.optim, data.num_features, data.num_labels)
-            other_block = lambda idx: other.block(data.features, data.labels, idx, B)   # noqa: E731
-        times = interleave({"now": now.block, rival: other_block}, args.rounds, n, len(data))
+        other = Rival(rival, cfg, data, torch.get_num_threads())
+        times = interleave({"now": now.block, rival: other.block}, args.rounds, n, len(data))
+        other.close()
         ratios = [o / m for o, m in zip(times[rival], times["now"])]
         rows.append((rival, [n / t for t in times[rival]], [n / t for t in times["now"]], ratios))
-        del other, other_block
         gc.collect()
     state_mb = sum(t.numel() * t.element_size() for s in now.opt.state.values() for t in s.values()
                    if torch.is_tensor(t)) / 2**20
@@ -380,7 +411,7 @@ def scaling_case(args) -> None:
 
 def tricks_case(args) -> None:
     """Each speed trick of the text recipe's step against the plain call, interleaved, median ratios."""
-    from xmlc.models import dropout, sparse_bag
+    from xmlc.models import dropout
     from xmlc.train import native_bf16
 
     def timed(fn, n=10):
@@ -419,29 +450,11 @@ def tricks_case(args) -> None:
             out.float().backward(g)
         return block
 
-    def bag(drop_zeros: bool):
-        """sparse_bag forward + backward on a bibtex-like batch (128 rows x 68 ids of D = 1,836, 5
-        members x 1,024) under input dropout 0.3; "every entry" keeps the dropped ones as 1e-30."""
-        gen = torch.Generator().manual_seed(0)
-        indices = torch.randint(0, 1_836, (128 * 68,), generator=gen)
-        offsets = torch.arange(0, 128 * 68, 68)
-        values = torch.rand(5, 128 * 68, generator=gen)
-        values[torch.rand(5, 128 * 68, generator=gen) < 0.3] = 0.0 if drop_zeros else 1e-30
-        weight = torch.randn(1_836, 5 * 1024, requires_grad=True)
-        grad_out = torch.randn(5, 128, 1024)
-
-        def block():
-            sparse_bag(weight, indices, offsets, values).backward(grad_out)
-            weight.grad = None
-        return block
-
     cases = [("dropout p=0.5 on (5, 128, 1,024), forward + backward", "F.dropout (bernoulli_ mask)",
               lambda: F.dropout(x, 0.5, True).backward(grad), "xmlc.models.dropout (rand >= p)",
               lambda: dropout(x, 0.5).backward(grad)),
              ("5 x allocate + fill the (1,836, 5,120) float32 gradient (fresh processes)",
-              "glibc defaults (mmap per tensor)", alloc(False), "xmlc._malloc.reuse_large_blocks", alloc(True)),
-             ("sparse_bag forward + backward, bibtex-like batch, input dropout 0.3",
-              "every entry gathered", bag(False), "dropped entries left out", bag(True))]
+              "glibc defaults (mmap per tensor)", alloc(False), "xmlc._malloc.reuse_large_blocks", alloc(True))]
     if native_bf16(torch.device("cpu")):
         for L, name in ((159, "bibtex"), (983, "delicious")):
             cases.append((f"head (5, 128, 1,024) x (5, 1,024, {L}) ({name}), forward + backward", "float32",

@@ -198,8 +198,8 @@ def test_member_dropout_masks_are_independent():
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_sparse_bag_with_dropped_entries_matches_dense_product(sparse):
-    """Entries with value 0 (dropped by input dropout) are left out of the gathers, forward and
-    backward: output and gradient still equal the dense per-member product, empty rows included."""
+    """Entries with value 0 (dropped by input dropout), empty rows and rows with every entry
+    dropped: output and gradient equal the dense per-member product."""
     from xmlc.models import sparse_bag
     torch.manual_seed(0)
     D, M, H, lengths = 50, 3, 7, torch.tensor([3, 0, 5, 2, 4, 1])

@@ -150,14 +150,8 @@ class _SparseBag(torch.autograd.Function):
         member = torch.arange(M, device=indices.device)
         rows = (indices[None, :] * M + member[:, None]).reshape(-1)   # rows of the (D * M, H) view
         bags = (offsets[None, :] + member[:, None] * nnz).reshape(-1)
-        vals = values.reshape(-1)
-        keep = vals != 0
-        if not bool(keep.all()):   # entries dropped (input dropout) are not gathered at all
-            lengths = torch.diff(offsets, append=offsets.new_tensor([nnz]))
-            bag = (torch.repeat_interleave(torch.arange(B, device=indices.device), lengths, output_size=nnz)[None, :]
-                   + member[:, None] * B).reshape(-1)
-            rows, vals, bags = rows[keep], vals[keep], _bag_offsets(bag[keep], M * B)
-        out = F.embedding_bag(rows, weight.view(D * M, H), bags, mode="sum", per_sample_weights=vals)
+        out = F.embedding_bag(rows, weight.view(D * M, H), bags, mode="sum",
+                              per_sample_weights=values.reshape(-1))
         ctx.save_for_backward(indices, offsets, values)
         ctx.shape, ctx.sparse = weight.shape, sparse
         return out.view(M, B, H)
@@ -185,22 +179,11 @@ class _SparseBag(torch.autograd.Function):
         val = torch.empty(M * nnz, dtype=values.dtype, device=device)
         val[pos.reshape(-1)] = values[:, order].reshape(-1)
         bags = (M * start[:, None] + member[None, :] * counts[:, None]).reshape(-1)
-        keep = val != 0
-        if not bool(keep.all()):   # dropped entries add nothing: leave them out of the sums
-            bag = torch.repeat_interleave(torch.arange(bags.shape[0], device=device), counts.repeat_interleave(M),
-                                          output_size=M * nnz)
-            src, val, bags = src[keep], val[keep], _bag_offsets(bag[keep], bags.shape[0])
         rows = F.embedding_bag(src, grad_out.reshape(M * B, H).to(values.dtype), bags, mode="sum",
                                per_sample_weights=val).view(-1, MH)
         if ctx.sparse:
             rows = torch.sparse_coo_tensor(ids[None, :], rows, (D, MH), is_coalesced=True, check_invariants=False)
         return rows, None, None, None, None
-
-
-def _bag_offsets(bag_of_entry: torch.Tensor, num_bags: int) -> torch.Tensor:
-    """Offsets (num_bags,) of bags whose entries come grouped in bag order (``bag_of_entry`` sorted)."""
-    counts = torch.bincount(bag_of_entry, minlength=num_bags)
-    return torch.cumsum(counts, 0) - counts
 
 
 class _DenseInput(torch.autograd.Function):
