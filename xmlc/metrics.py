@@ -26,8 +26,8 @@ Metric math lives once. Every metric starts from :func:`eval_inputs` (validation
 entries). Exact AP, micro and macro, and the F1-optimal thresholds of :mod:`xmlc.calibrate` come
 from one counts step, :func:`tie_counts`; the binned AP from ``_binned_counts``; both end in
 ``_ap_from_counts``. :func:`evaluate_all` validates once and calls the steps of the public
-functions; the ``torchmetrics.Metric`` classes at the bottom call the public functions or the
-same steps.
+functions; the ``torchmetrics.Metric`` classes (``xmlc/_streaming.py``, loaded on first use)
+call the public functions or the same steps.
 
 References:
     * Average precision: scikit-learn ``average_precision_score`` (step-wise, ties form one step).

@@ -457,11 +457,11 @@ class Training:
         improved = self.progress.end_epoch(val_metrics, metric)
         if improved:
             weights = self.model.state_dict()
-            if self.best_model is not None and self.best_model.keys() == weights.keys():
-                for name, value in weights.items():   # into the same buffers: a 1 GB table is not
-                    self.best_model[name].copy_(value)   # allocated (page-faulted) afresh each time
-            else:
+            if self.best_model is None:
                 self.best_model = {k: v.detach().clone() for k, v in weights.items()}
+            else:   # into the same buffers: a 1 GB table is not allocated (page-faulted) afresh each time
+                for name, value in weights.items():
+                    self.best_model[name].copy_(value)
         return improved
 
 
@@ -656,8 +656,7 @@ def native_bf16(device: torch.device) -> bool:
         return True
     if device.type != "cpu":
         return False
-    cpu = getattr(torch, "cpu", None)
-    probes = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(bool(probe()) for probe in probes if probe is not None)
 
 
