@@ -450,22 +450,24 @@ def tricks_case(args) -> None:
             out.float().backward(g)
         return block
 
+    def in_process(fn):
+        return lambda: timed(fn)
+
     cases = [("dropout p=0.5 on (5, 128, 1,024), forward + backward", "F.dropout (bernoulli_ mask)",
-              lambda: F.dropout(x, 0.5, True).backward(grad), "xmlc.models.dropout (rand >= p)",
-              lambda: dropout(x, 0.5).backward(grad)),
+              in_process(lambda: F.dropout(x, 0.5, True).backward(grad)), "xmlc.models.dropout (rand >= p)",
+              in_process(lambda: dropout(x, 0.5).backward(grad))),
              ("5 x allocate + fill the (1,836, 5,120) float32 gradient (fresh processes)",
               "glibc defaults (mmap per tensor)", alloc(False), "xmlc._malloc.reuse_large_blocks", alloc(True))]
     if native_bf16(torch.device("cpu")):
         for L, name in ((159, "bibtex"), (983, "delicious")):
             cases.append((f"head (5, 128, 1,024) x (5, 1,024, {L}) ({name}), forward + backward", "float32",
-                          head(L, False), "bf16 autocast", head(L, True)))
+                          in_process(head(L, False)), "bf16 autocast", in_process(head(L, True))))
     print(f"\n### tricks: each against the plain call, {args.rounds} interleaved rounds, "
           f"{torch.get_num_threads()} threads\n")
     print("| what | plain | ms | xmlc | ms | plain / xmlc (median, range) |")
     print("|---|---|---:|---|---:|---:|")
-    for what, plain_name, plain, ours_name, ours in cases:
-        fresh = "fresh processes" in what   # those time themselves inside the child
-        pairs = [((plain(), ours()) if fresh else (timed(plain), timed(ours))) for _ in range(args.rounds)]
+    for what, plain_name, plain, ours_name, ours in cases:   # each callable returns its seconds
+        pairs = [(plain(), ours()) for _ in range(args.rounds)]
         ratios = [a / b for a, b in pairs]
         print(f"| {what} | {plain_name} | {1000 * statistics.median(a for a, _ in pairs):.2f} | {ours_name} | "
               f"{1000 * statistics.median(b for _, b in pairs):.2f} | **{statistics.median(ratios):.2f}x** "
