@@ -4,8 +4,9 @@ its big tensors in again at every step.
 glibc serves an allocation above its mmap threshold (dynamic, at most 32 MiB) with a fresh
 ``mmap`` and returns it to the system on ``free``; the next step's tensor of the same size is
 then zero-filled page by page by the kernel. The dense gradient of a text model's input table
-is such a tensor: (1,836, 5 x 1,024) float32 on bibtex is 37.6 MB, and allocating and filling
-it took 17 ms a step against 1 ms from the heap (``benchmarks/bench_train.py --cases tricks``).
+is such a tensor: (1,836, 5 x 1,024) float32 on bibtex is 37.6 MB; allocating and filling it
+five times took 80 ms with glibc's defaults against 55 ms with this setting, each in a fresh
+process (``benchmarks/bench_train.py --cases tricks``).
 :func:`reuse_large_blocks` raises the mmap threshold to ``mmap_threshold`` and the trim
 threshold to twice that (the ratio glibc itself keeps), which is what jemalloc/tcmalloc users
 get by default. Freed memory up to the trim threshold stays mapped to the process and is reused.

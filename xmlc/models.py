@@ -40,7 +40,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     ``1 / (1 - p)`` (Srivastava et al., JMLR 2014).
 
     On CPU the mask is ``torch.rand(x.shape) >= p`` turned into ``{0, 1 / (1 - p)}`` and
-    multiplied in; torch's CPU dropout draws its mask with ``bernoulli_``, which costs 2.8x as
+    multiplied in; torch's CPU dropout draws its mask with ``bernoulli_``, which costs 3.2x as
     much for the text recipe's (5, 128, 1,024) hidden layer, forward and backward
     (``benchmarks/bench_train.py --cases tricks``). Elsewhere (CUDA) it is ``F.dropout``'s fused kernel.
     """
