@@ -131,7 +131,7 @@ OUT_OF_RANGE = [
     ("eval.ks[0]", "[0]", r">= 1"), ("eval.ks[0]", "[0, 1]", r">= 1"), ("eval.ks[2]", "[1, 3, -5]", r">= 1"),
     ("eval.min_positives", "-1", r">= 0"), ("eval.pr_curve_samples", "0", r">= 1"),
     ("output.dir", "''", r"non-empty string"), ("output.figures_every", "-1", r">= 0"),
-    ("output.save_every_s", "-1", r">= 0"),
+    ("output.figures_max_share", "1.5", r"in \[0, 1\]"), ("output.save_every_s", "-1", r">= 0"),
     ("features.ngram_range", "[]", r"non-empty list"), ("features.ngram_range[0]", "[0, 1]", r">= 1"),
     ("features.ngram_range[1]", "[1, 0]", r">= 1"),
     ("features.min_df", "0", r">= 1"), ("features.min_df", "1.5", r"in \[0, 1\]"),

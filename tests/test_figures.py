@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from xmlc import data as xdata, figures, report, stats
+from xmlc import data as xdata, figures, monitor, report, stats
 from conftest import write_xmc_splits
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -230,15 +230,33 @@ def test_training_run_writes_figures_png_tensorboard_and_report(files, tmp_path,
     assert "test_calibrated" in page and "auprc_macro" in page and "Validation per epoch" in page
 
 
-@pytest.mark.parametrize("epochs, every, steps", [(3, 2, [4, 6]), (2, 0, [])])
-def test_figures_every_n_epochs_and_at_the_last(files, tmp_path, epochs, every, steps):
+@pytest.mark.parametrize("epochs, every, share, steps", [(3, 2, 1, [4, 6]), (2, 0, 1, []), (4, 1, 1, [2, 4, 6, 8]),
+                                                         (4, 1, 0, [2, 8])])
+def test_figures_every_n_epochs_and_at_the_last(files, tmp_path, epochs, every, share, steps):
+    """share 1: no time limit; share 0: only the first due epoch (no cost known yet) and the last."""
     run = tmp_path / "run"
-    _train(files, run, f"train.epochs={epochs}", f"output.figures_every={every}")   # 2 steps per epoch
+    _train(files, run, f"train.epochs={epochs}", f"output.figures_every={every}",   # 2 steps per epoch
+           f"output.figures_max_share={share}")
     tags = _image_tags(run)
     for name in figures.FIGURE_NAMES:
         assert [step for step, _, _ in tags.get(f"figures/{name}", [])] == steps, name
         assert [step for step, _, _ in tags[f"final/{name}"]] == [2 * epochs]   # the end always draws
     assert (run / "figures" / "reliability.png").is_file()
+
+
+@pytest.mark.parametrize("epoch, last, every, spent, cost, elapsed, due", [
+    (1, False, 1, 0.0, 0.0, 0.0, True),      # the first drawing: no cost known yet
+    (2, False, 1, 0.6, 0.6, 10.0, False),    # 1.2 s of figures > 5% of 10 s
+    (2, False, 1, 0.6, 0.6, 24.0, True),     # 1.2 s <= 5% of 24 s
+    (3, False, 2, 0.0, 0.0, 99.0, False),    # not a multiple of every
+    (3, True, 2, 9.0, 9.0, 1.0, True),       # the last epoch always draws
+    (4, True, 0, 0.0, 0.0, 99.0, False),     # every=0: only the final figures
+])
+def test_figures_due_keeps_figures_within_their_share(epoch, last, every, spent, cost, elapsed, due):
+    assert monitor.figures_due(epoch, last=last, every=every, max_share=0.05, spent=spent, cost=cost,
+                               elapsed=elapsed) is due
+    assert monitor.figures_due(epoch, last=last, every=every, max_share=1.0, spent=spent, cost=cost,
+                               elapsed=elapsed) is (every > 0 and (last or epoch % every == 0))
 
 
 def test_figures_false_writes_none(files, tmp_path):

@@ -309,10 +309,14 @@ class OutputConfig:
     # RUN_DIR/figures/*.png at the end (python -m xmlc.report RUN_DIR embeds them). false: none.
     figures: bool = True
     # With figures: the validation figures go to TensorBoard every `figures_every` epochs and
-    # at the last one; 0: only the final figures. Drawing them takes a fixed time per validation
-    # (bibtex: about 0.3 s): nothing beside a real epoch, but two epochs of a small set (a
-    # bibtex epoch is 0.13 s) -- raise it there. 1 (default): every epoch, a slider over all.
+    # at the last one, within `figures_max_share` below; 0: only the final figures.
     figures_every: NonNegativeInt = 1
+    # Drawing the validation figures takes a fixed time (bibtex: about 0.6 s per validation at
+    # 2 threads, more than its 0.5 s epoch of the text recipe; nothing beside a 30 s epoch). An
+    # epoch due by `figures_every` skips them if drawing them again (at the previous drawing's
+    # cost) would take the figures' total above this share of the time since the run started;
+    # the first and the last due epoch always draw. 1: no limit.
+    figures_max_share: Annotated[float, Range(ge=0, le=1)] = 0.05
     # Write last.pt (and best.pt, the best weights so far) after the first epoch, the last one,
     # and any epoch that ends this many seconds or more after the previous write; a stop by
     # signal or train.max_steps writes them too. A crash loses at most this much training

@@ -2,8 +2,8 @@
 ``last.pt`` / ``best.pt``, ``metrics.json``, TensorBoard events, figures); the functions below
 it log to TensorBoard: config and label statistics at the start, validation metrics, per-label
 AP histogram and a micro PR curve per epoch, hparams at the end; with ``output.figures`` the
-diagnostic figures of :mod:`xmlc.figures` every ``output.figures_every`` epochs and at the last
-(``figures/*``), and at the end (``final/*``, also written as ``RUN_DIR/figures/*.png``).
+diagnostic figures of :mod:`xmlc.figures` every ``output.figures_every`` epochs within
+``output.figures_max_share`` of the run time and at the last (``figures/*``), and at the end (``final/*``, also written as ``RUN_DIR/figures/*.png``).
 
 Only rank 0 writes; every logging function takes the writer :func:`open_writer` returned.
 """
@@ -22,7 +22,7 @@ from xmlc._json import dumps
 from xmlc.checkpoint import load_checkpoint, remove_partial_writes, rng_state, save_checkpoint
 from xmlc.config import Config, dump_config, to_dict
 
-__all__ = ["RunFiles", "open_writer", "log_run_start", "log_epoch", "log_final", "log_figures", "write_final_figures",
+__all__ = ["RunFiles", "figures_due", "open_writer", "log_run_start", "log_epoch", "log_final", "log_figures", "write_final_figures",
            "remove_figures", "FIGURES_DIR"]
 
 FIGURES_DIR = "figures"   # RUN_DIR/figures/<name>.png
@@ -47,6 +47,8 @@ class RunFiles:
                            "pos_weight_power": cfg.loss.pos_weight_power if with_pw else 1.0,
                            "pos_weight_max": cfg.loss.pos_weight_max if with_pw else None}
         self._written_at, self._best_written = None, None   # time of the last save_progress; epoch in best.pt
+        self._opened_at = time.monotonic()
+        self._figures_s = self._figures_cost = 0.0   # seconds in validation figures so far; at the last drawing
         self._fixed = {"config": to_dict(cfg), "num_features": train_set.num_features,
                        "num_labels": train_set.num_labels, "label_stats": label_stats.for_checkpoint(),
                        "label_names": train_set.label_names, "featurizer": train_set.featurizer}
@@ -56,6 +58,7 @@ class RunFiles:
         events and figures of an earlier run there; a resumed one drops events after ``step``)."""
         if not self.write:
             return
+        self._opened_at = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_partial_writes(self.dir)   # temp files of checkpoint writes a crash interrupted
         (self.dir / "config.yaml").write_text(dump_config(self.cfg))
@@ -114,17 +117,22 @@ class RunFiles:
         return load_checkpoint(path, map_location=device)["model"] if path.is_file() else None
 
     def log_epoch(self, step: int, val_metrics: dict, scores, labels, epoch_time: float,
-                  figure_inputs: dict, *, epoch: int, last: bool) -> None:
+                  figure_inputs: dict, *, epoch: int, last: bool) -> float | None:
         """TensorBoard after epoch ``epoch`` (:func:`log_epoch`); with ``output.figures`` the
-        figures too, every ``output.figures_every`` epochs and at the ``last`` one."""
-        if self.writer is not None:
-            log_epoch(self.writer, step, val_metrics, scores, labels, epoch_time, **self._pr_curve,
-                      figure_inputs=figure_inputs if self.figures_due(epoch, last=last) else None)
-
-    def figures_due(self, epoch: int, *, last: bool) -> bool:
-        """Whether the validation of epoch ``epoch`` (1-based) draws the figures."""
-        every = self.ocfg.figures_every
-        return self.ocfg.figures and every > 0 and (last or epoch % every == 0)
+        figures too when :func:`figures_due`. Returns the seconds the figures took, None if none drawn."""
+        if self.writer is None:
+            return None
+        due = self.ocfg.figures and figures_due(
+            epoch, last=last, every=self.ocfg.figures_every, max_share=self.ocfg.figures_max_share,
+            spent=self._figures_s, cost=self._figures_cost, elapsed=time.monotonic() - self._opened_at)
+        start = time.perf_counter()
+        log_epoch(self.writer, step, val_metrics, scores, labels, epoch_time, **self._pr_curve,
+                  figure_inputs=figure_inputs if due else None)
+        if not due:
+            return None
+        self._figures_cost = time.perf_counter() - start
+        self._figures_s += self._figures_cost
+        return self._figures_cost
 
     def finish(self, tr, thresholds: torch.Tensor, results: dict, *, final_scores,
                figure_inputs: dict) -> None:
@@ -147,6 +155,24 @@ class RunFiles:
                 f"{', figures/*.png' if self.ocfg.figures else ''}"
                 f"{', TensorBoard events: tensorboard --logdir ' + str(where) if self.ocfg.tensorboard else ''}); "
                 f"one HTML page: python -m xmlc.report {self.dir}")
+
+
+def figures_due(epoch: int, *, last: bool, every: int, max_share: float, spent: float, cost: float,
+                elapsed: float) -> bool:
+    """Whether the validation of epoch ``epoch`` (1-based) draws the figures: ``every`` > 0 and
+    either the ``last`` epoch, or a multiple of ``every`` where drawing them again, at ``cost`` s
+    (the previous drawing's; 0 before the first), keeps their total (``spent`` s so far) within
+    ``max_share`` of the ``elapsed`` run time (``max_share`` >= 1: no limit).
+
+    Example:
+        >>> figures_due(2, last=False, every=1, max_share=0.05, spent=0.6, cost=0.6, elapsed=10.0)
+        False
+        >>> figures_due(2, last=False, every=1, max_share=0.05, spent=0.0, cost=0.0, elapsed=1.0)
+        True
+    """
+    if every == 0:
+        return False
+    return last or (epoch % every == 0 and (max_share >= 1 or spent + cost <= max_share * elapsed))
 
 
 def open_writer(out: Path, *, resumed: bool, step: int):

@@ -240,13 +240,14 @@ def fit(tr: Training, val_loader, val_labels, ev: Evaluator, files: RunFiles, *,
                 val = ev.calibrate(tr.model, val_loader, val_labels)
                 val_metrics = val.metrics | _prefixed(val.calibrated, "calibrated/")
                 tr.end_epoch(val_metrics, metric)
+                eval_time = time.perf_counter() - start
+                stopping = bool(tcfg.patience) and p.bad_epochs >= tcfg.patience
+                figures_time = files.log_epoch(p.step, val_metrics, val.scores, val_labels, epoch_times[-1],
+                                               ev.figure_inputs(val.thresholds), epoch=p.epoch,
+                                               last=stopping or p.epoch >= tcfg.epochs)
                 say(f"epoch {p.epoch}/{tcfg.epochs}: {metric} {val_metrics[metric]:.4f} (best "
                     f"{p.best_value:.4f} @ epoch {p.best_epoch}); train {epoch_times[-1]:.1f} s, "
-                    f"eval {time.perf_counter() - start:.1f} s")
-                stopping = bool(tcfg.patience) and p.bad_epochs >= tcfg.patience
-                files.log_epoch(p.step, val_metrics, val.scores, val_labels, epoch_times[-1],
-                                ev.figure_inputs(val.thresholds), epoch=p.epoch,
-                                last=stopping or p.epoch >= tcfg.epochs)
+                    f"eval {eval_time:.1f} s" + ("" if figures_time is None else f", figures {figures_time:.1f} s"))
                 files.save_epoch(tr, last=stopping or p.epoch >= tcfg.epochs)
                 del val   # its (N_val, L) dense scores are not kept alive into the final phase
                 if stopping:
