@@ -320,12 +320,25 @@ def test_progress_end_epoch_keeps_the_best_and_counts_bad_epochs():
                                                                                 "x": 1.0}
 
 
+def test_progress_patience_margin_counts_only_epochs_clearly_past_the_best():
+    p = xtrain.Progress()
+    p.end_epoch({"m": 0.50}, "m", 0.02)
+    for value, bad in [(0.495, 0), (0.48, 1), (0.47, 2), (0.491, 0), (0.40, 1), (float("nan"), 2), (0.51, 0)]:
+        p.end_epoch({"m": value}, "m", 0.02)   # 0.495 and 0.491 are within 2% of 0.50: the count restarts
+        assert p.bad_epochs == bad, value
+    assert (p.best_value, p.best_epoch) == (0.51, 8)
+
+
 def test_early_stopping(files, tmp_path):
     out = tmp_path / "early"   # lr 1e-30: the weights never change, the metric never improves after epoch 1
     assert xtrain.main(tiny(files, out, "optim.lr=1e-30", "train.epochs=6", "train.patience=2",
                             "output.tensorboard=false")) == 0
     result = json.loads((out / "metrics.json").read_text())
     assert result["epochs"] == 3 and result["best_epoch"] == 1
+    out = tmp_path / "plateau"   # the same flat curve never stops with a margin: ties are within it
+    assert xtrain.main(tiny(files, out, "optim.lr=1e-30", "train.epochs=4", "train.patience=2",
+                            "train.patience_margin=0.02", "output.tensorboard=false")) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 4
 
 
 @pytest.mark.parametrize("args, message", [

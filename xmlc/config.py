@@ -277,6 +277,11 @@ class TrainConfig:
     early_stopping_metric: str = "auprc_macro"
     # Stop after this many epochs without improvement; 0: never stop early.
     patience: NonNegativeInt = 3
+    # With patience: an epoch counts toward it only if its metric is more than this share below
+    # the best (0.02: 2% below); one within the margin resets the count, so the run stops only
+    # after `patience` epochs in a row clearly past the peak (a curve falling after an early
+    # best), never on a plateau. 0: every epoch without a new best counts (the classic rule).
+    patience_margin: NonNegative = 0.0
     # After training, train again from scratch on train + validation for the selected
     # number of epochs (same seed, schedule, loss) and ship that model; the thresholds stay
     # those fitted on the first model's validation scores (the refit has seen those rows).

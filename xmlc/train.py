@@ -239,7 +239,7 @@ def fit(tr: Training, val_loader, val_labels, ev: Evaluator, files: RunFiles, *,
                 start = time.perf_counter()
                 val = ev.calibrate(tr.model, val_loader, val_labels)
                 val_metrics = val.metrics | _prefixed(val.calibrated, "calibrated/")
-                tr.end_epoch(val_metrics, metric)
+                tr.end_epoch(val_metrics, metric, tcfg.patience_margin)
                 eval_time = time.perf_counter() - start
                 stopping = bool(tcfg.patience) and p.bad_epochs >= tcfg.patience
                 figures_time = files.log_epoch(p.step, val_metrics, val.scores, val_labels, epoch_times[-1],
@@ -251,7 +251,8 @@ def fit(tr: Training, val_loader, val_labels, ev: Evaluator, files: RunFiles, *,
                 files.save_epoch(tr, last=stopping or p.epoch >= tcfg.epochs)
                 del val   # its (N_val, L) dense scores are not kept alive into the final phase
                 if stopping:
-                    say(f"early stopping: no improvement in {metric} for {p.bad_epochs} epochs")
+                    say(f"early stopping: no improvement in {metric} for {p.bad_epochs} epochs"
+                        + (f" (each more than {tcfg.patience_margin:.0%} below the best)" if tcfg.patience_margin else ""))
                     break
                 if any_process(stop.requested, env):
                     raise Interrupted(stop.signum)
@@ -354,17 +355,21 @@ class Progress:
     batch_in_epoch: int = 0      # batches of `epoch` done: the data-order state
     best_value: float = -math.inf
     best_epoch: int = -1
-    bad_epochs: int = 0          # epochs since the last improvement
+    bad_epochs: int = 0          # epochs in a row without improvement (beyond train.patience_margin)
     history: list = field(default_factory=list)   # per-epoch validation metrics
 
-    def end_epoch(self, val_metrics: dict, metric: str) -> bool:
+    def end_epoch(self, val_metrics: dict, metric: str, margin: float = 0.0) -> bool:
         """Close the epoch just trained with its validation metrics; True if ``metric`` improved
-        on the best so far (NaN never does)."""
+        on the best so far (NaN never does). ``bad_epochs`` counts the epochs in a row without
+        improvement that are more than ``margin`` (a share of the best) below the best; an epoch
+        within the margin resets it (``train.patience_margin``)."""
         value = val_metrics[metric]
         improved = value > self.best_value
         self.history.append({"epoch": self.epoch + 1, "step": self.step, **val_metrics})
         if improved:
             self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch + 1, 0
+        elif margin > 0 and value >= self.best_value - margin * abs(self.best_value):
+            self.bad_epochs = 0   # near the best: a plateau, not past the peak
         else:
             self.bad_epochs += 1
         self.next_epoch()
@@ -453,9 +458,9 @@ class Training:
                         progress=self.progress, tcfg=tcfg, grad_clip=grad_clip, env=env, stop=stop,
                         writer=writer)
 
-    def end_epoch(self, val_metrics: dict, metric: str) -> bool:
+    def end_epoch(self, val_metrics: dict, metric: str, margin: float = 0.0) -> bool:
         """:meth:`Progress.end_epoch`, keeping the weights when ``metric`` improved."""
-        improved = self.progress.end_epoch(val_metrics, metric)
+        improved = self.progress.end_epoch(val_metrics, metric, margin)
         if improved:
             weights = self.model.state_dict()
             if self.best_model is None:
