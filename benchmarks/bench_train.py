@@ -454,8 +454,11 @@ def tricks_case(args) -> None:
         return lambda: timed(fn)
 
     cases = [("dropout p=0.5 on (5, 128, 1,024), forward + backward", "F.dropout (bernoulli_ mask)",
-              in_process(lambda: F.dropout(x, 0.5, True).backward(grad)), "xmlc.models.dropout (rand >= p)",
+              in_process(lambda: F.dropout(x, 0.5, True).backward(grad)), "xmlc.models.dropout (16-bit mask)",
               in_process(lambda: dropout(x, 0.5).backward(grad))),
+             ("the same", "mask torch.rand >= p (xmlc until 4c2ba3e)",
+              in_process(lambda: (x * (torch.rand(x.shape) >= 0.5).float().mul_(2.0)).backward(grad)),
+              "xmlc.models.dropout (16-bit mask)", in_process(lambda: dropout(x, 0.5).backward(grad))),
              ("5 x allocate + fill the (1,836, 5,120) float32 gradient (fresh processes)",
               "glibc defaults (mmap per tensor)", alloc(False), "xmlc._malloc.reuse_large_blocks", alloc(True))]
     if native_bf16(torch.device("cpu")):

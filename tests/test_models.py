@@ -224,7 +224,7 @@ def test_sparse_bag_with_dropped_entries_matches_dense_product(sparse):
 
 @pytest.mark.parametrize("p", [0.3, 0.5])
 def test_dropout_zeroes_a_fraction_p_and_scales_the_rest(p):
-    """xmlc.models.dropout (CPU mask from torch.rand) does what F.dropout does: each entry zeroed
+    """xmlc.models.dropout (CPU mask from 16-bit random integers) does what F.dropout does: each entry zeroed
     with probability p, the kept ones (and their gradient) multiplied by exactly 1 / (1 - p)."""
     torch.manual_seed(0)
     x = torch.rand(200, 500) + 0.5
@@ -238,6 +238,30 @@ def test_dropout_zeroes_a_fraction_p_and_scales_the_rest(p):
     assert dropout(x, p, training=False) is x and dropout(x, 0.0) is x
     masks = [dropout(torch.ones(1000), p) != 0 for _ in range(2)]
     assert not torch.equal(*masks)                                 # a fresh mask per call
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9])
+def test_keep_mask_rate_shape_and_independent_neighbours(p):
+    """Four entries share one 64-bit draw: each is still False with probability p, and entries
+    next to each other (in one draw or across two) are independent: P(both kept) = (1 - p)^2."""
+    from xmlc.models import _keep_mask
+    torch.manual_seed(0)
+    mask = _keep_mask((1001, 999), p)   # 999,999 entries: not a multiple of 4
+    assert mask.shape == (1001, 999) and mask.dtype == torch.bool
+    flat = mask.flatten().float()
+    sd = (p * (1 - p) / flat.numel()) ** 0.5
+    assert abs(1 - flat.mean().item() - p) < 5 * sd
+    for shift in (1, 2, 3, 4):
+        both = (flat[:-shift] * flat[shift:]).mean().item()
+        assert abs(both - (1 - p) ** 2) < 5 * sd, shift
+
+
+def test_keep_mask_rounds_p_to_sixteen_bits():
+    from xmlc.models import _keep_mask
+    torch.manual_seed(0)
+    assert bool(_keep_mask((4_000,), 1e-7).all())          # rounds to 0: nothing dropped
+    kept = int(_keep_mask((4_000_000,), 1 - 1e-9).sum())   # rounds to 1 - 2^-16: ~61 of 4M kept
+    assert 20 < kept < 120
 
 
 def test_malloc_thresholds_keep_allocations_working():
