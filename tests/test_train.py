@@ -63,6 +63,11 @@ def test_cli_smoke_run_writes_all_outputs(files, tmp_path):
         assert STABLE_NAMES <= set(result[split]), split
     assert result["epochs"] == 2 and result["steps"] == 8 and result["peak_rss_mb"] > 0
     best = load_checkpoint(out / "best.pt")
+    num_features = best["num_features"]   # the input table (D, 16) holds the largest Adam moments: 2 x D x 16 float32
+    largest = result["optimizer_state"]["largest"]
+    assert (largest["parameter"], largest["shape"]) == ("input.bag.weight", [num_features, 16])
+    assert largest["mb"] == pytest.approx(2 * num_features * 16 * 4 / 2**20, abs=8 / 2**20)   # + the step counter
+    assert result["optimizer_state"]["total_mb"] > largest["mb"]
     assert best["thresholds"].shape == (12,) and best["config"]["output"]["dir"] == str(out)
 
 

@@ -34,7 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["AdamW", "build_optimizer", "build_scheduler", "clip_grad_norm_", "use_sparse", "optimizer_state_bytes"]
+__all__ = ["AdamW", "build_optimizer", "build_scheduler", "clip_grad_norm_", "use_sparse", "optimizer_state_bytes",
+           "optimizer_state_report"]
 
 
 class AdamW(torch.optim.AdamW):
@@ -238,5 +239,28 @@ def build_scheduler(ocfg, optimizer, total_steps: int) -> torch.optim.lr_schedul
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes held by the optimizer's state tensors (Adam moments and step counters)."""
-    return sum(t.numel() * t.element_size() for state in optimizer.state.values()
-               for t in state.values() if torch.is_tensor(t))
+    return sum(_state_bytes(state) for state in optimizer.state.values())
+
+
+def optimizer_state_report(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict:
+    """What the optimizer's state holds, for ``metrics.json``: the total and the parameter with
+    the largest state (the input table, in the built-in models), in MiB.
+
+    Example:
+        >>> model = nn.Linear(1024, 256)
+        >>> opt = torch.optim.AdamW(model.parameters())
+        >>> model(torch.ones(2, 1024)).sum().backward(); opt.step()
+        >>> report = optimizer_state_report(opt, model)
+        >>> report["largest"]["parameter"], report["largest"]["shape"], round(report["largest"]["mb"], 3)
+        ('weight', [256, 1024], 2.0)
+    """
+    names = {param: name.removeprefix("module.") for name, param in model.named_parameters()}
+    sizes = [(_state_bytes(state), names.get(param, "?"), list(param.shape))
+             for param, state in optimizer.state.items()]
+    largest = max(sizes, default=(0, None, None))
+    return {"total_mb": sum(size for size, _, _ in sizes) / 2**20,
+            "largest": {"parameter": largest[1], "shape": largest[2], "mb": largest[0] / 2**20}}
+
+
+def _state_bytes(state: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values() if torch.is_tensor(t))

@@ -120,6 +120,13 @@ def _timings_table(results: dict) -> str:
     refit = results.get("refit")
     if isinstance(refit, dict) and refit:
         rows += [[html.escape(f"refit: {k}"), _number(v)] for k, v in refit.items()]
+    state = results.get("optimizer_state")
+    if isinstance(state, dict) and state.get("total_mb") is not None:
+        rows.append(["optimizer state (MiB)", _number(state["total_mb"])])
+        largest = state.get("largest") or {}
+        if largest.get("parameter"):
+            rows.append([html.escape(f"of which {largest['parameter']} {largest.get('shape')} (MiB)"),
+                         _number(largest.get("mb"))])
     return _table(["", "value"], rows) if rows else "<p>no timings in metrics.json.</p>"
 
 

@@ -60,7 +60,7 @@ from xmlc.inference import predict_scores
 from xmlc.metrics import metrics_report, results_table, threshold_metrics
 from xmlc.models import build_model, ensemble_loss, init_output_bias
 from xmlc.monitor import RunFiles
-from xmlc.optim import build_optimizer, build_scheduler, clip_grad_norm_
+from xmlc.optim import build_optimizer, build_scheduler, clip_grad_norm_, optimizer_state_report
 
 __all__ = ["main", "run", "fit", "finish", "refit", "train_one_epoch", "RunStopped", "StepLimit", "Interrupted",
            "NonFiniteLoss", "LabelStats", "Evaluator"]
@@ -281,6 +281,7 @@ def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg
     """The final phase: best weights, thresholds fitted on validation, the optional refit, test,
     then the outputs (:meth:`RunFiles.finish`) and the table; returns the metrics."""
     train_set, val_set, test_set = splits
+    optimizer_state = optimizer_state_report(tr.optimizer, tr.model)   # before the refit drops it
     if tr.best_model is not None:
         tr.model.load_state_dict(tr.best_model)
         tr.best_model = None   # now in tr.model: one copy of the weights fewer through refit and test
@@ -302,6 +303,7 @@ def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg
         final_scores = ("test", test_scores, test_set.labels)
         del test_scores
     results |= run_summary(tr.progress, cfg.train.early_stopping_metric, splits, epoch_times)
+    results["optimizer_state"] = optimizer_state
     files.finish(tr, thresholds, results, final_scores=final_scores,
                  figure_inputs=ev.figure_inputs(thresholds))
     say(results_table(results))
