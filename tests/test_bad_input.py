@@ -8,6 +8,7 @@ documented exit status (2: bad input or config, before any data is read or any t
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -207,6 +208,36 @@ def test_resume_from_a_truncated_checkpoint(run_dir, tmp_path, capsys):
     for main, extra in ((xevaluate.main, []), (xpredict.main, ["--out", str(tmp_path / "p.jsonl")])):
         assert main(["--checkpoint", str(out), "--data", str(run_dir / "config.yaml"), *extra]) == ExitStatus.USAGE
         assert f"checkpoint {out / 'best.pt'} could not be read" in error_line(capsys)
+
+
+def test_checkpoint_of_an_older_layout_is_a_clear_error(run_dir, files, tmp_path, capsys):
+    """Weights stored as before the one-pass ensembles (each member apart, an nn.Linear head
+    (L, H)): predict, evaluate and --resume name the file and the keys, exit 2, nothing loaded."""
+    out = tmp_path / "old"
+    out.mkdir()
+    for name in ("best.pt", "last.pt"):
+        ckpt = load_checkpoint(run_dir / name)
+        model = ckpt["model"]
+        old = {f"members.{m}.{key}": value for m in range(2) for key, value in model.items()}
+        old["members.0.head.weight"] = model["head.weight"][0].T.contiguous()   # (L, H)
+        save_checkpoint(ckpt | {"model": old}, out / name)
+    for main, extra in ((xevaluate.main, []), (xpredict.main, ["--out", str(tmp_path / "p.jsonl")])):
+        assert main(["--checkpoint", str(out), "--data", str(files["test"]), *extra]) == ExitStatus.USAGE
+        line = error_line(capsys)
+        assert f"the weights in {out / 'best.pt'} do not fit the model its config builds" in line
+        assert re.search(r"\(missing [^;]*head\.weight", line) and "; unexpected members.0." in line and "older xmlc" in line
+    assert not (tmp_path / "p.jsonl").exists()
+    assert xtrain.main(["--resume", str(out)]) == ExitStatus.USAGE
+    assert "the weights in the --resume checkpoint do not fit" in error_line(capsys)
+
+
+def test_load_weights_names_shapes_that_differ():
+    from xmlc.checkpoint import load_weights
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(CheckpointError, match=r"shapes weight \(3, 2\) \(expected \(2, 3\)\)"):
+        load_weights(model, {"weight": torch.zeros(3, 2), "bias": torch.zeros(2)}, source="x.pt")
+    load_weights(model, {"weight": torch.ones(2, 3), "bias": torch.zeros(2)})
+    assert float(model.weight.detach().sum()) == 6.0
 
 
 # --- evaluate / predict ---------------------------------------------------------------

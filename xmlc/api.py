@@ -34,7 +34,8 @@ __all__ = ["Classifier", "load"]
 
 
 class Classifier:
-    """A trained model with what it needs to take raw input; build it with :func:`load`.
+    """A trained model with what it needs to take raw input; build it with :func:`load`
+    (``source`` names the checkpoint in errors).
 
     Attributes:
         label_names: column ``j`` of the scores is ``label_names[j]`` (the index ``j`` itself
@@ -45,9 +46,10 @@ class Classifier:
         num_features: ``D``.
     """
 
-    def __init__(self, ckpt: dict, *, device: str | torch.device = "cpu", threshold: float | None = None):
+    def __init__(self, ckpt: dict, *, device: str | torch.device = "cpu", threshold: float | None = None,
+                 source: str = "the checkpoint"):
         self.device = torch.device(device)
-        self.model, self.config = model_from_checkpoint(ckpt, self.device)
+        self.model, self.config = model_from_checkpoint(ckpt, self.device, source=source)
         self.num_features, num_labels = int(ckpt["num_features"]), int(ckpt["num_labels"])
         names = ckpt.get("label_names")
         self.has_names = names is not None
@@ -133,4 +135,5 @@ def load(run: str | Path, *, device: str | torch.device = "cpu", threshold: floa
         threshold: one global probability threshold for ``predicted`` instead of the
             checkpoint's calibrated per-label thresholds.
     """
-    return Classifier(load_checkpoint(checkpoint_path(run, "best.pt")), device=device, threshold=threshold)
+    path = checkpoint_path(run, "best.pt")
+    return Classifier(load_checkpoint(path), device=device, threshold=threshold, source=str(path))

@@ -41,7 +41,7 @@ from xmlc.config import Config, ConfigError, from_dict
 from xmlc.models import build_model
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_path", "rng_state", "set_rng_state",
-           "model_from_checkpoint", "remove_partial_writes", "check_run_dir", "CheckpointError",
+           "model_from_checkpoint", "load_weights", "remove_partial_writes", "check_run_dir", "CheckpointError",
            "CheckpointSaveError"]
 
 FORMAT = 1
@@ -197,9 +197,34 @@ def _to_lists(x: Any) -> Any:
     return [_to_lists(v) for v in x] if isinstance(x, tuple) else x
 
 
-def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
-    """Rebuild the model (eval mode, on ``device``) and the config from a checkpoint dict alone."""
+def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu", *,
+                          source: str = "the checkpoint") -> tuple[nn.Module, Config]:
+    """Rebuild the model (eval mode, on ``device``) and the config from a checkpoint dict alone.
+
+    Raises:
+        CheckpointError: the weights do not fit the model the config builds (:func:`load_weights`).
+    """
     cfg = from_dict(Config, ckpt["config"])
     model = build_model(cfg.model, ckpt["num_features"], ckpt["num_labels"])
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], source=source)
     return model.to(device).eval(), cfg
+
+
+def load_weights(model: nn.Module, weights: dict, *, source: str = "the checkpoint") -> None:
+    """``model.load_state_dict(weights)``, or a :class:`CheckpointError` that names the keys and
+    shapes that differ (in ``source``) before anything is loaded: a checkpoint of an older
+    layout (xmlc before the one-pass ensembles, commit f2fb691, stored each member apart and
+    ``nn.Linear`` heads) or of another model."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    given = {name: tuple(t.shape) for name, t in weights.items() if torch.is_tensor(t)}
+    missing, unexpected = sorted(expected.keys() - given.keys()), sorted(given.keys() - expected.keys())
+    shapes = [f"{name} {given[name]} (expected {expected[name]})" for name in sorted(expected.keys() & given.keys())
+              if given[name] != expected[name]]
+    if missing or unexpected or shapes:
+        def some(names):
+            return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        parts = ([f"missing {some(missing)}"] if missing else []) + \
+                ([f"unexpected {some(unexpected)}"] if unexpected else []) + ([f"shapes {some(shapes)}"] if shapes else [])
+        raise CheckpointError(f"the weights in {source} do not fit the model its config builds ({'; '.join(parts)}): "
+                              f"written by another model or an older xmlc; retrain it with this version")
+    model.load_state_dict(weights)

@@ -46,7 +46,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, *, batch_
     """
     device = torch.device(device)
     ckpt = load_checkpoint(checkpoint)
-    model, cfg = model_from_checkpoint(ckpt, device)
+    model, cfg = model_from_checkpoint(ckpt, device, source=str(checkpoint_path(checkpoint)))
     dcfg = apply_overrides(cfg, list(overrides)).data
     if not Path(data_path).is_file():
         raise DataFileError(f"--data: file not found: {data_path}")

@@ -80,7 +80,7 @@ def predict_file(checkpoint: str | Path, data_path: str | Path | None, out_path:
     """Predict for ``data_path`` (or ``texts``; ``data_path`` "-" or None: standard input) and
     write to ``out_path`` (None: standard output); returns the number of rows."""
     ckpt = load_checkpoint(checkpoint)
-    clf = Classifier(ckpt, device=device, threshold=threshold)
+    clf = Classifier(ckpt, device=device, threshold=threshold, source=str(checkpoint_path(checkpoint)))
     if label_names is not None:
         if len(label_names) != len(clf.label_names):
             raise ValueError(f"--label-names has {len(label_names)} names, the model has {len(clf.label_names)} labels")

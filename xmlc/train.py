@@ -49,7 +49,7 @@ from tqdm import tqdm
 from xmlc import data as xdata, losses, stats
 from xmlc._malloc import reuse_large_blocks
 from xmlc.calibrate import prior_thresholds, thresholds_for
-from xmlc.checkpoint import CheckpointError, check_run_dir, load_checkpoint, set_rng_state
+from xmlc.checkpoint import CheckpointError, check_run_dir, load_checkpoint, load_weights, set_rng_state
 from xmlc.cli import ExitStatus, report_error
 from xmlc.config import (Config, ConfigError, DataConfig, EvalConfig, LossConfig, ModelConfig, TrainConfig,
                          apply_overrides, dump_config, from_dict, load_config)
@@ -489,7 +489,7 @@ def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn
     scheduler = build_scheduler(cfg.optim, optimizer, total_steps=total_steps)
     progress = Progress()
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        load_weights(model, resume["model"], source="the --resume checkpoint")
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         progress = Progress(**resume["progress"])
