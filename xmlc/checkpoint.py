@@ -223,8 +223,8 @@ def load_weights(model: nn.Module, weights: dict, *, source: str = "the checkpoi
     if missing or unexpected or shapes:
         def some(names):
             return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-        parts = ([f"missing {some(missing)}"] if missing else []) + \
-                ([f"unexpected {some(unexpected)}"] if unexpected else []) + ([f"shapes {some(shapes)}"] if shapes else [])
+        parts = [f"{what} {some(names)}" for what, names in
+                 (("missing", missing), ("unexpected", unexpected), ("shapes", shapes)) if names]
         raise CheckpointError(f"the weights in {source} do not fit the model its config builds ({'; '.join(parts)}): "
                               f"written by another model or an older xmlc; retrain it with this version")
     model.load_state_dict(weights)

@@ -53,7 +53,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
 
 def _keep_mask(shape, p: float) -> torch.Tensor:
     """A bool CPU tensor of ``shape``, each entry False (dropped) with probability ``p`` rounded
-    to a multiple of 2^-16 (at most 7.6e-6 off; at most 1 - 2^-16), independently, from torch's global generator.
+    to a multiple of 2^-16 (at most 7.6e-6 off; at most 1 - 2^-16), independently, drawn from
+    torch's global generator.
 
     Four entries per 64-bit draw: uniform 16-bit integers compared with a threshold. That is
     2.4x fewer draws' time than ``torch.rand(shape) >= p`` (one 32-bit draw per float).

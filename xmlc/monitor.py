@@ -3,7 +3,8 @@
 it log to TensorBoard: config and label statistics at the start, validation metrics, per-label
 AP histogram and a micro PR curve per epoch, hparams at the end; with ``output.figures`` the
 diagnostic figures of :mod:`xmlc.figures` every ``output.figures_every`` epochs within
-``output.figures_max_share`` of the run time and at the last (``figures/*``), and at the end (``final/*``, also written as ``RUN_DIR/figures/*.png``).
+``output.figures_max_share`` of the run time and at the last (``figures/*``), and at the end
+(``final/*``, also written as ``RUN_DIR/figures/*.png``).
 
 Only rank 0 writes; every logging function takes the writer :func:`open_writer` returned.
 """
@@ -22,8 +23,8 @@ from xmlc._json import dumps
 from xmlc.checkpoint import load_checkpoint, remove_partial_writes, rng_state, save_checkpoint
 from xmlc.config import Config, dump_config, to_dict
 
-__all__ = ["RunFiles", "figures_due", "open_writer", "log_run_start", "log_epoch", "log_final", "log_figures", "write_final_figures",
-           "remove_figures", "FIGURES_DIR"]
+__all__ = ["RunFiles", "figures_due", "open_writer", "log_run_start", "log_epoch", "log_final", "log_figures",
+           "write_final_figures", "remove_figures", "FIGURES_DIR"]
 
 FIGURES_DIR = "figures"   # RUN_DIR/figures/<name>.png
 
@@ -119,7 +120,8 @@ class RunFiles:
     def log_epoch(self, step: int, val_metrics: dict, scores, labels, epoch_time: float,
                   figure_inputs: dict, *, epoch: int, last: bool) -> float | None:
         """TensorBoard after epoch ``epoch`` (:func:`log_epoch`); with ``output.figures`` the
-        figures too when :func:`figures_due`. Returns the seconds the figures took, None if none drawn."""
+        figures too when :func:`figures_due`. Returns the seconds this logging took when it drew the
+        figures (the next drawing's cost estimate), None when it did not."""
         if self.writer is None:
             return None
         due = self.ocfg.figures and figures_due(
