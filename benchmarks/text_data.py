@@ -29,6 +29,7 @@ Usage::
     python benchmarks/text_data.py                                  # GoEmotions, all systems
     python benchmarks/text_data.py --xmlc-overrides model.ensemble=1 train.epochs=10
     python benchmarks/text_data.py --featurise-rows 1000000
+    python benchmarks/text_data.py --only xmlc --keep-run runs/goemotions   # keep the run (4-7 GB) for predict
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import csv
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -98,13 +100,23 @@ def score(scores, Y, thresholds) -> dict:
 # Systems
 
 
-def run_xmlc(overrides: list[str]) -> dict:
+def run_xmlc(overrides: list[str], keep: str | None = None) -> dict:
+    """The recipe's run in ``keep`` (kept), or in a temporary directory removed afterwards (its
+    checkpoints take 4-7 GB at D = 58k)."""
     from xmlc._malloc import reuse_large_blocks
     from xmlc.config import load_config
     from xmlc.train import run
 
     reuse_large_blocks()   # as python -m xmlc.train does
-    out = tempfile.mkdtemp(prefix="xmlc-goemotions-")
+    out = keep or tempfile.mkdtemp(prefix="xmlc-goemotions-")
+    try:
+        return _run_xmlc(run, load_config, out, overrides)
+    finally:
+        if keep is None:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _run_xmlc(run, load_config, out: str, overrides: list[str]) -> dict:
     cfg = load_config(ROOT / "configs" / "text.yaml", [
         f"data.train={GO / 'train.tsv.gz'}", f"data.val={GO / 'dev.tsv.gz'}", f"data.test={GO / 'test.tsv.gz'}",
         "data.text_column=0", "data.labels_column=1", f"data.label_names={GO / 'labels.txt'}",
@@ -116,7 +128,7 @@ def run_xmlc(overrides: list[str]) -> dict:
     return {"p@1": m["p@1"], "auprc_macro": m["auprc_macro"], "f1_macro": m["f1_macro"],
             "f1_micro": m["f1_micro"], "ratio": m["positive_rate_ratio"], "train_s": wall,
             "at_half": {k: results["test"][k] for k in ("f1_macro", "f1_micro", "positive_rate_ratio")},
-            "num_features": results["num_features"], "dir": out}
+            "num_features": results["num_features"]}
 
 
 def run_sklearn(xmlc_features: bool) -> dict:
@@ -248,6 +260,8 @@ def main() -> None:
     parser.add_argument("--xmlc-overrides", nargs="*", default=[], help="extra section.key=value for the xmlc run")
     parser.add_argument("--only", nargs="*", default=["xmlc", "sklearn", "sklearn-xmlc-features", "libmultilabel"])
     parser.add_argument("--featurise-rows", type=int, help="measure featurising a generated table of this many rows")
+    parser.add_argument("--keep-run", metavar="DIR", help="write the xmlc run into DIR and keep it (default: a "
+                        "temporary directory, removed afterwards)")
     args = parser.parse_args()
     if args.featurise_rows:
         with tempfile.TemporaryDirectory() as tmp:
@@ -265,7 +279,7 @@ def main() -> None:
 
     rows = []
     if "xmlc" in args.only:
-        rows.append((f"**xmlc** configs/text.yaml {' '.join(args.xmlc_overrides)}".strip(), in_child(run_xmlc, args.xmlc_overrides)))
+        rows.append((f"**xmlc** configs/text.yaml {' '.join(args.xmlc_overrides)}".strip(), in_child(run_xmlc, args.xmlc_overrides, args.keep_run)))
     if "sklearn" in args.only:
         rows.append(("sklearn TfidfVectorizer() + OvR LogisticRegression, F1 thresholds on dev, refit", in_child(run_sklearn, False)))
     if "sklearn-xmlc-features" in args.only:
