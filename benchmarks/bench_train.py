@@ -46,12 +46,17 @@ the CPU dropout mask (``xmlc.models.dropout``) against ``F.dropout``; glibc keep
 tensors in the heap (``xmlc._malloc``, what ``python -m xmlc.train`` sets) against its default
 thresholds; bf16 autocast for the head against float32 (on CPUs with native bf16 only).
 
+Cases ``profile-bibtex`` and ``profile-delicious``: the ops of one recipe step with the most
+self time (``torch.profiler``), and a fused AdamW step over a table of the recipe's size against
+a plain ``torch.add`` of that size, in GB/s: what bounds the step once the table is dense.
+
 The script sets the allocator as ``python -m xmlc.train`` does; in the text cases "before" and
 the tutorial each run in a process of their own with the default allocator, as they ran for a
 user, timed block by block in turn with xmlc now (interleaved as before).
 The text cases run the recipe's ``train.amp`` (bf16 steps on CPUs with native bf16).
 
     python benchmarks/bench_train.py [--cases seed,zipf,goemotions,scaling,bibtex,delicious,tricks --rounds 7 --steps 20 --threads 1]
+    python benchmarks/bench_train.py --cases profile-bibtex,profile-delicious --threads 2 --steps 20 --rounds 5
 """
 
 from __future__ import annotations
@@ -479,6 +484,45 @@ def tricks_case(args) -> None:
         print("\nThis CPU has no native bf16 (AVX512-BF16 / AMX): train.amp keeps CPU training in float32.")
 
 
+def profile_case(name: str, data, args) -> None:
+    """Where one recipe step's time goes (``torch.profiler``, the ops with the most self time over
+    ``args.steps`` steps), and the memory bandwidth that bounds it: one fused AdamW step over a
+    table of the recipe's size against a plain ``torch.add`` of the same size (GB/s moved)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = recipe_config()
+    now, B = Contender(cfg, data, before=False), cfg.data.batch_size
+    idx = np.random.default_rng(0).permutation(len(data))[: B * args.steps]
+    now.block(idx[: B * 3])   # warm up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        seconds = now.block(idx)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:10]
+    print(f"\n### profile of the recipe step, {name}: {1000 * seconds / args.steps:.1f} ms a step under the profiler, "
+          f"{torch.get_num_threads()} threads, {args.steps} steps\n")
+    print("| op | self ms per step | calls per step |\n|---|---:|---:|")
+    for e in events:
+        print(f"| {e.key[:60]} | {e.self_cpu_time_total / 1000 / args.steps:.2f} | {e.count / args.steps:g} |")
+    table = now.model.input.weight
+    param = torch.nn.Parameter(torch.randn(table.shape))
+    param.grad = torch.randn_like(param)
+    adamw = torch.optim.AdamW([param], lr=1e-3, fused=True)
+    a, b, c = torch.randn(table.shape), torch.randn(table.shape), torch.empty(table.shape)
+    mb = param.numel() * 4 / 1e6
+
+    def timed(fn, n=20):
+        fn()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - start) / n
+
+    rounds = [(timed(adamw.step), timed(lambda: torch.add(a, b, out=c))) for _ in range(args.rounds)]
+    adam_s, add_s = (statistics.median(r[i] for r in rounds) for i in (0, 1))
+    print(f"\nTable {tuple(table.shape)} float32 ({mb:.1f} MB): fused AdamW step {1000 * adam_s:.2f} ms "
+          f"(reads parameter, gradient, 2 moments, writes 3: {7 * mb / 1000 / adam_s:.0f} GB/s); torch.add "
+          f"{1000 * add_s:.2f} ms ({3 * mb / 1000 / add_s:.0f} GB/s); medians of {args.rounds} interleaved rounds")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="seed,zipf,goemotions,scaling")
@@ -506,12 +550,14 @@ def main() -> None:
             scaling_case(args)
         elif case == "tricks":
             tricks_case(args)
-        elif case in ("bibtex", "delicious"):
-            d = xdata.read_xmc(args.goemotions.parent / f"{case}_train.txt.gz")
-            text_case(case, xdata.XMCData(xdata.normalize_rows(d.features), d.labels, d.num_features,
-                                          d.num_labels), args)
+        elif case in ("bibtex", "delicious", "profile-bibtex", "profile-delicious"):
+            name = case.removeprefix("profile-")
+            d = xdata.read_xmc(args.goemotions.parent / f"{name}_train.txt.gz")
+            d = xdata.XMCData(xdata.normalize_rows(d.features), d.labels, d.num_features, d.num_labels)
+            (profile_case if case.startswith("profile-") else text_case)(name, d, args)
         else:
-            raise SystemExit(f"unknown case {case!r}; valid: seed, zipf, goemotions, scaling, bibtex, delicious, tricks")
+            raise SystemExit(f"unknown case {case!r}; valid: seed, zipf, goemotions, scaling, bibtex, delicious, "
+                             f"tricks, profile-bibtex, profile-delicious")
 
 
 if __name__ == "__main__":
