@@ -93,6 +93,15 @@ class _NoStop:
     requested = False
 
 
+def timed(fn, n: int = 10) -> float:
+    """Seconds per call of ``fn``, the mean of ``n`` calls after one warm-up call."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n
+
+
 def xmlc_block(model, loss_fn, optimizer, scheduler, data, indices, cfg) -> float:
     loader = xdata.make_loader(data, cfg.data.batch_size, shuffle=False, sampler=indices)
     start = time.perf_counter()
@@ -419,13 +428,6 @@ def tricks_case(args) -> None:
     from xmlc.models import dropout
     from xmlc.train import native_bf16
 
-    def timed(fn, n=10):
-        fn()
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - start) / n
-
     x = torch.randn(5, 128, 1024, requires_grad=True)
     grad = torch.randn(5, 128, 1024)
 
@@ -509,14 +511,7 @@ def profile_case(name: str, data, args) -> None:
     a, b, c = torch.randn(table.shape), torch.randn(table.shape), torch.empty(table.shape)
     mb = param.numel() * 4 / 1e6
 
-    def timed(fn, n=20):
-        fn()
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - start) / n
-
-    rounds = [(timed(adamw.step), timed(lambda: torch.add(a, b, out=c))) for _ in range(args.rounds)]
+    rounds = [(timed(adamw.step, 20), timed(lambda: torch.add(a, b, out=c), 20)) for _ in range(args.rounds)]
     adam_s, add_s = (statistics.median(r[i] for r in rounds) for i in (0, 1))
     print(f"\nTable {tuple(table.shape)} float32 ({mb:.1f} MB): fused AdamW step {1000 * adam_s:.2f} ms "
           f"(reads parameter, gradient, 2 moments, writes 3: {7 * mb / 1000 / adam_s:.0f} GB/s); torch.add "
