@@ -109,21 +109,17 @@ def run_xmlc(overrides: list[str], keep: str | None = None) -> dict:
 
     reuse_large_blocks()   # as python -m xmlc.train does
     out = keep or tempfile.mkdtemp(prefix="xmlc-goemotions-")
-    try:
-        return _run_xmlc(run, load_config, out, overrides)
-    finally:
-        if keep is None:
-            shutil.rmtree(out, ignore_errors=True)
-
-
-def _run_xmlc(run, load_config, out: str, overrides: list[str]) -> dict:
     cfg = load_config(ROOT / "configs" / "text.yaml", [
         f"data.train={GO / 'train.tsv.gz'}", f"data.val={GO / 'dev.tsv.gz'}", f"data.test={GO / 'test.tsv.gz'}",
         "data.text_column=0", "data.labels_column=1", f"data.label_names={GO / 'labels.txt'}",
         "train.progress=false", "output.tensorboard=false", f"output.dir={out}", *overrides])
     start = time.perf_counter()
-    results = run(cfg)   # the metrics.json dict
-    wall = time.perf_counter() - start
+    try:
+        results = run(cfg)   # the metrics.json dict
+        wall = time.perf_counter() - start
+    finally:
+        if keep is None:
+            shutil.rmtree(out, ignore_errors=True)
     m = results["test_calibrated"]
     return {"p@1": m["p@1"], "auprc_macro": m["auprc_macro"], "f1_macro": m["f1_macro"],
             "f1_micro": m["f1_micro"], "ratio": m["positive_rate_ratio"], "train_s": wall,

@@ -48,7 +48,7 @@ class RunFiles:
                            "pos_weight_power": cfg.loss.pos_weight_power if with_pw else 1.0,
                            "pos_weight_max": cfg.loss.pos_weight_max if with_pw else None}
         self._written_at, self._best_written = None, None   # time of the last save_progress; epoch in best.pt
-        self._opened_at = time.monotonic()
+        self._opened_at = time.monotonic()   # the run's start, for output.figures_max_share
         self._figures_s = self._figures_cost = 0.0   # seconds in validation figures so far; at the last drawing
         self._fixed = {"config": to_dict(cfg), "num_features": train_set.num_features,
                        "num_labels": train_set.num_labels, "label_stats": label_stats.for_checkpoint(),
@@ -59,7 +59,6 @@ class RunFiles:
         events and figures of an earlier run there; a resumed one drops events after ``step``)."""
         if not self.write:
             return
-        self._opened_at = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_partial_writes(self.dir)   # temp files of checkpoint writes a crash interrupted
         (self.dir / "config.yaml").write_text(dump_config(self.cfg))
