@@ -316,8 +316,8 @@ class OutputConfig:
     # With figures: the validation figures go to TensorBoard every `figures_every` epochs and
     # at the last one, within `figures_max_share` below; 0: only the final figures.
     figures_every: NonNegativeInt = 1
-    # Drawing the validation figures takes a fixed time (bibtex: about 0.6 s per validation at
-    # 2 threads, more than its 0.5 s epoch of the text recipe; nothing beside a 30 s epoch). An
+    # Drawing the validation figures takes a fixed time (bibtex: about 0.3 s per validation at
+    # 2 threads, over half its 0.5 s epoch of the text recipe; nothing beside a 30 s epoch). An
     # epoch due by `figures_every` skips them if drawing them again (at the previous drawing's
     # cost) would take the figures' total above this share of the time since the run started;
     # the first and the last due epoch always draw. 1: no limit.
