@@ -4,7 +4,9 @@ For each dataset and seed, runs ``python -m xmlc.train --config configs/text.yam
 checkout's own recipe file) from the ``--before`` checkout, then from the ``--after`` one, one
 fresh process each, and prints one Markdown table: wall time of each run (process start to
 exit: data, training, every validation, refit, test), the ratio after / before per pair (the
-machine is shared, so only the paired ratios mean much), and test P@1 / macro AUPRC of both.
+machine is shared, so only the paired ratios mean much), test P@1 / macro AUPRC, the calibrated
+positive-rate ratio and the best epoch of both; then per dataset the means and the median ratio.
+``--after-overrides`` adds settings to the after runs only (two settings of one checkout).
 
     python benchmarks/real_data_speed.py --before ../s-before --after . \\
         [--datasets bibtex,delicious,synthetic47k --seeds 0 --threads 2]
@@ -67,8 +69,11 @@ def run(tree: Path, files: tuple[Path, Path], seed: int, out: Path, threads: int
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     metrics = loads_with_nan((out / "metrics.json").read_text())
+    calibrated = metrics["test_calibrated"]
     return {"wall": wall, "p@1": 100 * metrics["test"]["p@1"], "auprc": metrics["test"]["auprc_macro"],
-            "epoch": metrics.get("epoch_time_s")}
+            "ratio": calibrated["positive_rate_ratio"], "f1_macro": calibrated["f1_macro"],
+            "epoch": metrics.get("epoch_time_s"), "best_epoch": metrics.get("best_epoch"),
+            "epochs": metrics.get("epochs")}
 
 
 def main() -> None:
@@ -79,6 +84,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="keep the run directories here")
+    parser.add_argument("--after-overrides", default="", help="dotted config overrides for the after runs only "
+                        "(space-separated), e.g. to compare two settings of one checkout")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides for both")
     args = parser.parse_args()
     rows = []
@@ -89,20 +96,28 @@ def main() -> None:
             files = data_files(dataset, Path(tmp))
             for seed in map(int, args.seeds.split(",")):
                 pair = {name: run(tree.resolve(), files, seed, Path(tmp) / f"{dataset}-{seed}-{name}",
-                                  args.threads, args.overrides)
-                        for name, tree in (("before", args.before), ("after", args.after))}
+                                  args.threads, args.overrides + extra)
+                        for name, tree, extra in (("before", args.before, []),
+                                                  ("after", args.after, args.after_overrides.split()))}
                 rows.append((dataset, seed, pair))
                 print(f"{dataset} seed {seed}: {json.dumps(pair)}", file=sys.stderr, flush=True)
     print("| data | seed | wall before (s) | wall after (s) | after / before | P@1 before / after | "
-          "macro AUPRC before / after |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "macro AUPRC before / after | calibrated pos. rate ratio before / after | best epoch before / after |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for dataset, seed, p in rows:
         b, a = p["before"], p["after"]
         print(f"| {dataset} | {seed} | {b['wall']:.0f} | {a['wall']:.0f} | {a['wall'] / b['wall']:.2f} | "
-              f"{b['p@1']:.2f} / {a['p@1']:.2f} | {b['auprc']:.3f} / {a['auprc']:.3f} |")
+              f"{b['p@1']:.2f} / {a['p@1']:.2f} | {b['auprc']:.4f} / {a['auprc']:.4f} | "
+              f"{b['ratio']:.2f} / {a['ratio']:.2f} | {b['best_epoch']} / {a['best_epoch']} |")
     for dataset in args.datasets.split(","):
-        ratios = [p["after"]["wall"] / p["before"]["wall"] for d, _, p in rows if d == dataset]
-        print(f"\n{dataset}: median after/before wall ratio {statistics.median(ratios):.2f} over {len(ratios)} pair(s)")
+        pairs = [p for d, _, p in rows if d == dataset]
+        ratio = statistics.median(p["after"]["wall"] / p["before"]["wall"] for p in pairs)
+        means = {side: {k: statistics.mean(p[side][k] for p in pairs) for k in ("wall", "p@1", "auprc", "ratio")}
+                 for side in ("before", "after")}
+        b, a = means["before"], means["after"]
+        print(f"\n{dataset}, mean of {len(pairs)} seed(s), before -> after: wall {b['wall']:.0f} -> {a['wall']:.0f} s "
+              f"(median after/before ratio {ratio:.2f}), P@1 {b['p@1']:.2f} -> {a['p@1']:.2f}, macro AUPRC "
+              f"{b['auprc']:.4f} -> {a['auprc']:.4f}, calibrated positive-rate ratio {b['ratio']:.2f} -> {a['ratio']:.2f}")
 
 
 if __name__ == "__main__":

@@ -313,6 +313,47 @@ def test_ensemble_loss_is_mean_of_member_losses_and_keeps_gradients_apart():
     assert model.head.weight.grad[:, 3:].abs().max() == 0
 
 
+def test_ensemble_loss_with_keep_leaves_each_members_rows_out():
+    """train.crossfit: member m's loss is its loss function's mean over the rows it keeps; its
+    parameters get no gradient from the rows it leaves out; a member keeping none adds 0."""
+    torch.manual_seed(0)
+    _, batch = _sparse_batch()
+    targets = (torch.rand(6, 3) < 0.4).float()
+    model = build_model(ModelConfig(name="linear", ensemble=3), num_features=20, num_labels=3)
+    loss_fn = nn.BCEWithLogitsLoss()
+    keep = torch.tensor([[True, True, False, True, True, True],
+                         [True, True, True, True, True, True],
+                         [False] * 6])
+    logits = model(batch)
+    loss = ensemble_loss(loss_fn, logits, targets, keep)
+    rows = torch.tensor([0, 1, 3, 4, 5])
+    expected = (loss_fn(logits[0, rows], targets[rows]) + loss_fn(logits[1], targets) + 0.0) / 3
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    grad = model.head.weight.grad.clone()   # (D, M * L): member m in columns [m*L, (m+1)*L)
+    assert grad[:, 6:].abs().max() == 0     # member 2 kept nothing
+    # member 0's gradient is the same whatever the targets of the row it leaves out
+    flipped = targets.clone()
+    flipped[2] = 1 - flipped[2]
+    model.zero_grad()
+    ensemble_loss(loss_fn, model(batch), flipped, keep).backward()
+    assert torch.equal(grad[:, :3], model.head.weight.grad[:, :3])
+    assert not torch.equal(grad[:, 3:6], model.head.weight.grad[:, 3:6])
+    # no keep, or a keep of all rows: the plain mean of the member losses
+    torch.testing.assert_close(ensemble_loss(loss_fn, logits, targets, torch.ones(3, 6, dtype=torch.bool)),
+                               ensemble_loss(loss_fn, logits, targets))
+    # a single model takes a (1, B) keep
+    single = logits[1]
+    torch.testing.assert_close(ensemble_loss(loss_fn, single, targets, keep[:1]), loss_fn(single[rows], targets[rows]))
+
+
+def test_probabilities_of_chosen_members():
+    logits = torch.randn(3, 4, 2)
+    members = torch.tensor([2, 0, 1, 2])
+    expected = torch.stack([torch.sigmoid(logits[m, b]) for b, m in enumerate(members.tolist())])
+    torch.testing.assert_close(probabilities(logits, members), expected)
+
+
 def test_prior_output_bias_sets_every_ensemble_member():
     model = build_model(ModelConfig(name="mlp", hidden=[4], ensemble=2), num_features=5, num_labels=3)
     prior = torch.tensor([0.5, 0.1, 0.01])

@@ -152,9 +152,11 @@ def test_ensemble_run_evaluates_and_predicts_from_checkpoint(files, tmp_path):
     assert all(0.0 <= s <= 1.0 for line in pred.read_text().splitlines() for _, s in json.loads(line)["top_k"])
 
 
-def test_resume_matches_uninterrupted_run(files, tmp_path):
+@pytest.mark.parametrize("crossfit", ["false", "true"])
+def test_resume_matches_uninterrupted_run(files, tmp_path, crossfit):
     extra = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=false",
-             "model.ensemble=2", "optim.sparse=true")   # the lazy row updates resume bit-exactly too
+             "model.ensemble=2", "optim.sparse=true",    # the lazy row updates resume bit-exactly too
+             f"train.crossfit={crossfit}", "data.batch_size=76")   # 4 steps an epoch on 240 or 304 rows
     full, part = tmp_path / "full", tmp_path / "part"
     assert xtrain.main(tiny(files, full, *extra)) == 0
     # stop mid-way through epoch 2 (step 6 of 8), after one evaluation and best.pt
@@ -265,6 +267,77 @@ def _faulty_loss(monkeypatch, at_call: int, action):
     monkeypatch.setattr(losses, "build_loss", build)
 
 
+CROSSFIT = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=false", "model.ensemble=3",
+            "train.crossfit=true")
+
+
+def _relabelled(files, tmp_path, rows) -> Path:
+    """The validation file with the label sets of ``rows`` replaced (each by one other label)."""
+    val = xdata.read_xmc(files["val"])
+    labels = val.labels.tolil()
+    for r in rows:
+        old = set(labels.rows[r])
+        labels[r, :] = 0
+        labels[r, next(k for k in range(val.num_labels) if k not in old)] = 1
+    path = tmp_path / "val_relabelled.txt"
+    xdata.write_xmc(path, val.features, labels.tocsr())
+    return path
+
+
+def test_crossfit_member_never_learns_from_its_validation_rows(files, tmp_path):
+    """Member 0's weights do not depend on the labels of the validation rows it leaves out; the
+    other members' do (they train on those rows)."""
+    train, val = xdata.read_xmc(files["train"]), xdata.read_xmc(files["val"])
+    fit, folds = xtrain.crossfit_folds(train, val, 3, seed=0)
+    assert len(fit) == 240 + 64 and torch.equal(folds.held_out_by[:240], torch.full((240,), -1))
+    assert torch.equal(folds.held_out_by[240:], folds.val_members)
+    assert sorted(torch.bincount(folds.val_members).tolist()) == [21, 21, 22]   # dealt out evenly
+    relabelled = _relabelled(files, tmp_path, torch.nonzero(folds.val_members == 0).flatten().tolist())
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert xtrain.main(tiny(files, a, *CROSSFIT)) == 0
+    assert xtrain.main(tiny(files, b, *CROSSFIT, f"data.val={relabelled}")) == 0
+    wa, wb = params(a / "last.pt"), params(b / "last.pt")
+    table_a, table_b = (w["input.bag.weight"].view(40, 3, 16) for w in (wa, wb))   # (D, M, H)
+    assert torch.equal(table_a[:, 0], table_b[:, 0]) and torch.equal(wa["head.weight"][0], wb["head.weight"][0])
+    assert not torch.equal(table_a[:, 1], table_b[:, 1])
+    assert not torch.equal(wa["head.weight"][1:], wb["head.weight"][1:])
+
+
+def test_crossfit_validates_each_row_with_the_member_that_left_it_out(files, tmp_path):
+    out = tmp_path / "cf"
+    assert xtrain.main(tiny(files, out, *CROSSFIT, "train.epochs=3")) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["crossfit"] == {"members": 3, "num_train": 304, "val_rows_per_member": [22, 21, 21]}
+    assert "refit" not in result and result["steps"] == 3 * math.ceil(304 / 64)
+    # the validation metrics of best.pt, recomputed here: row i scored by its member alone
+    ckpt = load_checkpoint(out / "best.pt")
+    model = xtrain.new_model(xtrain.from_dict(xtrain.Config, ckpt["config"]).model, 40, 12)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    val = xdata.read_data(files["val"], xtrain.from_dict(xtrain.Config, ckpt["config"]).data, num_features=40,
+                          num_labels=12)
+    batch = next(iter(xdata.make_loader(val, 64, shuffle=False)))
+    with torch.no_grad():
+        member_probs = torch.sigmoid(model(batch).float())   # (M, N, L)
+    members = xtrain.crossfit_folds(val, val, 3, seed=0)[1].val_members
+    oof = member_probs[members, torch.arange(64)]
+    assert result["val"]["auprc_macro"] == pytest.approx(macro_auprc(oof, val.labels), abs=1e-6)
+    assert result["val"]["auprc_macro"] != pytest.approx(macro_auprc(member_probs.mean(0), val.labels), abs=1e-6)
+    # test is scored by the whole ensemble, as evaluate does from best.pt
+    out_json = tmp_path / "eval.json"
+    assert xevaluate.main(["--checkpoint", str(out), "--data", str(files["test"]), "--out", str(out_json)]) == 0
+    assert json.loads(out_json.read_text())["calibrated"]["auprc_macro"] == pytest.approx(
+        result["test_calibrated"]["auprc_macro"], abs=1e-6)
+
+
+def macro_auprc(scores: torch.Tensor, labels) -> float:
+    """Mean average precision over labels with a positive (scikit-learn's definition)."""
+    from sklearn.metrics import average_precision_score
+    y = labels.toarray()
+    keep = y.sum(0) > 0
+    return float(average_precision_score(y[:, keep], scores.numpy()[:, keep], average="macro"))
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(files, tmp_path, monkeypatch, capsys):
     _faulty_loss(monkeypatch, 6, lambda loss: loss * float("nan"))
     out = tmp_path / "nan"
@@ -350,6 +423,8 @@ def test_early_stopping(files, tmp_path):
     (["train.epochz=3"], "unknown config key 'train.epochz'; valid keys here: epochs, max_steps"),
     (["optim.lr=fast"], "'optim.lr' expects float"),
     (["train.refit=yes please"], "'train.refit' expects bool"),
+    (["train.refit=true", "train.crossfit=true"], "'train.refit' and 'train.crossfit' are two ways"),
+    (["train.crossfit=true"], "'train.crossfit' needs an ensemble (model.ensemble >= 2; got 1)"),
     (["train.early_stopping_metric=loss"], "'train.early_stopping_metric' must be one of auprc_micro"),
     (["data.synthetic=huge"], "'data.synthetic' must be one of 'default', 'seed'"),
 ])

@@ -286,6 +286,12 @@ class TrainConfig:
     # number of epochs (same seed, schedule, loss) and ship that model; the thresholds stay
     # those fitted on the first model's validation scores (the refit has seen those rows).
     refit: bool = False
+    # Instead of a refit, one training on train + validation in which ensemble member m leaves
+    # out its own share (1/M, drawn at random) of the validation rows: each member trains on
+    # all but ~1/M of them, and each validation row is scored by the member that never saw it
+    # (out-of-fold), which picks the best epoch and fits the thresholds. One training instead
+    # of two. Needs model.ensemble >= 2; not with refit.
+    crossfit: bool = False
     # Log train loss, lr, grad norm, throughput to TensorBoard every this many steps.
     log_every: PositiveInt = 20
     # Show the tqdm progress bar.

@@ -35,7 +35,7 @@ def check_finite_scores(scores: torch.Tensor, first_row: int = 0) -> torch.Tenso
 
 @torch.no_grad()
 def predict_scores(model: nn.Module, loader, num_rows: int, *, device: torch.device, amp: bool = True,
-                   world_size: int = 1) -> torch.Tensor:
+                   world_size: int = 1, members: torch.Tensor | None = None) -> torch.Tensor:
     """Probabilities (sigmoid of logits) for every row of the loader's data set: (N, L) float32, CPU.
 
     Under DDP (``world_size`` > 1, the process group initialised) each process scores its shard
@@ -48,6 +48,8 @@ def predict_scores(model: nn.Module, loader, num_rows: int, *, device: torch.dev
         device: where ``model`` lives.
         amp: bf16 autocast on CUDA (ignored on CPU).
         world_size: processes in the group; 1 means no gather.
+        members: (N,) int64 or None: for an ensemble, row ``i`` scored by member ``members[i]``
+            alone instead of the member mean (``train.crossfit``'s out-of-fold scores).
 
     Returns:
         ``(N, L)`` float32 CPU tensor; row ``i`` holds the probabilities of data set row ``i``.
@@ -59,7 +61,7 @@ def predict_scores(model: nn.Module, loader, num_rows: int, *, device: torch.dev
         batch = batch.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(batch)
-        probs.append(probabilities(logits))
+        probs.append(probabilities(logits, None if members is None else members[batch.row_ids.cpu()]))
         rows.append(batch.row_ids)
     rows, probs = torch.cat(rows), torch.cat(probs)
     if world_size > 1:   # DistributedSampler pads shards to equal length

@@ -388,17 +388,35 @@ class Ensemble(nn.Module):
         return torch.stack([member(x, offsets, weights) for member in self.members])
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Scores from logits: ``sigmoid`` of (B, L), or the member mean of (M, B, L); float32 (B, L)."""
+def probabilities(logits: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores from logits: ``sigmoid`` of (B, L), or the member mean of (M, B, L); float32 (B, L).
+
+    ``members`` (B,) int64, for (M, B, L) logits: row b scored by member ``members[b]`` alone
+    (the out-of-fold scores of ``train.crossfit``) instead of the mean.
+    """
+    if logits.dim() == 3 and members is not None:
+        logits = logits[members.to(logits.device), torch.arange(logits.shape[1], device=logits.device)]
     p = torch.sigmoid(logits.float())
     return p.mean(dim=0) if p.dim() == 3 else p
 
 
-def ensemble_loss(loss_fn: Callable, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``loss_fn(logits, targets)`` for (B, L) logits; the mean of the member losses for (M, B, L)."""
-    if logits.dim() == 3:
-        return torch.stack([loss_fn(member, targets) for member in logits.float()]).mean()
-    return loss_fn(logits.float(), targets)
+def ensemble_loss(loss_fn: Callable, logits: torch.Tensor, targets: torch.Tensor,
+                  keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``loss_fn(logits, targets)`` for (B, L) logits; the mean of the member losses for (M, B, L).
+
+    ``keep`` (M, B) bool (CPU): member m's loss covers only the rows ``keep[m]`` holds (its mean
+    over them, so a member trains at the same loss scale whatever it leaves out); a member
+    that keeps no row of the batch adds 0 and gets no gradient. (B, L) logits take (1, B).
+    """
+    members = logits.float() if logits.dim() == 3 else logits.float()[None]
+    parts = []
+    for m, member in enumerate(members):
+        if keep is None or bool(keep[m].all()):
+            parts.append(loss_fn(member, targets))
+            continue
+        rows = keep[m].nonzero().squeeze(1).to(member.device)
+        parts.append(loss_fn(member[rows], targets[rows]) if rows.numel() else member.sum() * 0.0)
+    return torch.stack(parts).mean() if logits.dim() == 3 else parts[0]
 
 
 def build_linear(cfg, num_features: int, num_labels: int) -> nn.Module:

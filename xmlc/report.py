@@ -117,9 +117,11 @@ def _metrics_table(results: dict) -> str:
 
 def _timings_table(results: dict) -> str:
     rows = [[html.escape(label), _number(results[key])] for key, label in TIMINGS if results.get(key) is not None]
-    refit = results.get("refit")
-    if isinstance(refit, dict) and refit:
-        rows += [[html.escape(f"refit: {k}"), _number(v)] for k, v in refit.items()]
+    for phase in ("refit", "crossfit"):
+        info = results.get(phase)
+        if isinstance(info, dict) and info:
+            rows += [[html.escape(f"{phase}: {k}"), _number(v)] for k, v in info.items()
+                     if v is None or isinstance(v, (int, float))]
     state = results.get("optimizer_state")
     if isinstance(state, dict) and state.get("total_mb") is not None:
         rows.append(["optimizer state (MiB)", _number(state["total_mb"])])

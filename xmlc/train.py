@@ -17,6 +17,11 @@ top to bottom as the run goes:
    the selected number of epochs replaces them (:func:`refit`, the thresholds stay); test
    scored at 0.5 and at the calibrated thresholds, ``metrics.json`` and a short table.
 
+With ``train.crossfit`` (an ensemble's alternative to the refit) step 2 trains on train +
+validation, each member leaving out its own share of the validation rows (:func:`crossfit_folds`,
+:class:`Folds`), and validation scores each row with the member that left it out, so one
+training both selects and ships.
+
 A run that ends early raises a :class:`RunStopped` (:class:`StepLimit`, :class:`Interrupted`,
 :class:`NonFiniteLoss`) after saving what ``--resume`` needs; its ``status`` is the exit status.
 
@@ -181,13 +186,19 @@ def run(cfg: Config, *, resume: dict | None = None) -> dict:
         model = new_model(cfg.model, train_set.num_features, train_set.num_labels, prior).to(env.device)
         loss_fn = losses.build_loss(cfg.loss, pos_weight=label_stats.pos_weight,
                                     weight=label_stats.label_weight).to(env.device)
-        tr = start_training(cfg, env, train_set, model, loss_fn, resume=resume)
+        fit_set, folds = train_set, None
+        if cfg.train.crossfit:
+            fit_set, folds = crossfit_folds(train_set, val_set, cfg.model.ensemble, seed=cfg.train.seed)
+            say(f"crossfit: {len(fit_set):,} training rows; each of the {cfg.model.ensemble} members leaves out "
+                f"~{len(val_set) / cfg.model.ensemble:,.0f} validation rows and scores them")
+        tr = start_training(cfg, env, fit_set, model, loss_fn, resume=resume, folds=folds)
         files = RunFiles(cfg, train_set, label_stats, write=env.rank == 0)
         if resume is not None:
             tr.best_model = files.best_model(env.device)
             say(f"resumed from {files.dir} at epoch {tr.progress.epoch + 1}, step {tr.progress.step}")
         files.open(label_stats, resumed=resume is not None, step=tr.progress.step)
-        evaluator = Evaluator(cfg.eval, label_stats, env, amp=cfg.train.amp)
+        evaluator = Evaluator(cfg.eval, label_stats, env, amp=cfg.train.amp,
+                              val_members=None if folds is None else folds.val_members)
         val_loader = make_eval_loader(val_set, cfg.data, seed=cfg.train.seed, env=env)
         epoch_times = fit(tr, val_loader, val_set.labels, evaluator, files, tcfg=cfg.train,
                           grad_clip=cfg.optim.grad_clip, env=env, say=say)
@@ -209,6 +220,12 @@ def check_config(cfg: Config, *, world_size: int) -> None:
     if cfg.train.early_stopping_metric not in names:
         raise ConfigError(f"config key 'train.early_stopping_metric' must be one of {', '.join(names)}; "
                           f"got {cfg.train.early_stopping_metric!r}")
+    if cfg.train.refit and cfg.train.crossfit:
+        raise ConfigError("config keys 'train.refit' and 'train.crossfit' are two ways to train on the "
+                          "validation rows; set one of them, not both")
+    if cfg.train.crossfit and cfg.model.ensemble < 2:
+        raise ConfigError(f"config key 'train.crossfit' needs an ensemble (model.ensemble >= 2; got "
+                          f"{cfg.model.ensemble}): each member leaves out a different share of the validation rows")
     if cfg.data.batch_size % world_size:
         raise ConfigError(f"config key 'data.batch_size' ({cfg.data.batch_size}) must be divisible "
                           f"by the number of processes ({world_size})")
@@ -302,7 +319,12 @@ def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg
         results |= test_results
         final_scores = ("test", test_scores, test_set.labels)
         del test_scores
-    results |= run_summary(tr.progress, cfg.train.early_stopping_metric, splits, epoch_times)
+    results |= run_summary(tr.progress, cfg.train.early_stopping_metric, splits, epoch_times,
+                           rows_per_epoch=len(tr.sampler.dataset))
+    if tr.folds is not None:
+        results["crossfit"] = {"members": tr.folds.members, "num_train": len(tr.folds.held_out_by),
+                               "val_rows_per_member": torch.bincount(tr.folds.val_members,
+                                                                     minlength=tr.folds.members).tolist()}
     results["optimizer_state"] = optimizer_state
     files.finish(tr, thresholds, results, final_scores=final_scores,
                  figure_inputs=ev.figure_inputs(thresholds))
@@ -332,13 +354,14 @@ def refit_selected(tr: Training, cfg: Config, env: DistEnv, train_set, val_set, 
             raise
 
 
-def run_summary(p: Progress, metric: str, splits, epoch_times: list[float]) -> dict:
-    """The run-level entries of ``metrics.json``: selection, steps, speed, memory and sizes."""
+def run_summary(p: Progress, metric: str, splits, epoch_times: list[float], *, rows_per_epoch: int) -> dict:
+    """The run-level entries of ``metrics.json``: selection, steps, speed, memory and sizes
+    (``rows_per_epoch``: the rows an epoch trains on, train + validation under crossfit)."""
     train_set, val_set, test_set = splits
     epoch_time = float(np.mean(epoch_times)) if epoch_times else None
     return {"best_epoch": p.best_epoch, "best_metric": {metric: p.best_value}, "epochs": p.epoch,
             "steps": p.step, "epoch_time_s": epoch_time,
-            "train_examples_per_s": len(train_set) / epoch_time if epoch_times else None,
+            "train_examples_per_s": rows_per_epoch / epoch_time if epoch_times else None,
             "peak_rss_mb": peak_rss_mb(), "num_train": len(train_set), "num_val": len(val_set),
             "num_test": len(test_set) if test_set is not None else 0,
             "num_features": train_set.num_features, "num_labels": train_set.num_labels}
@@ -451,6 +474,7 @@ class Training:
     loader: torch.utils.data.DataLoader
     progress: Progress = field(default_factory=Progress)
     best_model: dict | None = None   # weights of the best epoch so far
+    folds: Folds | None = None       # train.crossfit: which member leaves out which row
 
     def train_epoch(self, *, tcfg: TrainConfig, grad_clip: float | None, env: DistEnv, stop,
                     writer=None) -> None:
@@ -458,7 +482,7 @@ class Training:
         self.sampler.set_epoch(self.progress.epoch, skip_batches=self.progress.batch_in_epoch)
         train_one_epoch(self.step_model, self.loader, self.loss_fn, self.optimizer, self.scheduler,
                         progress=self.progress, tcfg=tcfg, grad_clip=grad_clip, env=env, stop=stop,
-                        writer=writer)
+                        writer=writer, folds=self.folds)
 
     def end_epoch(self, val_metrics: dict, metric: str, margin: float = 0.0) -> bool:
         """:meth:`Progress.end_epoch`, keeping the weights when ``metric`` improved."""
@@ -474,9 +498,10 @@ class Training:
 
 
 def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn: nn.Module, *,
-                   resume: dict | None = None) -> Training:
+                   resume: dict | None = None, folds: Folds | None = None) -> Training:
     """Sampler, loader, AdamW and schedule to train ``model`` on ``dataset``; with ``resume`` (a
-    checkpoint dict) the model, optimizer, schedule, progress and RNG states continue from it.
+    checkpoint dict) the model, optimizer, schedule, progress and RNG states continue from it;
+    with ``folds`` (``train.crossfit``) each member leaves out its rows of ``dataset``.
 
     Each process takes its share of the global ``data.batch_size``; the schedule spans
     ``train.epochs`` epochs of ``dataset``.
@@ -494,7 +519,32 @@ def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn
         scheduler.load_state_dict(resume["scheduler"])
         progress = Progress(**resume["progress"])
         set_rng_state(resume["rng"])
-    return Training(model, data_parallel(model, env), loss_fn, optimizer, scheduler, sampler, loader, progress)
+    return Training(model, data_parallel(model, env), loss_fn, optimizer, scheduler, sampler, loader, progress,
+                    folds=folds)
+
+
+class Folds(NamedTuple):
+    """``train.crossfit``: which ensemble member leaves out which row (:func:`crossfit_folds`)."""
+
+    held_out_by: torch.Tensor   # (N_fit,) int64: the member that never trains on the row, -1 for none
+    val_members: torch.Tensor   # (N_val,) int64: the member that scores each validation row
+    members: int                # M
+
+    def keep(self, row_ids: torch.Tensor) -> torch.Tensor | None:
+        """(M, B) bool: which rows of a batch (its ``row_ids``, CPU) each member trains on; None: all."""
+        held = self.held_out_by[row_ids]
+        if bool((held < 0).all()):
+            return None
+        return held[None, :] != torch.arange(self.members)[:, None]
+
+
+def crossfit_folds(train_set, val_set, members: int, *, seed: int):
+    """(train + validation as one training set, :class:`Folds`): the validation rows are dealt
+    out to the ``members`` at random (seeded by ``seed``; shares differ by at most one row), and
+    member m trains on every row but its own share."""
+    share = torch.from_numpy(np.random.default_rng(seed).permutation(len(val_set)) % members).long()
+    held_out_by = torch.cat([torch.full((len(train_set),), -1, dtype=torch.int64), share])
+    return concat_data(train_set, val_set), Folds(held_out_by, share, members)
 
 
 class Validation(NamedTuple):
@@ -514,11 +564,13 @@ class Evaluator:
     label_stats: LabelStats
     env: DistEnv
     amp: bool = True
+    val_members: torch.Tensor | None = None   # train.crossfit: the member that scores each validation row
 
-    def scores(self, model, loader, labels) -> torch.Tensor:
-        """(N, L) probabilities of every row of ``loader``'s split (gathered under DDP)."""
+    def scores(self, model, loader, labels, members: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, L) probabilities of every row of ``loader``'s split (gathered under DDP); the
+        member mean, or with ``members`` (N,) row i scored by member ``members[i]``."""
         return predict_scores(model, loader, labels.shape[0], device=self.env.device, amp=self.amp,
-                              world_size=self.env.world_size)
+                              world_size=self.env.world_size, members=members)
 
     def report(self, scores, labels, thresholds: dict | None = None) -> dict:
         """:func:`xmlc.metrics.metrics_report` with ``eval.ks`` and the training split's buckets."""
@@ -527,8 +579,9 @@ class Evaluator:
                               propensities=ls.propensities)
 
     def calibrate(self, model, loader, labels) -> Validation:
-        """Metrics at 0.5 and at per-label thresholds fitted (``eval.calibration``) on these scores."""
-        scores = self.scores(model, loader, labels)
+        """Metrics at 0.5 and at per-label thresholds fitted (``eval.calibration``) on these scores
+        of the validation split (out-of-fold under ``train.crossfit``)."""
+        scores = self.scores(model, loader, labels, self.val_members)
         thresholds = thresholds_for(self.ecfg, scores, labels, self.label_stats.pos_weight)
         calibrated = threshold_metrics(scores, labels, thresholds, self.label_stats.buckets)
         return Validation(self.report(scores, labels)["at_0.5"], calibrated, thresholds, scores)
@@ -594,7 +647,7 @@ def refit(model, cfg: Config, env: DistEnv, train_set, val_set, loss_fn, *, epoc
 
 
 def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: Progress, tcfg: TrainConfig,
-                    grad_clip: float | None, env: DistEnv, stop, writer=None) -> None:
+                    grad_clip: float | None, env: DistEnv, stop, writer=None, folds: Folds | None = None) -> None:
     """One pass over ``loader`` (from where ``progress`` says), counting steps in ``progress``.
 
     Args:
@@ -603,6 +656,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
         env: :class:`DistEnv`; under DDP every process takes the same decisions.
         stop: :class:`StopOnSignal` (anything with ``requested`` and ``signum``).
         writer: TensorBoard writer for ``train/*`` every ``train.log_every`` steps, or None.
+        folds: ``train.crossfit``'s :class:`Folds` (each member's loss leaves out its rows), or None.
 
     Raises:
         StepLimit: at ``train.max_steps``, before the next step.
@@ -618,10 +672,11 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, *, progress: P
         for batch in bar:
             if tcfg.max_steps is not None and progress.step >= tcfg.max_steps:
                 raise StepLimit(f"train.max_steps={tcfg.max_steps}")
+            keep = None if folds is None else folds.keep(batch.row_ids)
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(batch)
-            loss = ensemble_loss(loss_fn, logits, batch.targets)
+            loss = ensemble_loss(loss_fn, logits, batch.targets, keep)
             agreed = agree(loss.detach(), stop.requested, env)
             if agreed.nonfinite:
                 raise NonFiniteLoss(f"non-finite loss at step {progress.step + 1}")
