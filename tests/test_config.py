@@ -128,6 +128,7 @@ OUT_OF_RANGE = [
     ("train.epochs", "0", r">= 1"), ("train.max_steps", "0", r">= 1"),
     ("train.seed", "-1", r"in \[0, 4294967296\)"), ("train.patience", "-1", r">= 0"),
     ("train.patience_margin", "-0.1", r">= 0"),
+    ("train.select_margin", "-0.1", r">= 0"),
     ("train.log_every", "0", r">= 1"),
     ("eval.ks[0]", "[0]", r">= 1"), ("eval.ks[0]", "[0, 1]", r">= 1"), ("eval.ks[2]", "[1, 3, -5]", r">= 1"),
     ("eval.min_positives", "-1", r">= 0"), ("eval.pr_curve_samples", "0", r">= 1"),

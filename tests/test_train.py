@@ -407,6 +407,34 @@ def test_progress_patience_margin_counts_only_epochs_clearly_past_the_best():
     assert (p.best_value, p.best_epoch) == (0.51, 8)
 
 
+def test_progress_select_margin_keeps_the_latest_epoch_near_the_best():
+    p = xtrain.Progress()
+    kept = [p.end_epoch({"m": v}, "m", 0.0, 0.02) for v in (0.40, 0.50, 0.495, 0.47, float("nan"), 0.491)]
+    assert kept == [True, True, True, False, False, True]     # 0.495 and 0.491 are within 2% of 0.50
+    assert (p.best_epoch, p.best_value, p.selected_epoch) == (2, 0.50, 6)
+    assert p.end_epoch({"m": 0.60}, "m", 0.0, 0.02) and p.selected_epoch == 7   # a new best is always kept
+    plain = xtrain.Progress()   # no margin: the best epoch
+    assert [plain.end_epoch({"m": v}, "m") for v in (0.40, 0.50, 0.495)] == [True, True, False]
+    assert plain.selected_epoch == plain.best_epoch == 2
+    # a checkpoint's progress from before selected_epoch existed: the best epoch was the kept one
+    assert xtrain.Progress(best_epoch=5, best_value=0.3).selected_epoch == 5
+
+
+def test_select_margin_ships_the_latest_epoch_on_a_plateau(files, tmp_path):
+    """lr 1e-30: the weights barely move, every epoch ties the best; with a margin the last
+    epoch's weights ship (best.pt, the metrics) and the best epoch stays the first."""
+    out = tmp_path / "select"
+    assert xtrain.main(tiny(files, out, "optim.lr=1e-30", "train.epochs=3", "train.select_margin=0.02",
+                            "output.tensorboard=false")) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert (result["best_epoch"], result["selected_epoch"]) == (1, 3)
+    best = load_checkpoint(out / "best.pt")
+    assert best["best"]["selected_epoch"] == 3
+    last = load_checkpoint(out / "last.pt")
+    for name, value in last["model"].items():
+        assert torch.equal(value, best["model"][name]), name
+
+
 def test_early_stopping(files, tmp_path):
     out = tmp_path / "early"   # lr 1e-30: the weights never change, the metric never improves after epoch 1
     assert xtrain.main(tiny(files, out, "optim.lr=1e-30", "train.epochs=6", "train.patience=2",

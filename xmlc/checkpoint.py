@@ -8,7 +8,7 @@ config file or the training data::
       "model": state_dict, "optimizer": state_dict, "scheduler": state_dict,
       "step": int, "epoch": int,                 # optimizer steps done; epoch in progress (0-based)
       "progress": {"step", "epoch", "batch_in_epoch", "best_value", "best_epoch", "bad_epochs",
-                   "history": [per-epoch validation metrics]},   # batch_in_epoch: the data-order state
+                   "history": [per-epoch validation metrics], "selected_epoch"},   # batch_in_epoch: the data-order state
       "rng": {"torch": ByteTensor, "cuda": [...], "numpy": {...}, "python": [...]},
       "config": dict,                            # the resolved config tree (xmlc.config.to_dict)
       "num_features": int, "num_labels": int,
@@ -17,7 +17,7 @@ config file or the training data::
       "label_names": list[str] | None,           # column j of the output is label_names[j]
       "featurizer": {"settings": dict, "vocabulary": list[str] | None, "idf": Tensor (D,)} | None,
                                                  # raw-text runs: xmlc.features.TextFeaturizer.state_dict()
-      "best": {"metric": str, "value": float, "epoch": int},
+      "best": {"metric": str, "value": float, "epoch": int, "selected_epoch": int},   # selected: the weights of best.pt
     }
 
 Only tensors and plain Python containers are stored, so :func:`load_checkpoint` reads it

@@ -282,6 +282,12 @@ class TrainConfig:
     # after `patience` epochs in a row clearly past the peak (a curve falling after an early
     # best), never on a plateau. 0: every epoch without a new best counts (the classic rule).
     patience_margin: NonNegative = 0.0
+    # The epoch whose weights ship (best.pt; the refit's epoch count): the latest epoch whose
+    # metric is within this share of the best (0.02: 2% below it) instead of the best itself.
+    # On a plateau the later epoch has trained longer at a lower learning rate, and an
+    # ensemble's best epoch comes later than that of the single members that score the
+    # out-of-fold rows under crossfit. 0: the best epoch.
+    select_margin: NonNegative = 0.0
     # After training, train again from scratch on train + validation for the selected
     # number of epochs (same seed, schedule, loss) and ship that model; the thresholds stay
     # those fitted on the first model's validation scores (the refit has seen those rows).

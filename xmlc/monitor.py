@@ -80,7 +80,8 @@ class RunFiles:
         return {"format": 1, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
                 "scheduler": tr.scheduler.state_dict(), "progress": vars(p).copy(), "step": p.step,
                 "epoch": p.epoch, "rng": rng_state(), **self._fixed, "thresholds": thresholds,
-                "best": {"metric": self._metric, "value": p.best_value, "epoch": p.best_epoch}}
+                "best": {"metric": self._metric, "value": p.best_value, "epoch": p.best_epoch,
+                         "selected_epoch": p.selected_epoch}}
 
     def save(self, name: str, tr, thresholds: torch.Tensor | None = None) -> None:
         if self.write:
@@ -103,13 +104,13 @@ class RunFiles:
     def save_best(self, tr) -> None:
         """``best.pt`` with the best weights so far (``tr.best_model``) if not yet written: the
         checkpoint without the optimizer, scheduler and RNG states (``--resume`` takes ``last.pt``)."""
-        if not self.write or tr.best_model is None or tr.progress.best_epoch == self._best_written:
+        if not self.write or tr.best_model is None or tr.progress.selected_epoch == self._best_written:
             return
         ckpt = self.checkpoint(tr)
         for key in ("optimizer", "scheduler", "rng"):
             del ckpt[key]
         save_checkpoint(ckpt | {"model": tr.best_model}, self.dir / "best.pt")
-        self._best_written = tr.progress.best_epoch
+        self._best_written = tr.progress.selected_epoch
 
     def best_model(self, device) -> dict | None:
         """The weights in ``best.pt`` (a resumed run's best so far), or None."""

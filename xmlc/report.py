@@ -34,7 +34,8 @@ SPLITS = ("val", "val_calibrated", "test", "test_calibrated", "test_prior", "tes
 FIRST_METRICS = ("auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", "f1_macro",
                  "positive_rate_ratio", "positive_rate_ratio_head", "positive_rate_ratio_torso",
                  "positive_rate_ratio_tail")
-TIMINGS = (("epochs", "epochs trained"), ("best_epoch", "best epoch"), ("steps", "optimizer steps"),
+TIMINGS = (("epochs", "epochs trained"), ("best_epoch", "best epoch"), ("selected_epoch", "selected epoch (shipped)"),
+           ("steps", "optimizer steps"),
            ("epoch_time_s", "mean epoch time (s)"), ("train_examples_per_s", "training examples / s"),
            ("peak_rss_mb", "peak resident memory (MiB)"), ("num_train", "training examples"),
            ("num_val", "validation examples"), ("num_test", "test examples"),

@@ -256,14 +256,15 @@ def fit(tr: Training, val_loader, val_labels, ev: Evaluator, files: RunFiles, *,
                 start = time.perf_counter()
                 val = ev.calibrate(tr.model, val_loader, val_labels)
                 val_metrics = val.metrics | _prefixed(val.calibrated, "calibrated/")
-                tr.end_epoch(val_metrics, metric, tcfg.patience_margin)
+                tr.end_epoch(val_metrics, metric, tcfg.patience_margin, tcfg.select_margin)
                 eval_time = time.perf_counter() - start
                 stopping = bool(tcfg.patience) and p.bad_epochs >= tcfg.patience
                 figures_time = files.log_epoch(p.step, val_metrics, val.scores, val_labels, epoch_times[-1],
                                                ev.figure_inputs(val.thresholds), epoch=p.epoch,
                                                last=stopping or p.epoch >= tcfg.epochs)
+                kept = "" if p.selected_epoch == p.best_epoch else f", keeping epoch {p.selected_epoch}"
                 say(f"epoch {p.epoch}/{tcfg.epochs}: {metric} {val_metrics[metric]:.4f} (best "
-                    f"{p.best_value:.4f} @ epoch {p.best_epoch}); train {epoch_times[-1]:.1f} s, "
+                    f"{p.best_value:.4f} @ epoch {p.best_epoch}{kept}); train {epoch_times[-1]:.1f} s, "
                     f"eval {eval_time:.1f} s" + ("" if figures_time is None else f", figures {figures_time:.1f} s"))
                 files.save_epoch(tr, last=stopping or p.epoch >= tcfg.epochs)
                 del val   # its (N_val, L) dense scores are not kept alive into the final phase
@@ -344,7 +345,7 @@ def refit_selected(tr: Training, cfg: Config, env: DistEnv, train_set, val_set, 
     with StopOnSignal() as stop:
         try:
             return refit(tr.model, cfg, env, train_set, val_set, tr.loss_fn, prior=prior, stop=stop, say=say,
-                         epochs=p.best_epoch if p.best_epoch > 0 else p.epoch)
+                         epochs=p.selected_epoch if p.selected_epoch > 0 else p.epoch)
         except Interrupted as stopped:
             say(f"refit stopped by signal {stopped.signum}; no metrics written. The training itself is "
                 f"saved: python -m xmlc.train --resume {files.dir} runs the refit again")
@@ -359,7 +360,8 @@ def run_summary(p: Progress, metric: str, splits, epoch_times: list[float], *, r
     (``rows_per_epoch``: the rows an epoch trains on, train + validation under crossfit)."""
     train_set, val_set, test_set = splits
     epoch_time = float(np.mean(epoch_times)) if epoch_times else None
-    return {"best_epoch": p.best_epoch, "best_metric": {metric: p.best_value}, "epochs": p.epoch,
+    return {"best_epoch": p.best_epoch, "best_metric": {metric: p.best_value}, "selected_epoch": p.selected_epoch,
+            "epochs": p.epoch,
             "steps": p.step, "epoch_time_s": epoch_time,
             "train_examples_per_s": rows_per_epoch / epoch_time if epoch_times else None,
             "peak_rss_mb": peak_rss_mb(), "num_train": len(train_set), "num_val": len(val_set),
@@ -382,12 +384,19 @@ class Progress:
     best_epoch: int = -1
     bad_epochs: int = 0          # epochs in a row without improvement (beyond train.patience_margin)
     history: list = field(default_factory=list)   # per-epoch validation metrics
+    selected_epoch: int = -1     # the epoch whose weights ship: best_epoch, or the latest within train.select_margin
 
-    def end_epoch(self, val_metrics: dict, metric: str, margin: float = 0.0) -> bool:
-        """Close the epoch just trained with its validation metrics; True if ``metric`` improved
-        on the best so far (NaN never does). ``bad_epochs`` counts the epochs in a row without
-        improvement that are more than ``margin`` (a share of the best) below the best; an epoch
-        within the margin resets it (``train.patience_margin``)."""
+    def __post_init__(self):
+        if self.selected_epoch < 0:   # a checkpoint from before select_margin: the best epoch was kept
+            self.selected_epoch = self.best_epoch
+
+    def end_epoch(self, val_metrics: dict, metric: str, margin: float = 0.0, select_margin: float = 0.0) -> bool:
+        """Close the epoch just trained with its validation metrics; True if its weights are now
+        the ones to keep: ``metric`` improved on the best so far (NaN never does) or, with
+        ``select_margin``, is within that share of the best (``train.select_margin``: the latest
+        such epoch is kept). ``bad_epochs`` counts the epochs in a row without improvement that
+        are more than ``margin`` (a share of the best) below the best; an epoch within the margin
+        resets it (``train.patience_margin``)."""
         value = val_metrics[metric]
         improved = value > self.best_value
         self.history.append({"epoch": self.epoch + 1, "step": self.step, **val_metrics})
@@ -397,8 +406,11 @@ class Progress:
             self.bad_epochs = 0   # near the best: a plateau, not past the peak
         else:
             self.bad_epochs += 1
+        selected = improved or (select_margin > 0 and value >= self.best_value - select_margin * abs(self.best_value))
+        if selected:
+            self.selected_epoch = self.epoch + 1
         self.next_epoch()
-        return improved
+        return selected
 
     def next_epoch(self) -> None:
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -473,7 +485,7 @@ class Training:
     sampler: ResumableSampler
     loader: torch.utils.data.DataLoader
     progress: Progress = field(default_factory=Progress)
-    best_model: dict | None = None   # weights of the best epoch so far
+    best_model: dict | None = None   # weights of the selected (best) epoch so far
     folds: Folds | None = None       # train.crossfit: which member leaves out which row
 
     def train_epoch(self, *, tcfg: TrainConfig, grad_clip: float | None, env: DistEnv, stop,
@@ -484,17 +496,17 @@ class Training:
                         progress=self.progress, tcfg=tcfg, grad_clip=grad_clip, env=env, stop=stop,
                         writer=writer, folds=self.folds)
 
-    def end_epoch(self, val_metrics: dict, metric: str, margin: float = 0.0) -> bool:
-        """:meth:`Progress.end_epoch`, keeping the weights when ``metric`` improved."""
-        improved = self.progress.end_epoch(val_metrics, metric, margin)
-        if improved:
+    def end_epoch(self, val_metrics: dict, metric: str, margin: float = 0.0, select_margin: float = 0.0) -> bool:
+        """:meth:`Progress.end_epoch`, keeping the weights of the epoch it selects."""
+        selected = self.progress.end_epoch(val_metrics, metric, margin, select_margin)
+        if selected:
             weights = self.model.state_dict()
             if self.best_model is None:
                 self.best_model = {k: v.detach().clone() for k, v in weights.items()}
             else:   # into the same buffers: a 1 GB table is not allocated (page-faulted) afresh each time
                 for name, value in weights.items():
                     self.best_model[name].copy_(value)
-        return improved
+        return selected
 
 
 def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn: nn.Module, *,
