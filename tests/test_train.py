@@ -184,11 +184,19 @@ def test_checkpoints_written_every_save_every_s(files, tmp_path, monkeypatch, ev
     assert xtrain.main(tiny(files, out, "train.epochs=4", "train.patience=0", "output.tensorboard=false",
                             f"output.save_every_s={every}")) == 0
     *during, final = writes
-    assert final == ("best.pt", 4, True)   # the shipped model with its thresholds
+    assert final == ("best.pt", 4, False)   # the shipped model with its thresholds, no training state
     assert [epoch for name, epoch, _ in during if name == "last.pt"] == last_epochs
     best = [(epoch, has_optimizer) for name, epoch, has_optimizer in during if name == "best.pt"]
     assert best and not any(has_optimizer for _, has_optimizer in best)
     assert {epoch for epoch, _ in best} <= set(last_epochs)
+
+
+def test_finished_best_pt_holds_weights_and_thresholds_only(trained):
+    """best.pt is the shipped model: no Adam moments (2x the weights), schedule or RNG states."""
+    best = load_checkpoint(trained / "best.pt")
+    assert not {"optimizer", "scheduler", "rng"} & set(best)
+    assert best["thresholds"] is not None and "head.weight" in best["model"]
+    assert "optimizer" in load_checkpoint(trained / "last.pt")
 
 
 def test_resume_from_best_weights_is_refused(files, tmp_path, capsys):
@@ -310,24 +318,31 @@ def test_crossfit_validates_each_row_with_the_member_that_left_it_out(files, tmp
     assert result["crossfit"] == {"members": 3, "num_train": 304, "val_rows_per_member": [22, 21, 21]}
     assert "refit" not in result and result["steps"] == 3 * math.ceil(304 / 64)
     # the validation metrics of best.pt, recomputed here: row i scored by its member alone
-    ckpt = load_checkpoint(out / "best.pt")
-    model = xtrain.new_model(xtrain.from_dict(xtrain.Config, ckpt["config"]).model, 40, 12)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    val = xdata.read_data(files["val"], xtrain.from_dict(xtrain.Config, ckpt["config"]).data, num_features=40,
-                          num_labels=12)
-    batch = next(iter(xdata.make_loader(val, 64, shuffle=False)))
-    with torch.no_grad():
-        member_probs = torch.sigmoid(model(batch).float())   # (M, N, L)
-    members = xtrain.crossfit_folds(val, val, 3, seed=0)[1].val_members
-    oof = member_probs[members, torch.arange(64)]
-    assert result["val"]["auprc_macro"] == pytest.approx(macro_auprc(oof, val.labels), abs=1e-6)
-    assert result["val"]["auprc_macro"] != pytest.approx(macro_auprc(member_probs.mean(0), val.labels), abs=1e-6)
+    oof, mean = out_of_fold_auprc(out, files)
+    assert result["val"]["auprc_macro"] == pytest.approx(oof, abs=1e-6)
+    assert result["val"]["auprc_macro"] != pytest.approx(mean, abs=1e-6)
     # test is scored by the whole ensemble, as evaluate does from best.pt
     out_json = tmp_path / "eval.json"
     assert xevaluate.main(["--checkpoint", str(out), "--data", str(files["test"]), "--out", str(out_json)]) == 0
     assert json.loads(out_json.read_text())["calibrated"]["auprc_macro"] == pytest.approx(
         result["test_calibrated"]["auprc_macro"], abs=1e-6)
+
+
+def out_of_fold_auprc(run_dir: Path, files) -> tuple[float, float]:
+    """Validation macro AUPRC of a crossfit run's best.pt, recomputed from its weights: (each row
+    scored by the member that left it out, every row scored by the member mean)."""
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    cfg = xtrain.from_dict(xtrain.Config, ckpt["config"])
+    model = xtrain.new_model(cfg.model, 40, 12)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    val = xdata.read_data(files["val"], cfg.data, num_features=40, num_labels=12)
+    batch = next(iter(xdata.make_loader(val, len(val), shuffle=False)))
+    with torch.no_grad():
+        member_probs = torch.sigmoid(model(batch).float())   # (M, N, L)
+    members = xtrain.crossfit_folds(val, val, cfg.model.ensemble, seed=cfg.train.seed)[1].val_members
+    oof = member_probs[members, torch.arange(len(val))]
+    return macro_auprc(oof, val.labels), macro_auprc(member_probs.mean(0), val.labels)
 
 
 def macro_auprc(scores: torch.Tensor, labels) -> float:
@@ -452,7 +467,7 @@ def test_early_stopping(files, tmp_path):
     (["optim.lr=fast"], "'optim.lr' expects float"),
     (["train.refit=yes please"], "'train.refit' expects bool"),
     (["train.refit=true", "train.crossfit=true"], "'train.refit' and 'train.crossfit' are two ways"),
-    (["train.crossfit=true"], "'train.crossfit' needs an ensemble (model.ensemble >= 2; got 1)"),
+    (["train.crossfit=true"], "needs an ensemble (model.ensemble >= 2; got 1): each member leaves out"),
     (["train.early_stopping_metric=loss"], "'train.early_stopping_metric' must be one of auprc_micro"),
     (["data.synthetic=huge"], "'data.synthetic' must be one of 'default', 'seed'"),
 ])
@@ -494,12 +509,14 @@ def test_print_config(capsys):
     assert "lr: 0.5" in capsys.readouterr().out
 
 
-def test_ddp_two_processes_match_one(files, tmp_path):
+@pytest.mark.parametrize("crossfit", ["false", "true"])
+def test_ddp_two_processes_match_one(files, tmp_path, crossfit):
     pytest.importorskip("torch.distributed")
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("gloo backend not available")
     extra = ("model.dropout=0.0", "output.tensorboard=false", "train.device=cpu", "train.amp=false",
-             "model.ensemble=2", "optim.sparse=true")   # sparse gradients: DDP's sparse all-reduce (gloo)
+             "model.ensemble=2", "optim.sparse=true",   # sparse gradients: DDP's sparse all-reduce (gloo)
+             f"train.crossfit={crossfit}", "data.batch_size=76")   # 4 steps an epoch on 240 or 304 rows
     # float32: bf16 rounds each process's half-batch gradient before the all-reduce
     one, two = tmp_path / "one", tmp_path / "two"
     assert xtrain.main(tiny(files, one, *extra)) == 0
@@ -508,11 +525,18 @@ def test_ddp_two_processes_match_one(files, tmp_path):
            "-m", "xmlc.train", *tiny(files, two, *extra)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert mb["num_val"] == 64 and mb["steps"] == ma["steps"] == 8
+    if crossfit == "true":
+        # each process averages a member's loss over its own kept rows, and DDP averages the two:
+        # not the one-process mean over both halves' kept rows, so the weights differ a little.
+        # Validation gathers both processes' out-of-fold scores: the metric of best.pt's weights.
+        assert mb["val"]["auprc_macro"] == pytest.approx(out_of_fold_auprc(two, files)[0], abs=1e-6)
+        assert mb["val"]["auprc_macro"] == pytest.approx(ma["val"]["auprc_macro"], abs=0.05)
+        return
     a, b = params(one / "last.pt"), params(two / "last.pt")
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=2e-5, rtol=1e-4)
-    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
-    assert mb["num_val"] == 64 and mb["steps"] == ma["steps"] == 8
     for name in ("auprc_macro", "p@1"):   # scores gathered from both processes: the whole val set
         assert mb["val"][name] == pytest.approx(ma["val"][name], abs=1e-3)
 

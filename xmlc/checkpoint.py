@@ -5,7 +5,8 @@ config file or the training data::
 
     {
       "format": 1,
-      "model": state_dict, "optimizer": state_dict, "scheduler": state_dict,
+      "model": state_dict, "optimizer": state_dict, "scheduler": state_dict,   # best.pt: no optimizer,
+                                                                               # scheduler or rng
       "step": int, "epoch": int,                 # optimizer steps done; epoch in progress (0-based)
       "progress": {"step", "epoch", "batch_in_epoch", "best_value", "best_epoch", "bad_epochs",
                    "history": [per-epoch validation metrics], "selected_epoch"},   # batch_in_epoch: the data-order state

@@ -106,11 +106,16 @@ class RunFiles:
         checkpoint without the optimizer, scheduler and RNG states (``--resume`` takes ``last.pt``)."""
         if not self.write or tr.best_model is None or tr.progress.selected_epoch == self._best_written:
             return
-        ckpt = self.checkpoint(tr)
+        save_checkpoint(self.shipped(tr) | {"model": tr.best_model}, self.dir / "best.pt")
+        self._best_written = tr.progress.selected_epoch
+
+    def shipped(self, tr, thresholds: torch.Tensor | None = None) -> dict:
+        """:meth:`checkpoint` without the optimizer, scheduler and RNG states: what ``best.pt``
+        holds (evaluate / predict need the weights; ``--resume`` takes ``last.pt``)."""
+        ckpt = self.checkpoint(tr, thresholds)
         for key in ("optimizer", "scheduler", "rng"):
             del ckpt[key]
-        save_checkpoint(ckpt | {"model": tr.best_model}, self.dir / "best.pt")
-        self._best_written = tr.progress.selected_epoch
+        return ckpt
 
     def best_model(self, device) -> dict | None:
         """The weights in ``best.pt`` (a resumed run's best so far), or None."""
@@ -140,9 +145,9 @@ class RunFiles:
                figure_inputs: dict) -> None:
         """``best.pt`` (the final weights with their thresholds), ``metrics.json``, the final figures
         from ``final_scores`` = (split name, scores (N, L), labels), the hparams."""
-        self.save("best.pt", tr, thresholds.float().cpu())
         if not self.write:
             return
+        save_checkpoint(self.shipped(tr, thresholds.float().cpu()), self.dir / "best.pt")
         (self.dir / "metrics.json").write_text(dumps(results, indent=2) + "\n")   # NaN -> null (xmlc._json)
         if self.ocfg.figures:
             split, scores, labels = final_scores
