@@ -1,7 +1,7 @@
 """Train time of the peers on bibtex and delicious, to put beside the text recipe's wall time.
 
 The recipe's own wall time comes from ``benchmarks/real_data_speed.py`` (process start to exit:
-data, 30 epochs with validation, refit, test). This script times what a user would otherwise
+data, 30 epochs with validation, test). This script times what a user would otherwise
 run on the same files, each on row-L2-normalised features (as the recipe and
 ``../shared/data/README.md`` use them), training only (data already in memory):
 

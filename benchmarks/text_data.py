@@ -10,7 +10,7 @@ Systems, each in its own fresh process (``multiprocessing`` spawn) so that its p
 * **sklearn**: ``TfidfVectorizer`` (scikit-learn defaults, and xmlc's settings) + one-vs-rest
   ``LogisticRegression`` (default C=1), probabilities; decisions at 0.5 and at per-label F1
   thresholds fitted on dev with the same ``xmlc.calibrate`` call and ``min_positives`` as the
-  recipe, then (like the recipe's refit) refitted on train + dev;
+  recipe, then refitted on train + dev (the recipe trains on the dev rows too);
 * **LibMultiLabel**: ``linear.Preprocessor()`` (its default tf-idf) + ``linear.train_thresholding``
   (one-vs-rest liblinear with per-label thresholds chosen by internal cross-validation for
   micro + macro F1; CIKM 2023), trained on train, decisions at its own thresholds. Needs
@@ -27,7 +27,7 @@ same list of strings): peak RSS and time.
 Usage::
 
     python benchmarks/text_data.py                                  # GoEmotions, all systems
-    python benchmarks/text_data.py --xmlc-overrides model.ensemble=1 train.epochs=10
+    python benchmarks/text_data.py --xmlc-overrides model.ensemble=1 train.crossfit=false train.epochs=10
     python benchmarks/text_data.py --featurise-rows 1000000
     python benchmarks/text_data.py --only xmlc --keep-run runs/goemotions   # keep the run (4-7 GB) for predict
 """
@@ -145,7 +145,7 @@ def run_sklearn(xmlc_features: bool) -> dict:
     Xtr = vec.fit_transform(tr_x)
     clf = OneVsRestClassifier(LogisticRegression(max_iter=1000)).fit(Xtr, Ytr.toarray())
     thresholds = calibrate.fit_thresholds(clf.predict_proba(vec.transform(dv_x)), Ydv, method="f1", min_positives=20)
-    # refit on train + dev with those thresholds, as configs/text.yaml's train.refit does
+    # refit on train + dev with those thresholds: the recipe trains on the dev rows too (train.crossfit)
     vec = TfidfVectorizer(**params)
     Xall = vec.fit_transform(tr_x + dv_x)
     clf = OneVsRestClassifier(LogisticRegression(max_iter=1000)).fit(Xall, sp.vstack([Ytr, Ydv]).toarray())

@@ -96,11 +96,13 @@ def test_whole_section_override_is_strict():
         apply_overrides(Config(), ["optim={bogus: 1}"])
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "seed.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "seed.yaml", "text.yaml"])
 def test_shipped_configs_load(name):
+    from xmlc.train import check_config
     raw = yaml.safe_load((CONFIGS / name).read_text())
     cfg = load_config(CONFIGS / name)
     assert isinstance(cfg, Config) and raw   # every key in the file is valid
+    check_config(cfg, world_size=1)          # and the keys agree with each other
 
 
 # --- allowed values: every key's range is checked when the tree is built ---------------
