@@ -225,7 +225,8 @@ def check_config(cfg: Config, *, world_size: int) -> None:
                           "validation rows; set one of them, not both")
     if cfg.train.crossfit and cfg.model.ensemble < 2:
         raise ConfigError(f"config key 'train.crossfit' needs an ensemble (model.ensemble >= 2; got "
-                          f"{cfg.model.ensemble}): each member leaves out a different share of the validation rows")
+                          f"{cfg.model.ensemble}): each member leaves out a different share of the validation rows; "
+                          f"with one model set train.crossfit=false (and train.refit=true to train on them too)")
     if cfg.data.batch_size % world_size:
         raise ConfigError(f"config key 'data.batch_size' ({cfg.data.batch_size}) must be divisible "
                           f"by the number of processes ({world_size})")
@@ -536,7 +537,12 @@ def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn
 
 
 class Folds(NamedTuple):
-    """``train.crossfit``: which ensemble member leaves out which row (:func:`crossfit_folds`)."""
+    """``train.crossfit``: which ensemble member leaves out which row (:func:`crossfit_folds`).
+
+    Under DDP each process averages a member's loss over the rows of its own shard that the
+    member keeps, and DDP averages those: the same as one process when the shards keep as many
+    rows each, slightly reweighted otherwise (tested: ``tests/test_train.py``).
+    """
 
     held_out_by: torch.Tensor   # (N_fit,) int64: the member that never trains on the row, -1 for none
     val_members: torch.Tensor   # (N_val,) int64: the member that scores each validation row
