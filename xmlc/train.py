@@ -222,7 +222,8 @@ def check_config(cfg: Config, *, world_size: int) -> None:
                           f"got {cfg.train.early_stopping_metric!r}")
     if cfg.train.refit and cfg.train.crossfit:
         raise ConfigError("config keys 'train.refit' and 'train.crossfit' are two ways to train on the "
-                          "validation rows; set one of them, not both")
+                          "validation rows; set one of them, not both (configs/text.yaml sets crossfit: for the "
+                          "refit, give train.refit=true train.crossfit=false)")
     if cfg.train.crossfit and cfg.model.ensemble < 2:
         raise ConfigError(f"config key 'train.crossfit' needs an ensemble (model.ensemble >= 2; got "
                           f"{cfg.model.ensemble}): each member leaves out a different share of the validation rows; "
