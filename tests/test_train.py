@@ -436,16 +436,22 @@ def test_progress_select_margin_keeps_the_latest_epoch_near_the_best():
 
 
 def test_select_margin_ships_the_latest_epoch_on_a_plateau(files, tmp_path):
-    """lr 1e-30: the weights barely move, every epoch ties the best; with a margin the last
-    epoch's weights ship (best.pt, the metrics) and the best epoch stays the first."""
+    """lr 1e-30: the weights do not move, every epoch ties the best; with a margin the last
+    epoch is selected (the metrics, best.pt) and the best epoch stays the first."""
     out = tmp_path / "select"
     assert xtrain.main(tiny(files, out, "optim.lr=1e-30", "train.epochs=3", "train.select_margin=0.02",
                             "output.tensorboard=false")) == 0
     result = json.loads((out / "metrics.json").read_text())
     assert (result["best_epoch"], result["selected_epoch"]) == (1, 3)
-    best = load_checkpoint(out / "best.pt")
-    assert best["best"]["selected_epoch"] == 3
-    last = load_checkpoint(out / "last.pt")
+    assert load_checkpoint(out / "best.pt")["best"]["selected_epoch"] == 3
+    # weights that do move (lr 1.0: the metric peaks at epoch 1): a margin of 100% selects every
+    # epoch, so best.pt holds the last epoch's weights, not those of the best one
+    out = tmp_path / "moving"
+    assert xtrain.main(tiny(files, out, "train.epochs=3", "optim.lr=1.0", "train.select_margin=1.0",
+                            "output.tensorboard=false")) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert (result["best_epoch"], result["selected_epoch"]) == (1, 3)
+    best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")
     for name, value in last["model"].items():
         assert torch.equal(value, best["model"][name]), name
 

@@ -404,15 +404,19 @@ class Progress:
         self.history.append({"epoch": self.epoch + 1, "step": self.step, **val_metrics})
         if improved:
             self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch + 1, 0
-        elif margin > 0 and value >= self.best_value - margin * abs(self.best_value):
+        elif self._near_best(value, margin):
             self.bad_epochs = 0   # near the best: a plateau, not past the peak
         else:
             self.bad_epochs += 1
-        selected = improved or (select_margin > 0 and value >= self.best_value - select_margin * abs(self.best_value))
+        selected = improved or self._near_best(value, select_margin)
         if selected:
             self.selected_epoch = self.epoch + 1
         self.next_epoch()
         return selected
+
+    def _near_best(self, value: float, margin: float) -> bool:
+        """``value`` within ``margin`` (a share, > 0) of the best so far; never for margin 0 or NaN."""
+        return margin > 0 and value >= self.best_value - margin * abs(self.best_value)
 
     def next_epoch(self) -> None:
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -546,8 +550,12 @@ class Folds(NamedTuple):
     """
 
     held_out_by: torch.Tensor   # (N_fit,) int64: the member that never trains on the row, -1 for none
-    val_members: torch.Tensor   # (N_val,) int64: the member that scores each validation row
     members: int                # M
+
+    @property
+    def val_members(self) -> torch.Tensor:
+        """(N_val,) int64: the member that scores each validation row (the rows after train's)."""
+        return self.held_out_by[self.held_out_by >= 0]
 
     def keep(self, row_ids: torch.Tensor) -> torch.Tensor | None:
         """(M, B) bool: which rows of a batch (its ``row_ids``, CPU) each member trains on; None: all."""
@@ -563,7 +571,7 @@ def crossfit_folds(train_set, val_set, members: int, *, seed: int):
     member m trains on every row but its own share."""
     share = torch.from_numpy(np.random.default_rng(seed).permutation(len(val_set)) % members).long()
     held_out_by = torch.cat([torch.full((len(train_set),), -1, dtype=torch.int64), share])
-    return concat_data(train_set, val_set), Folds(held_out_by, share, members)
+    return concat_data(train_set, val_set), Folds(held_out_by, members)
 
 
 class Validation(NamedTuple):
