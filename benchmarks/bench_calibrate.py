@@ -1,4 +1,4 @@
-"""Benchmark: per-label F1-optimal thresholds, xmlc.calibrate vs a scikit-learn loop.
+"""Benchmark: per-label F1-optimal thresholds, xmlc.eval.calibrate vs a scikit-learn loop.
 
     python benchmarks/bench_calibrate.py --n 20000 --labels 4000 --repeats 2
 
@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from bench_metrics import make_data, timed  # noqa: E402
-from xmlc.calibrate import fit_thresholds  # noqa: E402
-from xmlc.metrics import f1_score  # noqa: E402
+from xmlc.eval.calibrate import fit_thresholds  # noqa: E402
+from xmlc.eval.metrics import f1_score  # noqa: E402
 
 
 def sklearn_loop(s: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -9,11 +9,11 @@ Per round, interleaved, on the seed scenario's own splits and model (configs/see
   model trains on, so later rounds see the scores of a model in training);
 * validation pass: :meth:`xmlc.train.Evaluator.calibrate`, what every epoch of a run does anyway
   (score the validation split, all metrics, fit the per-label thresholds);
-* figures per validation: what ``output.figures`` adds to :func:`xmlc.monitor.log_epoch`:
-  :func:`xmlc.figures.run_figures` on the validation scores (reusing the per-label AP that
+* figures per validation: what ``output.figures`` adds to :func:`xmlc.train.monitor.log_epoch`:
+  :func:`xmlc.eval.figures.run_figures` on the validation scores (reusing the per-label AP that
   ``log_epoch`` computes for its histogram either way) and ``add_figure`` of the three figures
   into a SummaryWriter;
-* figures at the end (once per run): :func:`xmlc.monitor.write_final_figures` (the three
+* figures at the end (once per run): :func:`xmlc.train.monitor.write_final_figures` (the three
   figures plus the long tail, per-label AP computed afresh, PNG files and ``add_figure``).
 
 Prints one Markdown table: median seconds of each, and the median over rounds of the ratios
@@ -33,10 +33,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 
-from xmlc import figures, losses, metrics, monitor  # noqa: E402
+from xmlc import losses, monitor  # noqa: E402
+from xmlc.eval import figures
+from xmlc.eval import metrics
 from xmlc.config import load_config  # noqa: E402
 from xmlc.data import load_splits  # noqa: E402
-from xmlc.distributed import DistEnv  # noqa: E402
+from xmlc.train.distributed import DistEnv  # noqa: E402
 from xmlc.train import Evaluator, LabelStats, make_eval_loader, new_model, start_training  # noqa: E402
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from xmlc.metrics import BinnedAveragePrecision, average_precision  # noqa: E402
+from xmlc.eval.metrics import BinnedAveragePrecision, average_precision  # noqa: E402
 
 
 def make_data(n: int, l: int, seed: int = 0, mean_rate: float = 0.015):

@@ -9,9 +9,9 @@ read three (four) ways from its ``metrics.json`` (test split):
 
 * ``@0.5``: the default decision threshold;
 * ``prior``: the ln(pos_weight) correction (threshold ``w / (1 + w)``,
-  :func:`xmlc.calibrate.prior_thresholds`); identical to @0.5 when no pos_weight was used;
+  :func:`xmlc.eval.calibrate.prior_thresholds`); identical to @0.5 when no pos_weight was used;
 * ``calibrated``: per-label F1-optimal thresholds fitted on the validation split
-  (:func:`xmlc.calibrate.fit_thresholds`, ``eval.min_positives`` positives at least, the
+  (:func:`xmlc.eval.calibrate.fit_thresholds`, ``eval.min_positives`` positives at least, the
   global threshold otherwise);
 * ``calibrated (rate)``, with ``--rate``: per-label thresholds predicting as many as the
   validation positives (``fit_thresholds(method="rate")``), from re-scoring each ``best.pt``.
@@ -81,7 +81,8 @@ def rate_views(out_dir: Path, names: list[str]) -> dict[str, dict]:
     The data are generated once for all runs (every setting shares configs/seed.yaml's data section).
     """
     import torch
-    from xmlc import calibrate, metrics
+    from xmlc.eval import calibrate
+    from xmlc.eval import metrics
     from xmlc.checkpoint import load_checkpoint
     from xmlc.config import Config, from_dict
     from xmlc.data import load_splits, make_loader

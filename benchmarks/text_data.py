@@ -9,14 +9,14 @@ Systems, each in its own fresh process (``multiprocessing`` spawn) so that its p
   data.labels_column=1 data.label_names=labels.txt`` plus ``--xmlc-overrides``;
 * **sklearn**: ``TfidfVectorizer`` (scikit-learn defaults, and xmlc's settings) + one-vs-rest
   ``LogisticRegression`` (default C=1), probabilities; decisions at 0.5 and at per-label F1
-  thresholds fitted on dev with the same ``xmlc.calibrate`` call and ``min_positives`` as the
+  thresholds fitted on dev with the same ``xmlc.eval.calibrate`` call and ``min_positives`` as the
   recipe, then refitted on train + dev (the recipe trains on the dev rows too);
 * **LibMultiLabel**: ``linear.Preprocessor()`` (its default tf-idf) + ``linear.train_thresholding``
   (one-vs-rest liblinear with per-label thresholds chosen by internal cross-validation for
   micro + macro F1; CIKM 2023), trained on train, decisions at its own thresholds. Needs
   ``pip install libmultilabel``; if it cannot be imported the row says why.
 
-All metrics on the GoEmotions test split with ``xmlc.metrics`` (macro AUPRC over labels with a
+All metrics on the GoEmotions test split with ``xmlc.eval.metrics`` (macro AUPRC over labels with a
 test positive; F1 at each system's decision rule). Train time = wall time of featurising,
 fitting, threshold fitting (and refit); peak memory = the process's peak RSS.
 
@@ -77,7 +77,7 @@ def _wrapped(fn, args):
 
 def goemotions(split: str):
     """(texts, label-name lists) of a GoEmotions split, read with xmlc's table reader."""
-    from xmlc.tables import ids_to_names, read_label_names, read_table
+    from xmlc.data.tables import ids_to_names, read_label_names, read_table
 
     raw = read_table(GO / f"{split}.tsv.gz", text_column=0, labels_column=1, label_sep=",")
     names = read_label_names(GO / "labels.txt")
@@ -86,7 +86,7 @@ def goemotions(split: str):
 
 def score(scores, Y, thresholds) -> dict:
     import torch
-    from xmlc import metrics
+    from xmlc.eval import metrics
 
     scores = torch.as_tensor(scores, dtype=torch.float32)
     ranked = metrics.evaluate_all(scores, Y, thresholds=0.5, ks=(1,))
@@ -134,7 +134,7 @@ def run_sklearn(xmlc_features: bool) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.preprocessing import MultiLabelBinarizer
-    from xmlc import calibrate
+    from xmlc.eval import calibrate
 
     (tr_x, tr_y, names), (dv_x, dv_y, _), (te_x, te_y, _) = (goemotions(s) for s in ("train", "dev", "test"))
     binarizer = MultiLabelBinarizer(classes=names, sparse_output=True)
@@ -229,8 +229,8 @@ def make_table(path: Path, rows: int, seed: int = 0) -> None:
 
 def featurise(path: str, how: str) -> dict:
     from xmlc.config import FeaturesConfig
-    from xmlc.features import TextFeaturizer
-    from xmlc.tables import read_table
+    from xmlc.data.features import TextFeaturizer
+    from xmlc.data.tables import read_table
 
     start = time.perf_counter()
     if how == "sklearn":   # what a user writes: csv module + TfidfVectorizer(bigrams, min_df=2)

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from xmlc import data as xdata, evaluate as xevaluate, predict as xpredict, train as xtrain
+from xmlc import data as xdata, evaluate as xevaluate, predict as xpredict
+
+from xmlc.train import loop as xtrain
 from xmlc.checkpoint import CheckpointError, CheckpointSaveError, load_checkpoint, save_checkpoint
 from xmlc.cli import INPUT_ERRORS, ExitStatus, exit_status
 from xmlc.inference import NonFiniteScores

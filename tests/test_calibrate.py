@@ -1,4 +1,4 @@
-"""xmlc.calibrate against a brute-force scikit-learn loop and a known pos_weight shift."""
+"""xmlc.eval.calibrate against a brute-force scikit-learn loop and a known pos_weight shift."""
 
 import io
 
@@ -8,8 +8,8 @@ import torch
 import scipy.sparse as sp
 from sklearn.metrics import precision_recall_curve
 
-from xmlc.calibrate import apply_thresholds, fit_thresholds, prior_thresholds
-from xmlc.metrics import f1_score, positive_rate_ratio
+from xmlc.eval.calibrate import apply_thresholds, fit_thresholds, prior_thresholds
+from xmlc.eval.metrics import f1_score, positive_rate_ratio
 
 
 def data(n=500, l=30, seed=0, levels=None):

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from xmlc import train as xtrain
+from xmlc.train import loop as xtrain
 from xmlc.cli import INPUT_ERRORS, ExitStatus, exit_status, report_error
 from xmlc.config import ConfigError
 from xmlc.data import DataFileError

@@ -1,10 +1,10 @@
-"""xmlc.distributed without a process group: the schedule length and the resumable data order."""
+"""xmlc.train.distributed without a process group: the schedule length and the resumable data order."""
 
 import math
 
 import pytest
 
-from xmlc.distributed import DistEnv, ResumableSampler, steps_per_epoch
+from xmlc.train.distributed import DistEnv, ResumableSampler, steps_per_epoch
 
 
 def batches_per_process(n: int, batch_size: int, world_size: int) -> list[int]:
@@ -37,7 +37,7 @@ def test_skipping_batches_resumes_the_same_order_and_set_epoch_selects_the_permu
 def test_docstring_example():
     import doctest
 
-    from xmlc import distributed
+    from xmlc.train import distributed
 
     result = doctest.testmod(distributed)
     assert result.attempted > 0 and result.failed == 0

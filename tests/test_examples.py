@@ -4,10 +4,14 @@ import doctest
 
 import pytest
 
-from xmlc import _keys, _streaming, calibrate, losses, metrics, monitor, optim, stats
+from xmlc import _keys, losses, optim, stats
+from xmlc.eval import streaming
+from xmlc.eval import calibrate
+from xmlc.eval import metrics
+from xmlc.train import monitor
 
 
-@pytest.mark.parametrize("module", [metrics, _streaming, calibrate, stats, losses, _keys, monitor, optim], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [metrics, streaming, calibrate, stats, losses, _keys, monitor, optim], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -1,4 +1,4 @@
-"""xmlc.figures, xmlc.report and `xmlc.stats --plot`: figures build from small arrays, the binning
+"""xmlc.eval.figures, xmlc.report and `xmlc.stats --plot`: figures build from small arrays, the binning
 matches a numpy reference, PNG and HTML files are written and readable, bad input is named."""
 
 import base64
@@ -10,7 +10,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from xmlc import data as xdata, figures, monitor, report, stats
+from xmlc import data as xdata, report, stats
+from xmlc.eval import figures
+import importlib
+stats_command = importlib.import_module("xmlc.stats.__main__")
+from xmlc.train import monitor
 from conftest import write_xmc_splits
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -134,7 +138,7 @@ def test_stats_plot_cli(tmp_path, capsys):
     src = tmp_path / "d.txt"
     xdata.write_xmc(src, full.features, full.labels)
     out = tmp_path / "tail.png"
-    assert stats.main([str(src), "--plot", str(out)]) == 0
+    assert stats_command.main([str(src), "--plot", str(out)]) == 0
     assert _is_png(out.read_bytes())
     assert f"wrote {out}" in capsys.readouterr().out
 
@@ -194,7 +198,7 @@ def files(tmp_path_factory):
 
 
 def _train(files, out, *extra):
-    from xmlc import train as xtrain
+    from xmlc.train import loop as xtrain
 
     args = [f"data.train={files['train']}", f"data.val={files['val']}", f"data.test={files['test']}",
             "model.hidden=[16]", "data.batch_size=100", "data.eval_batch_size=50", "train.epochs=2",

@@ -2,7 +2,7 @@
 returns, or raise a ValueError that names a line the reference finds wrong.
 
 The reference parsers below are written for clarity, one line and one token at a time,
-straight from the format descriptions in ``xmlc.data`` and ``xmlc.tables``; they share no
+straight from the format descriptions in ``xmlc.data`` and ``xmlc.data.tables``; they share no
 code with the vectorised readers. Hypothesis runs derandomized (a fixed sequence of
 examples), so the test is deterministic and takes a few seconds.
 """
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from xmlc import tables
+from xmlc.data import tables
 from xmlc.data import read_xmc
 
 EXAMPLES = int(os.environ.get("XMLC_FUZZ_EXAMPLES", 200))   # e.g. 5000 for a long local hunt
@@ -202,7 +202,7 @@ def test_xmc_reader_edge_cases(tmp_path, raw):
 
 
 # ---------------------------------------------------------------------------------------
-# Text tables (xmlc.tables): CSV, JSON lines, LibMultiLabel
+# Text tables (xmlc.data.tables): CSV, JSON lines, LibMultiLabel
 
 
 def reference_lines(raw: bytes):

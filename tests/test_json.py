@@ -8,7 +8,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from xmlc import data as xdata, evaluate as xevaluate, report, train as xtrain
+from xmlc import data as xdata, evaluate as xevaluate, report
+
+from xmlc.train import loop as xtrain
 from xmlc._json import dumps, finite_or_null, loads_with_nan
 
 

@@ -1,4 +1,4 @@
-"""xmlc.metrics against scikit-learn and brute-force loops, on small generated data."""
+"""xmlc.eval.metrics against scikit-learn and brute-force loops, on small generated data."""
 
 import math
 
@@ -9,9 +9,8 @@ import torch
 from sklearn.metrics import average_precision_score
 from sklearn.metrics import f1_score as sk_f1
 
-from xmlc.metrics import (
-    BinnedAveragePrecision,
-    MultilabelAUPRC,
+from xmlc.eval.streaming import BinnedAveragePrecision, MultilabelAUPRC
+from xmlc.eval.metrics import (
     average_precision,
     binned_average_precision,
     evaluate_all,
@@ -61,7 +60,7 @@ def test_ap_matches_sklearn_with_ties(kind):
 
 
 def test_ap_matches_sklearn_continuous_and_chunked(monkeypatch):
-    import xmlc.metrics as m
+    import xmlc.eval.metrics as m
     s, t = model_data()
     monkeypatch.setattr(m, "_POOLED_BLOCK_ENTRIES", s.shape[1] * 7)  # 7 rows per micro block
     monkeypatch.setattr(m, "_LABEL_BLOCK", 7)  # 7 labels per block of the per-label counts
@@ -82,7 +81,7 @@ def test_per_label_counts_exact_on_every_lookup_path(monkeypatch, cells_per_key,
     label with no positive and one with only positives; cells_per_key=1 crowds most cells, 64
     leaves at most one positive key per cell.
     """
-    import xmlc.metrics as m
+    import xmlc.eval.metrics as m
     s, t = tied_data(n=257, l=23, levels=7, rate=0.3, seed=3, empty=(5,))
     s[:, 0] = np.round(s[:, 0])  # only 0 and 1
     s[::3, 1] = 1.0

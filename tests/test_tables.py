@@ -1,5 +1,5 @@
-"""Tests for xmlc.tables (raw text / table / feature-matrix readers, label vocabulary) and
-xmlc.features (tf-idf featuriser as plain data)."""
+"""Tests for xmlc.data.tables (raw text / table / feature-matrix readers, label vocabulary) and
+xmlc.data.features (tf-idf featuriser as plain data)."""
 
 import csv
 import gzip
@@ -12,8 +12,8 @@ import scipy.sparse as sp
 import torch
 
 from xmlc.config import DataConfig, FeaturesConfig
-from xmlc.features import TextFeaturizer
-from xmlc.tables import (
+from xmlc.data.features import TextFeaturizer
+from xmlc.data.tables import (
     InputError,
     LabelVocab,
     detect_format,
@@ -300,7 +300,7 @@ def test_dense_features_reach_the_model_as_dense_rows():
 
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory):
-    from xmlc import train as xtrain
+    from xmlc.train import loop as xtrain
 
     root = tmp_path_factory.mktemp("text_run")
     write_csv(root / "train.csv", texts_and_tags(240, 0), sep=";")
@@ -364,7 +364,7 @@ def test_text_run_rejects_wrong_input(text_run, capsys):
 
 def test_dense_features_train_and_predict(tmp_path):
     import xmlc
-    from xmlc import train as xtrain
+    from xmlc.train import loop as xtrain
 
     rng = np.random.default_rng(0)
     n, d = 200, 6

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from xmlc import data as xdata, losses
-from xmlc import evaluate as xevaluate, predict as xpredict, train as xtrain
+from xmlc import evaluate as xevaluate, predict as xpredict
+from xmlc.train import loop as xtrain
 from xmlc.checkpoint import load_checkpoint
 from xmlc.cli import ExitStatus
 from conftest import write_xmc_splits
@@ -176,9 +177,9 @@ def test_resume_matches_uninterrupted_run(files, tmp_path, crossfit):
 def test_checkpoints_written_every_save_every_s(files, tmp_path, monkeypatch, every, last_epochs):
     """last.pt after the first and the last epoch, and in between only once output.save_every_s
     have passed; best.pt (best weights, no training state) written with it when the best moved."""
-    import xmlc.monitor
-    writes, save = [], xmlc.monitor.save_checkpoint
-    monkeypatch.setattr(xmlc.monitor, "save_checkpoint",
+    import xmlc.train.monitor
+    writes, save = [], xmlc.train.monitor.save_checkpoint
+    monkeypatch.setattr(xmlc.train.monitor, "save_checkpoint",
                         lambda ckpt, path: writes.append((path.name, ckpt["epoch"], "optimizer" in ckpt)) or save(ckpt, path))
     out = tmp_path / every
     assert xtrain.main(tiny(files, out, "train.epochs=4", "train.patience=0", "output.tensorboard=false",
@@ -504,7 +505,7 @@ def test_missing_and_malformed_data_fail_before_training(files, tmp_path, capsys
 
 def test_commands_and_library_do_not_import_train():
     """The arrows point down: evaluate, predict and the library never import xmlc.train."""
-    code = ("import sys, xmlc.evaluate, xmlc.predict, xmlc.inference, xmlc.monitor, xmlc.calibrate; "
+    code = ("import sys, xmlc.evaluate, xmlc.predict, xmlc.inference, xmlc.eval.calibrate, xmlc.stats; "
             "sys.exit('xmlc.train' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

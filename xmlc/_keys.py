@@ -5,7 +5,7 @@ IEEE 754 floats of one sign order like their bit patterns read as integers: upwa
 negative values, so that the int32 keys order exactly like the floats, and equal floats
 (``-0.0`` and ``+0.0`` included) get equal keys. Integer keys allow what floats do not: a
 radix histogram of their high bits (``xmlc.losses.ohem``), and lookup tables over equal
-ranges of keys (``xmlc.metrics.tie_counts``). NaN has no place in the order: callers reject it.
+ranges of keys (``xmlc.eval.metrics.tie_counts``). NaN has no place in the order: callers reject it.
 """
 
 from __future__ import annotations

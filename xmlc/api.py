@@ -26,9 +26,9 @@ import torch
 
 from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
 from xmlc.data import XMCData, make_loader, normalize_rows
-from xmlc.features import TextFeaturizer
+from xmlc.data.features import TextFeaturizer
 from xmlc.inference import predict_scores
-from xmlc.tables import InputError
+from xmlc.data.tables import InputError
 
 __all__ = ["Classifier", "load"]
 
@@ -41,7 +41,7 @@ class Classifier:
         label_names: column ``j`` of the scores is ``label_names[j]`` (the index ``j`` itself
             for runs trained on XMC files without ``data.label_names``).
         thresholds: ``(L,)`` probability thresholds of ``predicted`` (calibrated, else 0.5).
-        featurizer: the :class:`xmlc.features.TextFeaturizer` of a raw-text run, else None.
+        featurizer: the :class:`xmlc.data.features.TextFeaturizer` of a raw-text run, else None.
         config: the run's resolved :class:`xmlc.config.Config`.
         num_features: ``D``.
     """

@@ -17,7 +17,7 @@ config file or the training data::
       "thresholds": Tensor (L,) | None,          # calibrated probability thresholds (best.pt, end of run)
       "label_names": list[str] | None,           # column j of the output is label_names[j]
       "featurizer": {"settings": dict, "vocabulary": list[str] | None, "idf": Tensor (D,)} | None,
-                                                 # raw-text runs: xmlc.features.TextFeaturizer.state_dict()
+                                                 # raw-text runs: xmlc.data.features.TextFeaturizer.state_dict()
       "best": {"metric": str, "value": float, "epoch": int, "selected_epoch": int},   # selected: the weights of best.pt
     }
 
@@ -38,23 +38,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from xmlc.config import Config, ConfigError, from_dict
+from xmlc.config import Config, from_dict
 from xmlc.models import build_model
+from xmlc.errors import CheckpointError, CheckpointSaveError, ConfigError
+
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_path", "rng_state", "set_rng_state",
            "model_from_checkpoint", "load_weights", "remove_partial_writes", "check_run_dir", "CheckpointError",
            "CheckpointSaveError"]
 
 FORMAT = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be read: truncated, corrupt, or not an xmlc checkpoint."""
-
-
-class CheckpointSaveError(OSError):
-    """A checkpoint could not be written (disk full, directory not writable); the previous
-    file at that path, if any, is intact."""
 
 
 def _partial_writes(directory: Path, name: str = "*") -> list[Path]:

@@ -20,10 +20,7 @@ from enum import IntEnum
 
 import torch
 
-from xmlc.checkpoint import CheckpointError, CheckpointSaveError
-from xmlc.config import ConfigError
-from xmlc.data import DataFileError
-from xmlc.inference import NonFiniteScores
+from xmlc.errors import CheckpointError, CheckpointSaveError, ConfigError, DataFileError, NonFiniteScores
 
 __all__ = ["ExitStatus", "USER_ERRORS", "INPUT_ERRORS", "exit_status", "report_error", "positive_int",
            "probability", "device_name"]

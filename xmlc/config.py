@@ -31,6 +31,8 @@ from typing import Annotated, Any, Callable, Literal, Mapping, Optional, Union
 
 import yaml
 
+from xmlc.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "Config",
@@ -50,10 +52,6 @@ __all__ = [
     "Range",
     "OneOf",
 ]
-
-
-class ConfigError(ValueError):
-    """A config key is unknown or its value has the wrong type, choice or range."""
 
 
 class _RangeError(ConfigError):
@@ -164,7 +162,7 @@ class DataConfig:
     eval_batch_size: PositiveInt = 1024
     # DataLoader worker processes (0: load in the training process).
     num_workers: NonNegativeInt = 0
-    # --- your own data (xmlc.tables; README "Your own data") ---
+    # --- your own data (xmlc.data.tables; README "Your own data") ---
     # File format of train/val/test: auto (from the extension, else the first line; the run
     # says what it decided) | xmc | libmultilabel ([id<TAB>]labels<TAB>text) | table (.csv/.tsv)
     # | jsonl | npz (.npy dense or .npz scipy CSR features + a labels file per split).
@@ -322,7 +320,7 @@ class OutputConfig:
     dir: Annotated[str, NonEmpty()] = "runs/default"
     # Write TensorBoard event files.
     tensorboard: bool = True
-    # Diagnostic figures (xmlc.figures): in TensorBoard per epoch and at the end, and as
+    # Diagnostic figures (xmlc.eval.figures): in TensorBoard per epoch and at the end, and as
     # RUN_DIR/figures/*.png at the end (python -m xmlc.report RUN_DIR embeds them). false: none.
     figures: bool = True
     # With figures: the validation figures go to TensorBoard every `figures_every` epochs and
@@ -343,7 +341,7 @@ class OutputConfig:
 
 @dataclass
 class FeaturesConfig:
-    # Text to features (xmlc.features), fitted on the training split only; scikit-learn's
+    # Text to features (xmlc.data.features), fitted on the training split only; scikit-learn's
     # TfidfVectorizer, or HashingVectorizer + idf for vocabularies that do not fit.
     # tfidf (a vocabulary of the training texts) | hashing (hashing_features columns, no vocabulary).
     method: Literal["tfidf", "hashing"] = "tfidf"

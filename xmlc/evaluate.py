@@ -16,16 +16,17 @@ from pathlib import Path
 
 import torch
 
-from xmlc import calibrate, data as xdata, stats
+from xmlc import data as xdata, stats
+from xmlc.eval import calibrate
 from xmlc._json import dumps
 from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
 from xmlc.cli import INPUT_ERRORS, ExitStatus, device_name, positive_int, report_error
 from xmlc.config import ConfigError, apply_overrides
 from xmlc.data import DataFileError
-from xmlc.features import TextFeaturizer
+from xmlc.data.features import TextFeaturizer
 from xmlc.inference import check_finite_scores, predict_scores
-from xmlc.metrics import metrics_report, metrics_table
-from xmlc.tables import read_for_model
+from xmlc.eval.metrics import metrics_report, metrics_table
+from xmlc.data.tables import read_for_model
 
 __all__ = ["main", "evaluate_checkpoint"]
 
@@ -42,7 +43,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, *, batch_
     Returns:
         ``{"at_0.5": {...}, "calibrated": {...} (if thresholds), "prior": {...} (if pos_weight),
         "checkpoint": str, "data": str, "num_examples": int}`` with the names of
-        :func:`xmlc.metrics.evaluate_all`.
+        :func:`xmlc.eval.metrics.evaluate_all`.
     """
     device = torch.device(device)
     ckpt = load_checkpoint(checkpoint)

@@ -13,12 +13,9 @@ from torch import nn
 
 from xmlc.models import probabilities
 
+from xmlc.errors import NonFiniteScores
+
 __all__ = ["predict_scores", "NonFiniteScores", "check_finite_scores"]
-
-
-class NonFiniteScores(RuntimeError):
-    """The model gave NaN or infinite probabilities for some rows (its weights or those rows'
-    features hold values it cannot handle); nothing is written for them."""
 
 
 def check_finite_scores(scores: torch.Tensor, first_row: int = 0) -> torch.Tensor:

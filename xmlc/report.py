@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from xmlc.cli import ExitStatus
-from xmlc.figures import FIGURE_NAMES
+from xmlc.eval.figures import FIGURE_NAMES
 
 __all__ = ["main", "build_report", "write_report", "ReportError"]
 

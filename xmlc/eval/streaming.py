@@ -1,5 +1,5 @@
-"""The streaming metrics of :mod:`xmlc.metrics` as ``torchmetrics.Metric`` classes (same math;
-they work in Lightning and sync under DDP). Import them from :mod:`xmlc.metrics`, which loads
+"""The streaming metrics of :mod:`xmlc.eval.metrics` as ``torchmetrics.Metric`` classes (same math;
+they work in Lightning and sync under DDP). Import them from :mod:`xmlc.eval.metrics`, which loads
 this module (and torchmetrics) on first use."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from xmlc.metrics import (_AVERAGES, _EMPTY, Average, Empty, _binned_ap, _binned_counts, _check_choice,
+from xmlc.eval.metrics import (_AVERAGES, _EMPTY, Average, Empty, _binned_ap, _binned_counts, _check_choice,
                           _check_num_bins, _dense_targets, average_precision)
 
 __all__ = ["MultilabelAUPRC", "BinnedAveragePrecision"]

@@ -2,7 +2,7 @@
 ``last.pt`` / ``best.pt``, ``metrics.json``, TensorBoard events, figures); the functions below
 it log to TensorBoard: config and label statistics at the start, validation metrics, per-label
 AP histogram and a micro PR curve per epoch, hparams at the end; with ``output.figures`` the
-diagnostic figures of :mod:`xmlc.figures` every ``output.figures_every`` epochs within
+diagnostic figures of :mod:`xmlc.eval.figures` every ``output.figures_every`` epochs within
 ``output.figures_max_share`` of the run time and at the last (``figures/*``), and at the end
 (``final/*``, also written as ``RUN_DIR/figures/*.png``).
 
@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xmlc import figures, metrics, stats
+from xmlc import stats
+from xmlc.eval import figures
+from xmlc.eval import metrics
 from xmlc._json import dumps
 from xmlc.checkpoint import load_checkpoint, remove_partial_writes, rng_state, save_checkpoint
 from xmlc.config import Config, dump_config, to_dict
@@ -214,7 +216,7 @@ def log_epoch(writer, step: int, val_metrics: dict, scores, labels, epoch_time: 
     """Validation metrics (``"calibrated/x"`` -> ``val_calibrated/x``, others ``val/x``), the epoch
     time, a histogram of per-label AP and a micro PR curve over about ``pr_curve_samples``
     entries (whole rows, drawn with ``seed``) of ``scores`` (N, L) against CSR ``labels``; with
-    ``figure_inputs`` (the keyword arguments of :func:`xmlc.figures.run_figures` besides scores,
+    ``figure_inputs`` (the keyword arguments of :func:`xmlc.eval.figures.run_figures` besides scores,
     targets and ap) also the diagnostic figures, built from these scores and this per-label AP.
     """
     for name, value in val_metrics.items():

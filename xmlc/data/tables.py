@@ -55,15 +55,13 @@ from typing import Any, Iterator
 import numpy as np
 import scipy.sparse as sp
 
+from xmlc.errors import InputError
+
 __all__ = ["FORMATS", "InputError", "RawSplit", "LabelVocab", "detect_format", "read_split",
            "read_table", "read_jsonl", "read_libmultilabel", "read_feature_matrix", "read_label_lines",
            "read_label_names", "ids_to_names"]
 
 FORMATS = ("auto", "xmc", "libmultilabel", "table", "jsonl", "npz")
-
-
-class InputError(ValueError):
-    """A user's data file is malformed; the message names the file, the line and the problem."""
 
 
 @dataclass
@@ -551,7 +549,7 @@ class TextSplits:
         train, val, test: :class:`xmlc.data.XMCData` (``test`` None without ``data.test``);
             ``features`` CSR, or a dense float32 ndarray for ``.npy`` input.
         label_names: column ``j`` of the label matrix is ``label_names[j]``.
-        featurizer: the fitted :class:`xmlc.features.TextFeaturizer` (None for feature matrices).
+        featurizer: the fitted :class:`xmlc.data.features.TextFeaturizer` (None for feature matrices).
         notes: lines for the user: the format decided, counts, labels that cannot be predicted.
     """
 
@@ -630,7 +628,7 @@ def load_text_splits(dcfg, fcfg, *, seed: int = 0) -> TextSplits:
         seed: the run's seed.
     """
     from xmlc.data import XMCData, normalize_rows, stratified_split
-    from xmlc.features import TextFeaturizer
+    from xmlc.data.features import TextFeaturizer
 
     notes: list[str] = []
     paths = split_paths(dcfg)
@@ -698,7 +696,7 @@ def read_for_model(path, dcfg, *, key: str, num_features: int, label_names: list
         key: names the input in messages (``--data``).
         num_features: ``D`` of the model. label_names: the model's label names, or None
             (XMC-trained: label ``j`` is ``j``).
-        featurizer: a :class:`xmlc.features.TextFeaturizer` for raw text, or None.
+        featurizer: a :class:`xmlc.data.features.TextFeaturizer` for raw text, or None.
         labels_path: labels file of a feature matrix.
         with_labels: read the labels (False: every row unlabelled; prediction).
         notes: a list that collects lines for the user.

@@ -10,10 +10,10 @@ top to bottom as the run goes:
    statistics of train (:class:`LabelStats`), model, loss, AdamW and a warmup +
    cosine/constant schedule (:func:`start_training`);
 3. :func:`fit`: per epoch :func:`train_one_epoch`, validation (:class:`Evaluator`),
-   TensorBoard, ``last.pt`` / ``best.pt`` (the run directory: :class:`xmlc.monitor.RunFiles`),
+   TensorBoard, ``last.pt`` / ``best.pt`` (the run directory: :class:`xmlc.train.monitor.RunFiles`),
    early stopping;
 4. :func:`finish`: best weights, per-label thresholds fitted on validation
-   (``xmlc.calibrate``); with ``train.refit`` a fresh model trained on train + validation for
+   (``xmlc.eval.calibrate``); with ``train.refit`` a fresh model trained on train + validation for
    the selected number of epochs replaces them (:func:`refit`, the thresholds stay); test
    scored at 0.5 and at the calibrated thresholds, ``metrics.json`` and a short table.
 
@@ -53,18 +53,18 @@ from tqdm import tqdm
 
 from xmlc import data as xdata, losses, stats
 from xmlc._malloc import reuse_large_blocks
-from xmlc.calibrate import prior_thresholds, thresholds_for
+from xmlc.eval.calibrate import prior_thresholds, thresholds_for
 from xmlc.checkpoint import CheckpointError, check_run_dir, load_checkpoint, load_weights, set_rng_state
 from xmlc.cli import ExitStatus, report_error
 from xmlc.config import (Config, ConfigError, DataConfig, EvalConfig, LossConfig, ModelConfig, TrainConfig,
                          apply_overrides, dump_config, from_dict, load_config)
 from xmlc.data import concat_data, load_splits
-from xmlc.distributed import (DistEnv, ResumableSampler, agree, any_process, data_parallel, launched_world_size,
+from xmlc.train.distributed import (DistEnv, ResumableSampler, agree, any_process, data_parallel, launched_world_size,
                               setup_distributed, steps_per_epoch, teardown_distributed)
 from xmlc.inference import predict_scores
-from xmlc.metrics import metrics_report, results_table, threshold_metrics
+from xmlc.eval.metrics import metrics_report, results_table, threshold_metrics
 from xmlc.models import build_model, ensemble_loss, init_output_bias
-from xmlc.monitor import RunFiles
+from xmlc.train.monitor import RunFiles
 from xmlc.optim import build_optimizer, build_scheduler, clip_grad_norm_, optimizer_state_report
 
 __all__ = ["main", "run", "fit", "finish", "refit", "train_one_epoch", "RunStopped", "StepLimit", "Interrupted",
@@ -600,7 +600,7 @@ class Evaluator:
                               world_size=self.env.world_size, members=members)
 
     def report(self, scores, labels, thresholds: dict | None = None) -> dict:
-        """:func:`xmlc.metrics.metrics_report` with ``eval.ks`` and the training split's buckets."""
+        """:func:`xmlc.eval.metrics.metrics_report` with ``eval.ks`` and the training split's buckets."""
         ls = self.label_stats
         return metrics_report(scores, labels, thresholds, ks=tuple(self.ecfg.ks), buckets=ls.buckets,
                               propensities=ls.propensities)
@@ -624,7 +624,7 @@ class Evaluator:
         return {"test": report.pop("at_0.5"), **report}, scores
 
     def figure_inputs(self, thresholds: torch.Tensor) -> dict:
-        """What :func:`xmlc.figures.run_figures` needs besides scores and labels."""
+        """What :func:`xmlc.eval.figures.run_figures` needs besides scores and labels."""
         ls = self.label_stats
         return {"train_counts": ls.counts, "buckets": ls.buckets, "thresholds": thresholds,
                 "calibration": self.ecfg.calibration,
@@ -817,6 +817,3 @@ def _printer(enabled: bool):
             tqdm.write(message)
     return say
 
-
-if __name__ == "__main__":
-    sys.exit(main())

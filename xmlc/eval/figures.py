@@ -34,7 +34,7 @@ References:
     * Reliability diagrams: M. H. DeGroot, S. E. Fienberg, "The Comparison and Evaluation of
       Forecasters", The Statistician 1983; A. Niculescu-Mizil, R. Caruana, "Predicting Good
       Probabilities with Supervised Learning", ICML 2005.
-    * The ln(pos_weight) shift of weighted BCE: :mod:`xmlc.calibrate` (method "prior").
+    * The ln(pos_weight) shift of weighted BCE: :mod:`xmlc.eval.calibrate` (method "prior").
 
 Example:
     >>> import numpy as np
@@ -58,7 +58,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from xmlc.metrics import eval_inputs, predicted_counts
+from xmlc.eval.metrics import eval_inputs, predicted_counts
 from xmlc.stats import BUCKET_NAMES, pos_weight_from_counts
 
 __all__ = [
@@ -128,7 +128,7 @@ def reliability_bins(scores, targets, *, num_bins: int = 24, pos_weight=None,
         targets: ``(N, L)`` {0,1} dense or scipy CSR.
         num_bins: number of bins B (>= 2).
         pos_weight: ``(L,)``; if given, each score is first corrected by the ln(pos_weight)
-            logit shift, ``sigmoid(logit(p) - ln w)`` (see :func:`xmlc.calibrate.prior_thresholds`).
+            logit shift, ``sigmoid(logit(p) - ln w)`` (see :func:`xmlc.eval.calibrate.prior_thresholds`).
         max_cells: cap on the cells binned, for speed: with ``N * L > max_cells`` only every
             k-th row is used (k the smallest stride that fits; deterministic). None: all rows.
 
@@ -354,7 +354,7 @@ def ap_by_frequency(train_counts, ap, buckets, *, title: str = "") -> Figure:
     Args:
         train_counts: ``(L,)`` positives per label in the training split.
         ap: ``(L,)`` per-label average precision (NaN where undefined, as
-            ``xmlc.metrics.average_precision(..., average="none")`` returns it). NaN labels
+            ``xmlc.eval.metrics.average_precision(..., average="none")`` returns it). NaN labels
             are not drawn; the legend counts them.
         buckets: ``(L,)`` 0 head, 1 torso, 2 tail.
         title: figure title.
@@ -489,7 +489,7 @@ def run_figures(scores, targets, *, train_counts, buckets, thresholds, pos_weigh
     Returns:
         ``{name: Figure}`` with the keys of :data:`FIGURE_NAMES`.
     """
-    from xmlc.metrics import average_precision
+    from xmlc.eval.metrics import average_precision
 
     inputs = eval_inputs(scores, targets)
     s, true = inputs.scores, inputs.counts

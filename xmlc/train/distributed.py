@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from xmlc.config import ConfigError
+from xmlc.errors import ConfigError
 
 __all__ = ["DistEnv", "launched_world_size", "setup_distributed", "teardown_distributed", "data_parallel", "ResumableSampler",
            "steps_per_epoch", "Agreement", "agree", "any_process"]

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from xmlc.config import ConfigError
+from xmlc.errors import ConfigError, DataFileError
 
 __all__ = [
     "XMCData",
@@ -65,7 +65,7 @@ class XMCData:
         num_labels: ``L``.
         label_names: column ``j`` of ``labels`` is ``label_names[j]``; None: the index is the name.
         featurizer: the plain-data state of the tf-idf featuriser that made ``features`` from
-            raw text (:meth:`xmlc.features.TextFeaturizer.state_dict`); None for other inputs.
+            raw text (:meth:`xmlc.data.features.TextFeaturizer.state_dict`); None for other inputs.
     """
 
     features: sp.csr_matrix
@@ -964,15 +964,11 @@ def stratified_split(labels: sp.csr_matrix, val_fraction: float = 0.1, *, seed: 
 # --------------------------------------------------------------------------------------
 
 
-class DataFileError(ValueError):
-    """A data file named in the config is missing or malformed (raised before training starts)."""
-
-
 def load_splits(dcfg, *, seed: int = 0, features=None, say=None):
     """Train, validation and test :class:`xmlc.data.XMCData` (test may be None), features normalised.
 
     The one entry point for every input: XMC files, a synthetic preset, and the user's own
-    raw text, tables and feature matrices (``data.format``; :func:`xmlc.tables.load_text_splits`
+    raw text, tables and feature matrices (``data.format``; :func:`xmlc.data.tables.load_text_splits`
     fits the ``features`` featuriser on the training rows and sets ``label_names`` and
     ``featurizer`` on every split). Every named file is checked before any is read, so a typo
     fails at once, naming the key and the path. Without ``data.train`` the synthetic preset
@@ -991,7 +987,7 @@ def load_splits(dcfg, *, seed: int = 0, features=None, say=None):
         if path is not None and not Path(path).is_file():
             raise DataFileError(f"data.{key}: file not found: {path}")
     if dcfg.train is not None:
-        from xmlc import tables   # raw inputs; tables builds on this module
+        from xmlc.data import tables   # raw inputs; tables builds on this module
 
         try:
             fmt, why = tables.detect_format(dcfg.train, dcfg.format)

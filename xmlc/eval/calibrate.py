@@ -6,7 +6,7 @@ plain float32 tensor ``(L,)`` in probability space, so they go into a checkpoint
 Methods of :func:`fit_thresholds`:
     * ``"f1"`` / ``"fbeta"``: per label, the threshold maximising F1 / F-beta on the validation
       set. The optimum always sits at a positive's score, so the candidates are the positives'
-      scores; the counts come from the same step as exact AUPRC (``xmlc.metrics``), and the
+      scores; the counts come from the same step as exact AUPRC (``xmlc.eval.metrics``), and the
       per-label argmax is a segmented maximum, no loop over labels.
     * ``"rate"``: per label, the P-th largest score, P = #validation positives, so the predicted
       count matches the true count (exactly, unless scores tie there).
@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from xmlc.metrics import eval_inputs, tie_counts
+from xmlc.eval.metrics import eval_inputs, tie_counts
 
 __all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "METHODS"]
 
@@ -85,7 +85,7 @@ def apply_thresholds(scores, thresholds) -> torch.Tensor:
 def _best_per_label(lab: np.ndarray, score: np.ndarray, value: np.ndarray, num_labels: int) -> np.ndarray:
     """For each label, the score of its candidate with the largest value (ties: higher score).
 
-    ``lab``/``score`` sorted by (label, score), as :func:`xmlc.metrics.tie_counts` returns
+    ``lab``/``score`` sorted by (label, score), as :func:`xmlc.eval.metrics.tie_counts` returns
     them: two segmented maxima, no sort.
     """
     best = np.full(num_labels, np.nan)

@@ -9,7 +9,7 @@ Conventions:
     * ``targets`` are dense ``{0, 1}`` tensors/arrays ``(N, L)`` or a scipy sparse matrix (CSR),
       which is never densified.
     * A label is *predicted* when ``score >= threshold`` (the same rule as
-      :func:`xmlc.calibrate.apply_thresholds`).
+      :func:`xmlc.eval.calibrate.apply_thresholds`).
 
 Return types, one rule for every functional metric: an averaged value (``average="macro"`` or
 ``"micro"``, and every metric without an ``average`` argument: P@k, nDCG@k, PSP@k, the
@@ -23,7 +23,7 @@ returns NaN for it under ``average="none"``; ``"zero"`` counts it as 0 (torchmet
 Either way :func:`evaluate_all` reports how many there were (``num_labels_no_positive``).
 
 Metric math lives once. Every metric starts from :func:`eval_inputs` (validation, the positive
-entries). Exact AP, micro and macro, and the F1-optimal thresholds of :mod:`xmlc.calibrate` come
+entries). Exact AP, micro and macro, and the F1-optimal thresholds of :mod:`xmlc.eval.calibrate` come
 from one counts step, :func:`tie_counts`; the binned AP from ``_binned_counts``; both end in
 ``_ap_from_counts``. :func:`evaluate_all` validates once and calls the steps of the public
 functions; the ``torchmetrics.Metric`` classes (``xmlc/_streaming.py``, loaded on first use)
@@ -213,7 +213,7 @@ class TieCounts(NamedTuple):
         all_ge: ``(P,)`` int64 entries of the same label (pooled: all N * L) scoring ``>=`` it.
 
     ``pos_ge / all_ge`` is the precision at the threshold ``score``: mean it per label for
-    average precision, or turn it into F1 with the positive count (:mod:`xmlc.calibrate`).
+    average precision, or turn it into F1 with the positive count (:mod:`xmlc.eval.calibrate`).
     """
 
     labels: np.ndarray
@@ -786,7 +786,7 @@ def f1_score(
     Args:
         scores: ``(N, L)`` probabilities. targets: ``(N, L)`` {0, 1} dense or scipy sparse.
         thresholds: decision threshold, a scalar or per label ``(L,)`` (e.g. from
-            :func:`xmlc.calibrate.fit_thresholds`).
+            :func:`xmlc.eval.calibrate.fit_thresholds`).
         average: ``"micro"``, ``"macro"`` or ``"none"``. empty: empty-label policy.
 
     Returns:
@@ -955,21 +955,6 @@ def _threshold_metrics(inputs: EvalInputs, thresholds, buckets, empty: str) -> d
 def _nanmean(x: np.ndarray) -> float:
     x = x[~np.isnan(x)]
     return float(x.mean()) if x.size else float("nan")
-
-
-# --------------------------------------------------------------------------------------------
-# torchmetrics.Metric classes (xmlc/_streaming.py): loaded on first use, since importing
-# torchmetrics takes ~1.3 s, a third of the start-up of python -m xmlc.train / predict
-# --------------------------------------------------------------------------------------------
-
-_STREAMING = ("MultilabelAUPRC", "BinnedAveragePrecision")
-
-
-def __getattr__(name: str):
-    if name in _STREAMING:
-        from xmlc import _streaming
-        return getattr(_streaming, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------
