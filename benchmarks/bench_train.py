@@ -82,7 +82,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 
 from xmlc import data as xdata, losses
-from xmlc._malloc import reuse_large_blocks
+from xmlc.train._malloc import reuse_large_blocks
 from xmlc.config import Config, load_config
 from xmlc.models import Ensemble, build_model
 from xmlc.optim import build_optimizer, build_scheduler
@@ -434,7 +434,7 @@ def tricks_case(args) -> None:
     def alloc(reuse: bool):
         """5 x allocate + fill bibtex's dense (D, M x H) table gradient, in a fresh process (once a
         process's heap has grown, lowering the thresholds again does not bring mmap back)."""
-        code = ("import time, torch; from xmlc import _malloc\n"
+        code = ("import time, torch; from xmlc.train import _malloc\n"
                 f"torch.set_num_threads(1); {'_malloc.reuse_large_blocks()' if reuse else 'pass'}\n"
                 "torch.empty(1_836, 5 * 1024).fill_(1.0)\n"
                 "start = time.perf_counter()\n"

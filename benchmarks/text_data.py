@@ -103,7 +103,7 @@ def score(scores, Y, thresholds) -> dict:
 def run_xmlc(overrides: list[str], keep: str | None = None) -> dict:
     """The recipe's run in ``keep`` (kept), or in a temporary directory removed afterwards (its
     checkpoints take 4-7 GB at D = 58k)."""
-    from xmlc._malloc import reuse_large_blocks
+    from xmlc.train._malloc import reuse_large_blocks
     from xmlc.config import load_config
     from xmlc.train import run
 

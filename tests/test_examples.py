@@ -4,7 +4,8 @@ import doctest
 
 import pytest
 
-from xmlc import _keys, losses, optim, stats
+from xmlc.kernels import keys as _keys
+from xmlc import losses, optim, stats
 from xmlc.eval import streaming
 from xmlc.eval import calibrate
 from xmlc.eval import metrics

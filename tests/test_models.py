@@ -266,7 +266,7 @@ def test_keep_mask_rounds_p_to_sixteen_bits():
 
 def test_malloc_thresholds_keep_allocations_working():
     import platform
-    from xmlc import _malloc
+    from xmlc.train import _malloc
     assert _malloc.reuse_large_blocks() is (platform.libc_ver()[0] == "glibc")   # off glibc: nothing done
     big = torch.ones(1_836, 5_120)                         # above the default mmap threshold
     assert float(big.sum()) == 1_836 * 5_120

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xmlc._keys import sortable_keys
+from xmlc.kernels.keys import sortable_keys
 
 __all__ = [
     "bce_with_logits",

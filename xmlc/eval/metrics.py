@@ -44,7 +44,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from xmlc._keys import floats_from_keys, sortable_keys
+from xmlc.kernels.keys import floats_from_keys, sortable_keys
 from xmlc.stats import BUCKET_NAMES
 
 __all__ = [

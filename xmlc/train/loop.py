@@ -52,7 +52,7 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from xmlc import data as xdata, losses, stats
-from xmlc._malloc import reuse_large_blocks
+from xmlc.train._malloc import reuse_large_blocks
 from xmlc.eval.calibrate import prior_thresholds, thresholds_for
 from xmlc.checkpoint import CheckpointError, check_run_dir, load_checkpoint, load_weights, set_rng_state
 from xmlc.cli import ExitStatus, report_error
@@ -94,7 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """CLI entry point; returns the exit status (:class:`xmlc.cli.ExitStatus`; 128 + N after signal N)."""
     args = parse_args(argv)
-    reuse_large_blocks()   # the command owns its process: big freed tensors stay in the heap (xmlc/_malloc.py)
+    reuse_large_blocks()   # the command owns its process: big freed tensors stay in the heap (xmlc/train/_malloc.py)
     try:
         cfg, resume = resolve_config(args)
         if args.print_config:
