@@ -2,7 +2,7 @@
 returns, or raise a ValueError that names a line the reference finds wrong.
 
 The reference parsers below are written for clarity, one line and one token at a time,
-straight from the format descriptions in ``xmlc.data`` and ``xmlc.data.tables``; they share no
+straight from the format descriptions in ``xmlc.data.xmc`` and ``xmlc.data.tables``; they share no
 code with the vectorised readers. Hypothesis runs derandomized (a fixed sequence of
 examples), so the test is deterministic and takes a few seconds.
 """
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from xmlc.data import tables
-from xmlc.data import read_xmc
+from xmlc.data.xmc import read_xmc
 
 EXAMPLES = int(os.environ.get("XMLC_FUZZ_EXAMPLES", 200))   # e.g. 5000 for a long local hunt
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,

@@ -17,7 +17,6 @@ from xmlc.data.tables import (
     InputError,
     LabelVocab,
     detect_format,
-    load_text_splits,
     read_feature_matrix,
     read_jsonl,
     read_label_lines,
@@ -188,47 +187,6 @@ def write_csv(path, rows, sep="|"):
         for text, tags in rows:
             w.writerow([text, sep.join(tags)])
     return path
-
-
-def test_load_text_splits_ids_names_and_unseen(tmp_path):
-    train = write(tmp_path / "train.tsv", "".join(f"doc {i} word{i % 3}\t{i % 3},{(i + 1) % 3}\tid{i}\n" for i in range(40)))
-    test = write(tmp_path / "test.tsv", "word1 here\t1\tx\nword2 there\t2\ty\n")
-    names = write(tmp_path / "names.txt", "zero\none\ntwo\nthree\n")
-    cfg = DataConfig(train=str(train), test=str(test), text_column=0, labels_column=1, label_names=str(names))
-    out = load_text_splits(cfg, FeaturesConfig(min_df=1), seed=0)
-    assert out.label_names == ["zero", "one", "two", "three"]   # the names file fixes the order: id i = column i
-    assert out.test.labels.toarray().tolist() == [[0, 1, 0, 0], [0, 0, 1, 0]]
-    assert len(out.train) + len(out.val) == 40 and out.train.labels.shape[1] == 4
-    assert any("read as table (extension .tsv)" in n for n in out.notes)
-    # without names: names are the strings in the data, first-appearance order; unseen test labels counted
-    test2 = write(tmp_path / "test2.tsv", "word1\t1,7\tx\nword2\t7\ty\n")
-    cfg = DataConfig(train=str(train), test=str(test2), text_column=0, labels_column=1)
-    out = load_text_splits(cfg, FeaturesConfig(min_df=1), seed=0)
-    assert out.label_names == ["0", "1", "2"]
-    assert any("1 label name(s) not in the training labels, 2 occurrence(s)" in n and "'7' (2)" in n for n in out.notes)
-    assert out.test.labels.toarray().tolist() == [[0, 1, 0], [0, 0, 0]]
-    bad_names = write(tmp_path / "short.txt", "zero\none\n")
-    cfg = DataConfig(train=str(train), text_column=0, labels_column=1, label_names=str(bad_names))
-    with pytest.raises(InputError, match=r"train\.tsv\): line 2: label '2' is neither a label id in \[0, 2\)"):
-        load_text_splits(cfg, FeaturesConfig(min_df=1))
-
-
-def test_load_dense_features_reject_wrong_d(tmp_path):
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "tr.npy", rng.random((30, 6)).astype(np.float32))
-    np.save(tmp_path / "te.npy", rng.random((4, 5)).astype(np.float32))
-    write(tmp_path / "tr.txt", "".join("a b\n" if i % 2 else "b\n" for i in range(30)))
-    write(tmp_path / "te.txt", "a\nb\na\nb\n")
-    cfg = DataConfig(train=str(tmp_path / "tr.npy"), train_labels=str(tmp_path / "tr.txt"),
-                     test=str(tmp_path / "te.npy"), test_labels=str(tmp_path / "te.txt"))
-    with pytest.raises(InputError, match=r"data.test: features have D=5 columns but the model has D=6"):
-        load_text_splits(cfg, FeaturesConfig())
-    cfg.test = None
-    out = load_text_splits(cfg, FeaturesConfig())
-    assert isinstance(out.train.features, np.ndarray) and out.featurizer is None
-    np.testing.assert_allclose(np.linalg.norm(out.train.features, axis=1), 1.0, rtol=1e-6)
-    with pytest.raises(InputError, match="give its labels file as data.train_labels"):
-        load_text_splits(DataConfig(train=str(tmp_path / "tr.npy")), FeaturesConfig())
 
 
 @pytest.mark.parametrize("settings", [

@@ -2,8 +2,8 @@
 
 Readers turn a user's file into a :class:`RawSplit`: the raw documents (or a feature matrix
 the user computed) and, per row, the list of label *names*. :class:`LabelVocab` maps names
-to the columns of the label matrix; :func:`load_text_splits` is the whole path from the
-``data`` config section to featurised :class:`xmlc.data.XMCData` splits.
+to the columns of the label matrix. Featurising and splitting them is
+:func:`xmlc.data.load.load_text_splits`'s work; this module only reads.
 
 Formats (``data.format``):
 
@@ -21,7 +21,7 @@ Formats (``data.format``):
 - ``npz``: features you computed yourself, ``.npy`` (``(N, D)`` float, dense) or ``.npz``
   (scipy CSR, written by ``scipy.sparse.save_npz``), with labels from a text file
   (``data.train_labels`` etc.): one line per row, labels separated by ``data.label_sep``.
-- ``xmc``: the Extreme Classification Repository format (:func:`xmlc.data.read_xmc`).
+- ``xmc``: the Extreme Classification Repository format (:func:`xmlc.data.xmc.read_xmc`).
 
 ``auto`` decides from the extension (after ``.gz``) and, for other names, the first line;
 :func:`detect_format` returns the decision and the reason, which the trainer prints.
@@ -59,7 +59,7 @@ from xmlc.errors import InputError
 
 __all__ = ["FORMATS", "InputError", "RawSplit", "LabelVocab", "detect_format", "read_split",
            "read_table", "read_jsonl", "read_libmultilabel", "read_feature_matrix", "read_label_lines",
-           "read_label_names", "ids_to_names"]
+           "read_label_names", "ids_to_names", "describe"]
 
 FORMATS = ("auto", "xmc", "libmultilabel", "table", "jsonl", "npz")
 
@@ -92,6 +92,13 @@ class RawSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> "RawSplit":
+        """Rows ``idx`` (int array) as a new ``RawSplit`` (the report is copied as is)."""
+        texts = None if self.texts is None else [self.texts[i] for i in idx]
+        features = None if self.features is None else self.features[idx]
+        lines = None if self.lines is None else np.asarray(self.lines)[idx]
+        return RawSplit(texts, features, [self.labels[i] for i in idx], dict(self.report), self.fmt, lines)
 
 
 # ---------------------------------------------------------------------------------------
@@ -243,40 +250,15 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
     text_specs = _as_list(text_column)
     n_text = len(text_specs)
     specs = text_specs + ([labels_column] if labels_column is not None else [])
-    named = [s for s in specs if isinstance(s, str)]
     rows = _Rows(name, skip_bad_rows)
     undecodable: list[int] | None = [] if skip_bad_rows else None
     reader = csv.reader(_decoded_lines(path, name, undecodable), delimiter=delimiter, strict=True)
     columns: list[int] | None = None
-    first = True
-    line_end = 0
-    while True:
-        start = line_end + 1
-        try:
-            record = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            line_end = reader.line_num
-            rows.bad(start, f"malformed CSV ({exc}); a quote inside a quoted field is written twice (\"\")")
-            continue
-        line_end = reader.line_num
-        if first:
-            first = False
-            has_header = header is True or (header == "auto" and any(s in record for s in named))
-            if has_header:
-                missing = [s for s in named if s not in record]
-                if missing:
-                    raise InputError(f"{name}: line {start}: no column named {missing[0]!r}; the header "
-                                     f"has columns {record}")
-                columns = [record.index(s) if isinstance(s, str) else s for s in specs]
+    for start, record in _csv_records(reader, rows):
+        if columns is None:   # the first record: a header, or the first row
+            columns, is_header = _table_columns(name, start, record, header, specs)
+            if is_header:
                 continue
-            if named:
-                raise InputError(
-                    f"{name}: line {start}: no column named {', '.join(map(repr, named))} in the first "
-                    f"row {record[:10]}; name existing columns in data.text_column / data.labels_column, "
-                    f"or give 0-based indices for a file without a header (and data.header=false)")
-            columns = list(specs)
         if not record:   # a blank line
             continue
         need = max(columns) + 1
@@ -289,6 +271,41 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
     if undecodable:
         rows.skipped.extend(undecodable)
     return rows.split("table")
+
+
+def _csv_records(reader, rows: _Rows) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, fields)`` of each record ``reader`` yields; a malformed one goes to ``rows.bad``."""
+    line_end = 0
+    while True:
+        start = line_end + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line_end = reader.line_num
+            rows.bad(start, f"malformed CSV ({exc}); a quote inside a quoted field is written twice (\"\")")
+            continue
+        line_end = reader.line_num
+        yield start, record
+
+
+def _table_columns(name: str, start: int, record: list[str], header, specs: list) -> tuple[list[int], bool]:
+    """``(column index per spec, whether record is the header)`` from the first record."""
+    named = [s for s in specs if isinstance(s, str)]
+    has_header = header is True or (header == "auto" and any(s in record for s in named))
+    if has_header:
+        missing = [s for s in named if s not in record]
+        if missing:
+            raise InputError(f"{name}: line {start}: no column named {missing[0]!r}; the header "
+                             f"has columns {record}")
+        return [record.index(s) if isinstance(s, str) else s for s in specs], True
+    if named:
+        raise InputError(
+            f"{name}: line {start}: no column named {', '.join(map(repr, named))} in the first "
+            f"row {record[:10]}; name existing columns in data.text_column / data.labels_column, "
+            f"or give 0-based indices for a file without a header (and data.header=false)")
+    return list(specs), False
 
 
 def read_jsonl(path, *, text_column="text", labels_column="labels", label_sep: str = ",",
@@ -534,197 +551,6 @@ class LabelVocab:
         Y = sp.csr_matrix((np.ones(cols_arr.size, np.float32), cols_arr, indptr.astype(np.int32)),
                           shape=(len(labels), len(self.names)))
         return Y, unseen
-
-
-# ---------------------------------------------------------------------------------------
-# The whole path: config -> featurised splits
-
-
-@dataclass
-class TextSplits:
-    """What :func:`load_text_splits` returns: the splits in the trainer's container, plus what
-    a checkpoint needs to use the model on new raw input.
-
-    Attributes:
-        train, val, test: :class:`xmlc.data.XMCData` (``test`` None without ``data.test``);
-            ``features`` CSR, or a dense float32 ndarray for ``.npy`` input.
-        label_names: column ``j`` of the label matrix is ``label_names[j]``.
-        featurizer: the fitted :class:`xmlc.data.features.TextFeaturizer` (None for feature matrices).
-        notes: lines for the user: the format decided, counts, labels that cannot be predicted.
-    """
-
-    train: Any
-    val: Any
-    test: Any
-    label_names: list[str]
-    featurizer: Any
-    notes: list[str]
-
-
-def split_paths(dcfg) -> dict[str, tuple[str, str | None]]:
-    """``{"train": (path, labels path), ...}`` for the splits the config names."""
-    return {split: (getattr(dcfg, split), getattr(dcfg, f"{split}_labels"))
-            for split in ("train", "val", "test") if getattr(dcfg, split) is not None}
-
-
-def read_labelled(path, dcfg, *, key: str, labels_path=None, label_names=None, notes=None) -> RawSplit:
-    """:func:`read_split` with the format resolved (noted in ``notes``) and integer ids mapped
-    to ``label_names``."""
-    fmt, why = detect_format(path, dcfg.format)
-    if fmt == "xmc":
-        raise InputError(f"{key}: {os.fspath(path)} is in the XMC format ({why}); raw text and feature "
-                         f"matrices cannot be mixed with it in one run")
-    if notes is not None:
-        notes.append(f"{key}: {os.fspath(path)} read as {fmt} ({why})")
-    if fmt == "npz" and labels_path is None and key != "--data":
-        raise InputError(f"{key}: {os.fspath(path)} is a feature matrix; give its labels file as "
-                         f"{key}_labels (one line of labels per row)")
-    raw = read_split(path, dcfg, key=key, labels_path=labels_path, fmt=fmt)
-    if label_names is not None:
-        raw.labels = ids_to_names(raw.labels, label_names, f"{key} ({os.fspath(labels_path or path)})",
-                                  raw.line_of)
-    if notes is not None:
-        notes.append(describe(raw, key))
-    return raw
-
-
-def featurize(raw: RawSplit, featurizer, num_features: int, key: str):
-    """Features of a raw split with a fitted featuriser (texts) or as given (matrices); the
-    column count must be ``num_features``."""
-    if raw.texts is not None:
-        if featurizer is None:
-            raise InputError(f"{key}: raw text, but the model was trained on a feature matrix "
-                             f"({num_features:,} columns); give features, not text")
-        return featurizer.transform(raw.texts)
-    if featurizer is not None:
-        raise InputError(f"{key}: a feature matrix, but the model was trained on raw text; give text")
-    if raw.features.shape[1] != num_features:
-        raise InputError(f"{key}: features have D={raw.features.shape[1]:,} columns but the model has "
-                         f"D={num_features:,}")
-    return raw.features
-
-
-def unseen_note(unseen: Counter, key: str) -> str | None:
-    """A line about labels of a val/test split that training never saw (they cannot be predicted)."""
-    if not unseen:
-        return None
-    top = ", ".join(f"{name!r} ({n})" for name, n in unseen.most_common(5))
-    return (f"{key}: {len(unseen):,} label name(s) not in the training labels, {sum(unseen.values()):,} "
-            f"occurrence(s), left out of the label matrix (they cannot be predicted): {top}"
-            f"{', ...' if len(unseen) > 5 else ''}")
-
-
-def load_text_splits(dcfg, fcfg, *, seed: int = 0) -> TextSplits:
-    """Train / val / test from the user's raw files, featurised, as the trainer's containers.
-
-    The label vocabulary comes from the training file (or ``data.label_names``); the
-    featuriser is fitted on the training rows only (after the validation rows are carved out
-    when ``data.val`` is None: a stratified split of ``data.val_fraction``, seed ``seed + 1``);
-    rows are normalised by ``data.normalize``.
-
-    Args:
-        dcfg: the ``data`` config section.
-        fcfg: the ``features`` config section.
-        seed: the run's seed.
-    """
-    from xmlc.data import XMCData, normalize_rows, stratified_split
-    from xmlc.data.features import TextFeaturizer
-
-    notes: list[str] = []
-    paths = split_paths(dcfg)
-    names = read_label_names(dcfg.label_names) if dcfg.label_names is not None else None
-    raws = {split: read_labelled(path, dcfg, key=f"data.{split}", labels_path=labels, label_names=names,
-                                 notes=notes)
-            for split, (path, labels) in paths.items()}
-    kinds = {split: raw.texts is not None for split, raw in raws.items()}
-    if len(set(kinds.values())) > 1:
-        raise InputError("data.train / data.val / data.test mix raw text and feature matrices: "
-                         + ", ".join(f"data.{k}: {'text' if v else 'features'}" for k, v in kinds.items()))
-    vocab = LabelVocab.build(raws["train"].labels, names)
-    if len(vocab) == 0:
-        raise InputError(f"data.train: {paths['train'][0]} has no labels in any row")
-    train_raw = raws["train"]
-    Y_train, _ = vocab.encode(train_raw.labels)
-    if "val" not in raws:
-        fit, held = stratified_split(Y_train, dcfg.val_fraction, seed=seed + 1)
-        raws["val"] = _rows(train_raw, held)
-        train_raw = raws["train"] = _rows(train_raw, fit)
-        Y_train = Y_train[fit]
-    featurizer = None
-    if train_raw.texts is not None:
-        featurizer, X_train = TextFeaturizer.fit(train_raw.texts, fcfg)
-        notes.append(f"features: {featurizer.num_features:,} tf-idf columns fitted on {len(train_raw):,} "
-                     f"training rows ({featurizer.settings['method']}, {featurizer.settings['analyzer']} "
-                     f"n-grams {tuple(featurizer.settings['ngram_range'])})")
-    else:
-        X_train = train_raw.features
-    D, L = X_train.shape[1], len(vocab)
-    out = {"train": XMCData(normalize_rows(X_train, dcfg.normalize), Y_train, D, L)}
-    for split in ("val", "test"):
-        if split not in raws:
-            out[split] = None
-            continue
-        key = f"data.{split}"
-        X = featurize(raws[split], featurizer, D, key)
-        Y, unseen = vocab.encode(raws[split].labels)
-        note = unseen_note(unseen, key)
-        if note:
-            notes.append(note)
-        out[split] = XMCData(normalize_rows(X, dcfg.normalize), Y, D, L)
-    return TextSplits(out["train"], out["val"], out["test"], vocab.names, featurizer, notes)
-
-
-def _rows(raw: RawSplit, idx: np.ndarray) -> RawSplit:
-    texts = None if raw.texts is None else [raw.texts[i] for i in idx]
-    features = None if raw.features is None else raw.features[idx]
-    lines = None if raw.lines is None else np.asarray(raw.lines)[idx]
-    return RawSplit(texts, features, [raw.labels[i] for i in idx], dict(raw.report), raw.fmt, lines)
-
-
-def read_for_model(path, dcfg, *, key: str, num_features: int, label_names: list[str] | None,
-                   featurizer=None, labels_path=None, with_labels: bool = True, notes=None):
-    """One file as the trained model's input: :class:`xmlc.data.XMCData` with the model's
-    ``D`` and ``L`` (evaluate, predict).
-
-    Raw text goes through the checkpoint's ``featurizer``; feature matrices must have ``D =
-    num_features`` columns; labels are encoded with the checkpoint's ``label_names`` (names
-    training never saw are counted in ``notes`` and left out); integer ids map to names when
-    the run was trained with ``data.label_names``. XMC files are read as in training.
-
-    Args:
-        path: the file. dcfg: the ``data`` section (the checkpoint's, with any overrides).
-        key: names the input in messages (``--data``).
-        num_features: ``D`` of the model. label_names: the model's label names, or None
-            (XMC-trained: label ``j`` is ``j``).
-        featurizer: a :class:`xmlc.data.features.TextFeaturizer` for raw text, or None.
-        labels_path: labels file of a feature matrix.
-        with_labels: read the labels (False: every row unlabelled; prediction).
-        notes: a list that collects lines for the user.
-    """
-    from xmlc.data import XMCData, normalize_rows, read_data
-
-    L = len(label_names) if label_names is not None else None
-    fmt, why = detect_format(path, dcfg.format)
-    if fmt == "xmc":
-        if featurizer is not None:
-            raise InputError(f"{key}: {os.fspath(path)} is in the XMC format ({why}) but the model was "
-                             f"trained on raw text; give text (a table, JSON lines, or text lines)")
-        return read_data(path, dcfg, key=key, num_features=num_features, num_labels=L)
-    if notes is not None:
-        notes.append(f"{key}: {os.fspath(path)} read as {fmt} ({why})")
-    if fmt == "npz" and with_labels and labels_path is None:
-        raise InputError(f"{key}: {os.fspath(path)} is a feature matrix; give its labels file (--labels)")
-    raw = read_split(path, dcfg, key=key, labels_path=labels_path, fmt=fmt, with_labels=with_labels)
-    X = featurize(raw, featurizer, num_features, key)
-    if label_names is None:
-        raise InputError(f"{key}: the model was trained on XMC files and has no label names; give XMC input")
-    if with_labels and dcfg.label_names is not None:
-        raw.labels = ids_to_names(raw.labels, label_names, f"{key} ({os.fspath(labels_path or path)})", raw.line_of)
-    Y, unseen = LabelVocab(label_names).encode(raw.labels)
-    note = unseen_note(unseen, key)
-    if note and notes is not None:
-        notes.append(note)
-    return XMCData(normalize_rows(X, dcfg.normalize), Y, num_features, len(label_names), label_names)
 
 
 def describe(split: RawSplit, key: str) -> str:
