@@ -14,7 +14,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 from xmlc.data.container import XMCData, check_labelled, normalize_rows
 from xmlc.data.features import TextFeaturizer
@@ -195,11 +194,11 @@ class TextSplits:
         notes: lines for the user: the format decided, counts, labels that cannot be predicted.
     """
 
-    train: Any
-    val: Any
-    test: Any
+    train: XMCData
+    val: XMCData
+    test: XMCData | None
     label_names: list[str]
-    featurizer: Any
+    featurizer: TextFeaturizer | None
     notes: list[str]
 
 
