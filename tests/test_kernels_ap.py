@@ -192,3 +192,13 @@ def test_binned_ap_equals_reference_ap_of_binned_scores():
         q = np.minimum(np.floor(s * bins), bins - 1).astype(np.float32)
         got = binned_average_precision(s, t, num_bins=bins, average="none").numpy()
         assert np.allclose(got, kap.ap_per_label_reference(q, rows, cols), atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_binned_counts_on_the_gpu_equal_reference():
+    s, t = model_data(n=300)
+    x, y = torch.from_numpy(s).cuda(), torch.from_numpy(t).cuda()
+    pos, all_ = kap.binned_counts(x, y, 100)
+    assert pos.is_cuda
+    ref_pos, ref_all = kap.binned_counts_reference(x, y, 100)
+    assert torch.equal(pos.cpu(), ref_pos) and torch.equal(all_.cpu(), ref_all)
