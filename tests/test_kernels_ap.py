@@ -65,7 +65,8 @@ CASES = {"ties": tied_data, "signed": lookup_data, "continuous": lambda: model_d
 def test_fast_equals_reference(case, pooled):
     s, t = CASES[case]()
     rows, cols = positives(t)
-    assert_counts_equal(kap.tie_counts(s, rows, cols, pooled=pooled), kap.tie_counts_reference(s, rows, cols, pooled=pooled))
+    assert_counts_equal(kap.tie_counts(s, rows, cols, pooled=pooled),
+                        kap.tie_counts_reference(s, rows, cols, pooled=pooled))
     fast = kap.ap_per_label(s, rows, cols, pooled=pooled)
     ref = kap.ap_per_label_reference(s, rows, cols, pooled=pooled)
     assert fast.shape == ref.shape == ((1,) if pooled else (s.shape[1],))
@@ -144,7 +145,8 @@ def test_empty_matrices_and_no_positive(shape):
         fast = kap.ap_per_label(s, rows, cols, pooled=pooled)
         ref = kap.ap_per_label_reference(s, rows, cols, pooled=pooled)
         assert fast.shape == ref.shape and np.isnan(fast).all() and np.isnan(ref).all()
-        assert_counts_equal(kap.tie_counts(s, rows, cols, pooled=pooled), kap.tie_counts_reference(s, rows, cols, pooled=pooled))
+        assert_counts_equal(kap.tie_counts(s, rows, cols, pooled=pooled),
+                        kap.tie_counts_reference(s, rows, cols, pooled=pooled))
 
 
 def test_kernel_takes_float32_only():
@@ -202,3 +204,12 @@ def test_binned_counts_on_the_gpu_equal_reference():
     assert pos.is_cuda
     ref_pos, ref_all = kap.binned_counts_reference(x, y, 100)
     assert torch.equal(pos.cpu(), ref_pos) and torch.equal(all_.cpu(), ref_all)
+
+
+def test_positives_in_any_order():
+    s, t = lookup_data()
+    rows, cols = positives(t)
+    shuffle = np.random.default_rng(0).permutation(rows.size)
+    for pooled in (False, True):
+        assert_counts_equal(kap.tie_counts(s, rows[shuffle], cols[shuffle], pooled=pooled),
+                            kap.tie_counts(s, rows, cols, pooled=pooled))

@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from xmlc.eval.inputs import _EMPTY, EvalInputs, Empty, _buckets_np, _check_choice, _check_k, _propensities_np, eval_inputs
+from xmlc.eval.inputs import (_EMPTY, Empty, EvalInputs, _buckets_np, _check_choice, _check_k, _propensities_np,
+                              eval_inputs)
 from xmlc.eval.metrics import (_average_precision, _decision_counts, _f1_from_counts, _ndcg, _psp, _rate_ratio,
                                _rate_ratios_by_bucket, _topk_hits)
 from xmlc.stats import BUCKET_NAMES

@@ -22,7 +22,7 @@ histogram gives ``#entries >= u_i`` for every i. Scores are compared as order-pr
 keys (:func:`xmlc.kernels.keys.sortable_keys`), so equal float32 scores, ``-0.0`` and ``0.0``
 included, tie exactly. The matrix is walked in place, in blocks of labels x rows whose slice of
 the table stays in cache; no ``(N, L)`` temporary. ``pooled=True`` treats all N x L entries as
-one label (micro averaging).
+one label (micro averaging). ``benchmarks/bench_metrics.py --cases reference`` times both paths.
 
 :func:`binned_counts` (with :func:`binned_counts_reference`) histograms scores on a grid of
 equal-width bins instead: the streaming form, whose AP is the exact AP of the scores rounded
@@ -30,11 +30,12 @@ down to the grid.
 
 Inputs: ``scores`` a 2-D float32 numpy array without NaN (callers reject NaN:
 ``xmlc.eval.inputs.eval_inputs``), ``rows``/``cols`` the int64 coordinates of the positive
-entries in row-major order. Only numpy, torch and :mod:`xmlc.kernels.keys`.
+entries, each once, in any order. Only numpy, torch and :mod:`xmlc.kernels.keys`.
 
 References:
     * scikit-learn ``sklearn/metrics/_ranking.py``: ``_binary_clf_curve``, ``average_precision_score``.
-    * M. Zhu, "Recall, precision and average precision", University of Waterloo, 2004.
+    * M. Zhu, "Recall, Precision and Average Precision", Working Paper 2004-09, Department of
+      Statistics & Actuarial Science, University of Waterloo, 2004.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def ap_per_label(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, pool
 
     Args:
         scores: ``(N, L)`` float32, no NaN.
-        rows, cols: ``(P,)`` int64 coordinates of the positive entries, row-major.
+        rows, cols: ``(P,)`` int64 coordinates of the positive entries.
         pooled: one group of all N x L entries (micro AP) instead of one per label.
 
     Returns:
@@ -129,7 +130,7 @@ def tie_counts(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, pooled
 
     Args:
         scores: ``(N, L)`` float32, no NaN.
-        rows, cols: ``(P,)`` int64 coordinates of the positive entries, row-major.
+        rows, cols: ``(P,)`` int64 coordinates of the positive entries.
         pooled: one group of all entries instead of one per label.
 
     Returns:
@@ -427,7 +428,8 @@ def tie_counts_reference(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     return TieCounts(*(np.concatenate(parts) for parts in zip(*out)))
 
 
-def binned_counts_reference(scores: torch.Tensor, targets: torch.Tensor, num_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+def binned_counts_reference(scores: torch.Tensor, targets: torch.Tensor,
+                            num_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`binned_counts` the plain way: each label's column binned and counted in turn."""
     s, t = scores.float().cpu().numpy(), targets.cpu().numpy() > 0
     pos_hist = np.zeros((s.shape[1], num_bins), np.int64)
