@@ -5,9 +5,9 @@
 Per round, interleaved, on the seed scenario's own splits and model (configs/seed.yaml with
 ``loss.pos_weight=neg_pos``):
 
-* epoch: one epoch of :func:`xmlc.train.train_one_epoch` over the whole training split (the
+* epoch: one epoch of :func:`xmlc.train.loop.train_one_epoch` over the whole training split (the
   model trains on, so later rounds see the scores of a model in training);
-* validation pass: :meth:`xmlc.train.Evaluator.calibrate`, what every epoch of a run does anyway
+* validation pass: :meth:`xmlc.train.loop.Evaluator.calibrate`, what every epoch of a run does anyway
   (score the validation split, all metrics, fit the per-label thresholds);
 * figures per validation: what ``output.figures`` adds to :func:`xmlc.train.monitor.log_epoch`:
   :func:`xmlc.eval.figures.run_figures` on the validation scores (reusing the per-label AP that
@@ -33,13 +33,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 
-from xmlc import losses, monitor  # noqa: E402
-from xmlc.eval import figures
-from xmlc.eval import metrics
+from xmlc import losses  # noqa: E402
 from xmlc.config import load_config  # noqa: E402
 from xmlc.data import load_splits  # noqa: E402
+from xmlc.eval import figures, metrics  # noqa: E402
+from xmlc.train import monitor  # noqa: E402
 from xmlc.train.distributed import DistEnv  # noqa: E402
-from xmlc.train import Evaluator, LabelStats, make_eval_loader, new_model, start_training  # noqa: E402
+from xmlc.train.loop import Evaluator, LabelStats, make_eval_loader, new_model, start_training  # noqa: E402
 
 
 class _NoStop:

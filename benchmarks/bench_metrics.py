@@ -1,4 +1,5 @@
-"""Benchmark: exact and binned AUPRC at thousands of labels, xmlc vs torchmetrics vs scikit-learn.
+"""Benchmark: exact and binned AUPRC at thousands of labels, xmlc vs torchmetrics vs scikit-learn,
+and the fast AP kernel (``xmlc.kernels.ap.ap_per_label``) vs its plain per-label reference.
 
     python benchmarks/bench_metrics.py --n 20000 --labels 4000 --repeats 3
 
@@ -23,7 +24,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from xmlc.eval.metrics import BinnedAveragePrecision, average_precision  # noqa: E402
+from xmlc.eval.inputs import eval_inputs  # noqa: E402
+from xmlc.eval.metrics import average_precision  # noqa: E402
+from xmlc.eval.streaming import BinnedAveragePrecision  # noqa: E402  (needs torchmetrics)
+from xmlc.kernels.ap import ap_per_label, ap_per_label_reference  # noqa: E402
 
 
 def make_data(n: int, l: int, seed: int = 0, mean_rate: float = 0.015):
@@ -73,12 +77,11 @@ def main() -> None:
     ap.add_argument("--binned-labels", type=int, default=100,
                     help="L for torchmetrics thresholds=100 (too slow at full L); its time is scaled by L")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
-    ap.add_argument("--cases", default="macro,micro,sklearn,binned",
-                    help="comma list of: macro, micro, sklearn, binned")
+    ap.add_argument("--cases", default="macro,micro,sklearn,reference,binned",
+                    help="comma list of: macro, micro, sklearn, reference, binned")
     args = ap.parse_args()
     cases = set(args.cases.split(","))
-    # one thread by default: xmlc's exact path is single-threaded numpy, and on a shared,
-    # loaded 2-core machine torchmetrics' per-label loop runs 4-5x slower with 2 threads
+    # one thread by default: xmlc's exact path is single-threaded numpy (--threads gives torch more)
     torch.set_num_threads(args.threads)
     from torchmetrics.functional.classification import multilabel_average_precision as tm_ap
     from sklearn.metrics import average_precision_score
@@ -118,6 +121,21 @@ def main() -> None:
              lambda: float(average_precision_score(y_np, s_np, average="macro")), 1)
         pair("xmlc exact micro", ours("micro"), "sklearn micro",
              lambda: float(average_precision_score(y_np, s_np, average="micro")), 1)
+
+    if "reference" in cases:  # the kernel alone, both sides on the same validated inputs
+        inputs = eval_inputs(s_np, y_np)
+        for pooled, avg in ((False, "macro"), (True, "micro")):
+            got = {}
+
+            def run(fn, key, pooled=pooled):
+                def f():
+                    got[key] = fn(inputs.scores, inputs.rows, inputs.cols, pooled=pooled)
+                    return float(np.nanmean(got[key]))
+                return f
+
+            pair(f"xmlc.kernels.ap fast, {avg}", run(ap_per_label, "fast"), "", run(ap_per_label_reference, "plain"), 1)
+            diff = np.nanmax(np.abs(got["fast"] - got["plain"]))
+            rows[-1] = (*rows[-1][:3], f"plain per-label reference, {avg} (max abs diff {diff:.1e})", *rows[-1][4:])
 
     def binned(num_bins):
         def f():

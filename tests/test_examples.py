@@ -1,18 +1,18 @@
 """The Example sections of the library's docstrings run and print what they show."""
 
 import doctest
+import importlib
 
 import pytest
 
-from xmlc.kernels import keys as _keys
-from xmlc import losses, optim, stats
-from xmlc.eval import streaming
-from xmlc.eval import calibrate
-from xmlc.eval import metrics
-from xmlc.train import monitor
+MODULES = ["xmlc.eval.inputs", "xmlc.eval.metrics", "xmlc.eval.summary", "xmlc.eval.streaming", "xmlc.eval.calibrate",
+           "xmlc.stats", "xmlc.losses", "xmlc.kernels.keys", "xmlc.kernels.ap", "xmlc.train.monitor", "xmlc.optim"]
 
 
-@pytest.mark.parametrize("module", [metrics, streaming, calibrate, stats, losses, _keys, monitor, optim], ids=lambda m: m.__name__)
-def test_docstring_examples(module):
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    if name == "xmlc.eval.streaming":
+        pytest.importorskip("torchmetrics")
+    module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

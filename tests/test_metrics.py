@@ -1,6 +1,9 @@
-"""xmlc.eval.metrics against scikit-learn and brute-force loops, on small generated data."""
+"""xmlc.eval.metrics, xmlc.eval.summary and xmlc.eval.streaming against scikit-learn and brute-force
+loops, on small generated data (the AP kernel itself: tests/test_kernels_ap.py)."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,11 +12,9 @@ import torch
 from sklearn.metrics import average_precision_score
 from sklearn.metrics import f1_score as sk_f1
 
-from xmlc.eval.streaming import BinnedAveragePrecision, MultilabelAUPRC
 from xmlc.eval.metrics import (
     average_precision,
     binned_average_precision,
-    evaluate_all,
     f1_score,
     ndcg_at_k,
     positive_rate_ratio,
@@ -21,6 +22,7 @@ from xmlc.eval.metrics import (
     precision_at_k,
     psp_at_k,
 )
+from xmlc.eval.summary import evaluate_all, metrics_report, threshold_metrics
 
 
 def tied_data(n=300, l=40, levels=20, rate=0.1, seed=0, empty=(3,)):
@@ -59,56 +61,11 @@ def test_ap_matches_sklearn_with_ties(kind):
         average_precision_score(t.ravel(), s.ravel()), abs=1e-6)
 
 
-def test_ap_matches_sklearn_continuous_and_chunked(monkeypatch):
-    import xmlc.eval.metrics as m
+def test_ap_matches_sklearn_continuous():
     s, t = model_data()
-    monkeypatch.setattr(m, "_POOLED_BLOCK_ENTRIES", s.shape[1] * 7)  # 7 rows per micro block
-    monkeypatch.setattr(m, "_LABEL_BLOCK", 7)  # 7 labels per block of the per-label counts
-    ref = sk_per_label(s, t)
-    assert np.allclose(average_precision(s, t, average="none").numpy(), ref, atol=1e-6)
-    monkeypatch.setattr(m, "_CELLS_PER_KEY", 0.05)  # crowded cells: forces the exact fix-up path
-    got = m.tie_counts(m.eval_inputs(s, t), pooled=True)
-    assert np.mean(got.pos_ge / got.all_ge) == pytest.approx(average_precision_score(t.ravel(), s.ravel()), abs=1e-6)
-
-
-@pytest.mark.parametrize("pooled", [False, True])
-@pytest.mark.parametrize("signed", [False, True])
-@pytest.mark.parametrize("cells_per_key", [1, 4, 64])
-def test_per_label_counts_exact_on_every_lookup_path(monkeypatch, cells_per_key, signed, pooled):
-    """Ties inside and across lookup cells, crowded cells (binary search), small label/row blocks.
-
-    Data: a coarse score grid with exact 0 and 1 (shifted by -0.5, with -0.0, when signed), one
-    label with no positive and one with only positives; cells_per_key=1 crowds most cells, 64
-    leaves at most one positive key per cell.
-    """
-    import xmlc.eval.metrics as m
-    s, t = tied_data(n=257, l=23, levels=7, rate=0.3, seed=3, empty=(5,))
-    s[:, 0] = np.round(s[:, 0])  # only 0 and 1
-    s[::3, 1] = 1.0
-    t[:, 7] = 1  # all positive
-    s[:, 9] = np.random.default_rng(1).random(257).astype(np.float32)  # continuous, no ties
-    if signed:  # negative scores and -0.0 take the general order-key path
-        s -= np.float32(0.5)
-        s[::2][s[::2] == 0] = -0.0
-    monkeypatch.setattr(m, "_LABEL_BLOCK", 5)  # partial last block (23 = 4 x 5 + 3)
-    monkeypatch.setattr(m, "_BLOCK_ENTRIES", 5 * 17)  # 17 rows per block: 257 = 15 x 17 + 2
-    monkeypatch.setattr(m, "_CELLS_PER_KEY", cells_per_key)
-    monkeypatch.setattr(m, "_POOLED_BLOCK_ENTRIES", 23 * 17)  # 17 rows per block when pooled
-    lab, ps, pos_ge, all_ge = m.tie_counts(m.eval_inputs(s, t), pooled=pooled)
-    # brute force: per positive, #positives and #entries of its label (pooled: of all labels)
-    # with score >= its score
-    assert np.array_equal(lab, np.sort(lab)) and lab.size == int(t.sum())
-    groups = [(0, s.ravel(), t.ravel())] if pooled else [(j, s[:, j], t[:, j]) for j in range(s.shape[1])]
-    for j, sj, tj in groups:
-        k = lab == j
-        assert np.all(np.diff(ps[k]) >= 0)
-        ref_pos = [(sj[tj == 1] >= v).sum() for v in ps[k]]
-        ref_all = [(sj >= v).sum() for v in ps[k]]
-        assert np.array_equal(pos_ge[k], ref_pos) and np.array_equal(all_ge[k], ref_all)
-    ref = sk_per_label(s, t)
-    got = average_precision(s, t, average="none").numpy()
-    assert np.isnan(got[5]) and got[7] == 1.0
-    assert np.allclose(got[~np.isnan(ref)], ref[~np.isnan(ref)], atol=1e-6)
+    assert np.allclose(average_precision(s, t, average="none").numpy(), sk_per_label(s, t), atol=1e-6)
+    assert float(average_precision(s, t, average="micro")) == pytest.approx(
+        average_precision_score(t.ravel(), s.ravel()), abs=1e-6)
 
 
 def test_ap_negative_zero_and_negative_scores_tie_correctly():
@@ -169,6 +126,8 @@ def test_binned_distance_from_exact_at_1000_bins():
 
 
 def test_metric_classes_match_functional_and_merge_like_ddp():
+    pytest.importorskip("torchmetrics")
+    from xmlc.eval.streaming import BinnedAveragePrecision, MultilabelAUPRC
     s, t = model_data(n=600)
     st, tt = torch.from_numpy(s), torch.from_numpy(t)
     for avg in ("macro", "micro", "none"):
@@ -192,6 +151,15 @@ def test_metric_classes_match_functional_and_merge_like_ddp():
     b.update(st[300:], tt[300:])
     a.merge_state(b)
     assert a.compute().item() == pytest.approx(average_precision(st, tt), abs=1e-6)
+
+
+def test_streaming_without_torchmetrics_says_how_to_install_it():
+    code = ("import sys; sys.modules['torchmetrics'] = None\n"  # as if it were not installed
+            "import xmlc.eval, xmlc.eval.metrics, xmlc.eval.summary, xmlc.eval.calibrate, xmlc.eval.figures\n"
+            "try:\n    import xmlc.eval.streaming\nexcept ImportError as err:\n    print(err)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pip install 'xmlc-trainer[streaming]'" in proc.stdout
 
 
 def brute_ranking(s, t, k, prop=None):
@@ -270,3 +238,15 @@ def test_evaluate_all_names_and_values():
     plain = evaluate_all(s, t)
     assert "psp@1" not in plain and "auprc_macro_head" not in plain
     assert all(isinstance(v, (int, float)) for v in plain.values())
+
+
+def test_metrics_report_at_half_and_at_named_thresholds():
+    s, t = model_data(n=400)
+    buckets = np.arange(s.shape[1]) % 3
+    thr = np.random.default_rng(0).uniform(0.2, 0.8, s.shape[1]).astype(np.float32)
+    report = metrics_report(s, sp.csr_matrix(t), {"fitted": thr}, ks=(1, 3), buckets=buckets)
+    assert report["at_0.5"] == evaluate_all(s, t, ks=(1, 3), buckets=buckets)
+    assert report["fitted"] == evaluate_all(s, t, thresholds=thr, ks=(1, 3), buckets=buckets)
+    decided = threshold_metrics(s, t, thr, buckets)
+    assert decided == {k: v for k, v in report["fitted"].items() if k in decided}
+    assert decided["f1_micro"] == f1_score(s, t, thr)

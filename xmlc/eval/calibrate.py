@@ -6,8 +6,9 @@ plain float32 tensor ``(L,)`` in probability space, so they go into a checkpoint
 Methods of :func:`fit_thresholds`:
     * ``"f1"`` / ``"fbeta"``: per label, the threshold maximising F1 / F-beta on the validation
       set. The optimum always sits at a positive's score, so the candidates are the positives'
-      scores; the counts come from the same step as exact AUPRC (``xmlc.eval.metrics``), and the
-      per-label argmax is a segmented maximum, no loop over labels.
+      scores; the counts come from the same step as exact AUPRC
+      (:func:`xmlc.kernels.ap.tie_counts`), and the per-label argmax is a segmented maximum, no
+      loop over labels.
     * ``"rate"``: per label, the P-th largest score, P = #validation positives, so the predicted
       count matches the true count (exactly, unless scores tie there).
     * ``"prior"``: the prior correction for BCE with ``pos_weight`` w: the weighted loss is
@@ -29,7 +30,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from xmlc.eval.metrics import eval_inputs, tie_counts
+from xmlc.eval.inputs import EvalInputs, eval_inputs
+from xmlc.kernels.ap import tie_counts
 
 __all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "METHODS"]
 
@@ -85,7 +87,7 @@ def apply_thresholds(scores, thresholds) -> torch.Tensor:
 def _best_per_label(lab: np.ndarray, score: np.ndarray, value: np.ndarray, num_labels: int) -> np.ndarray:
     """For each label, the score of its candidate with the largest value (ties: higher score).
 
-    ``lab``/``score`` sorted by (label, score), as :func:`xmlc.eval.metrics.tie_counts` returns
+    ``lab``/``score`` sorted by (label, score), as :func:`xmlc.kernels.ap.tie_counts` returns
     them: two segmented maxima, no sort.
     """
     best = np.full(num_labels, np.nan)
@@ -131,12 +133,7 @@ def fit_thresholds(
         >>> fit_thresholds(s, t, min_positives=1)
         tensor([0.6000, 0.7000])
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if fallback not in _FALLBACKS:
-        raise ValueError(f"fallback must be one of {_FALLBACKS}, got {fallback!r}")
-    if not isinstance(min_positives, (int, np.integer)) or min_positives < 0:
-        raise ValueError(f"min_positives must be an int >= 0, got {min_positives!r}")
+    _check_fit_arguments(method, fallback, min_positives)
     if method == "prior":
         if pos_weight is None:
             raise ValueError("method='prior' needs pos_weight (the (L,) weights used in training)")
@@ -146,26 +143,13 @@ def fit_thresholds(
     b2 = float(beta) ** 2 if method == "fbeta" else 1.0
 
     inputs = eval_inputs(scores, targets)
-    s, n_pos = inputs.scores, inputs.counts
-    n, l = s.shape
-
+    n_pos = inputs.counts
     few = n_pos < min_positives
     need_global = bool(np.any(few | (n_pos == 0)))
-    glob = np.inf
     if method == "rate":
-        per_label = _rate_thresholds(s, n_pos)
-        total = int(n_pos.sum())
-        if need_global and total:
-            glob = float(np.partition(s.ravel(), s.size - total)[s.size - total])
+        per_label, glob = _rate_fit(inputs, need_global)
     else:
-        # F-beta at a positive's score: TP = pos_ge, predicted = all_ge, positives = n_pos
-        per = tie_counts(inputs)
-        fb = (1 + b2) * per.pos_ge / (b2 * n_pos[per.labels] + per.all_ge)
-        per_label = _best_per_label(per.labels, per.scores, fb, l)
-        if need_global and inputs.rows.size:  # the pooled counts cost more than the per-label ones
-            pooled = tie_counts(inputs, pooled=True)
-            f = (1 + b2) * pooled.pos_ge / (b2 * pooled.scores.size + pooled.all_ge)
-            glob = float(pooled.scores[np.lexsort((-pooled.scores, -f))[0]])
+        per_label, glob = _fbeta_fit(inputs, b2, need_global)
 
     out = per_label.copy()
     if fallback == "global":
@@ -176,6 +160,43 @@ def fit_thresholds(
         out[few] = np.where(n_pos[few] > 0, shrunk[few], glob)
     out[np.isnan(out)] = glob
     return torch.from_numpy(out.astype(np.float32))
+
+
+def _check_fit_arguments(method, fallback, min_positives) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if fallback not in _FALLBACKS:
+        raise ValueError(f"fallback must be one of {_FALLBACKS}, got {fallback!r}")
+    if not isinstance(min_positives, (int, np.integer)) or min_positives < 0:
+        raise ValueError(f"min_positives must be an int >= 0, got {min_positives!r}")
+
+
+def _fbeta_fit(inputs: EvalInputs, b2: float, need_global: bool) -> tuple[np.ndarray, float]:
+    """Per label the F-beta-optimal threshold (NaN without positives), and the global
+    (micro-F-beta-optimal) one when ``need_global`` (else ``inf``)."""
+    # F-beta at a positive's score: TP = pos_ge, predicted = all_ge, positives = n_pos
+    n_pos = inputs.counts
+    per = tie_counts(inputs.scores, inputs.rows, inputs.cols)
+    fb = (1 + b2) * per.pos_ge / (b2 * n_pos[per.labels] + per.all_ge)
+    per_label = _best_per_label(per.labels, per.scores, fb, inputs.scores.shape[1])
+    glob = np.inf
+    if need_global and inputs.rows.size:  # the pooled counts cost more than the per-label ones
+        pooled = tie_counts(inputs.scores, inputs.rows, inputs.cols, pooled=True)
+        f = (1 + b2) * pooled.pos_ge / (b2 * pooled.scores.size + pooled.all_ge)
+        glob = float(pooled.scores[np.lexsort((-pooled.scores, -f))[0]])
+    return per_label, glob
+
+
+def _rate_fit(inputs: EvalInputs, need_global: bool) -> tuple[np.ndarray, float]:
+    """Per label the rate-matching threshold (NaN without positives), and the global
+    (micro rate-matching) one when ``need_global`` (else ``inf``)."""
+    s, n_pos = inputs.scores, inputs.counts
+    per_label = _rate_thresholds(s, n_pos)
+    total = int(n_pos.sum())
+    glob = np.inf
+    if need_global and total:
+        glob = float(np.partition(s.ravel(), s.size - total)[s.size - total])
+    return per_label, glob
 
 
 def _rate_thresholds(s: np.ndarray, n_pos: np.ndarray, chunk_bytes: int = 32 * 2**20) -> np.ndarray:

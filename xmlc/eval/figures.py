@@ -58,7 +58,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from xmlc.eval.metrics import eval_inputs, predicted_counts
+from xmlc.eval.inputs import eval_inputs
+from xmlc.eval.metrics import average_precision, predicted_counts
 from xmlc.stats import BUCKET_NAMES, pos_weight_from_counts
 
 __all__ = [
@@ -294,58 +295,68 @@ def reliability(bins: dict, *, title: str = "") -> Figure:
     fig = _new_figure(5.0 * len(bins), 6.0)
     axes = fig.subplots(2, len(bins), squeeze=False, height_ratios=(3, 1.3), sharex="col")
     for col, (name, rb) in enumerate(bins.items()):
-        top, bottom = axes[0, col], axes[1, col]
-        filled = rb.count > 0
-        x, y = rb.mean_score[filled], rb.frequency[filled]
-        has_pos = y > 0
-        seen = np.concatenate([x, y[has_pos & (y < 1)]])
-        seen = seen[(seen > 0) & (seen < 1)]
-        lo = float(np.clip(seen.min() / 3, 1e-6, 0.05)) if seen.size else 1e-3
-        hi = float(1 - np.clip((1 - seen.max()) / 3, 1e-6, 0.05)) if seen.size else 1 - 1e-3
-        top.plot([lo, hi], [lo, hi], color="k", lw=1, label="perfectly calibrated")
-        inside = has_pos & (y < 1)
-        top.plot(x[inside], y[inside], "o-", color="C3", ms=4, lw=1, label="observed frequency")
-        # frequencies 0 and 1 are -inf / +inf on a logit axis: open triangles on the floor / ceiling
-        if (~has_pos).any():
-            top.plot(x[~has_pos], np.full((~has_pos).sum(), lo), "v", mfc="none", color="C3", ms=6,
-                     label="bin without a positive")
-        if (y >= 1).any():
-            top.plot(x[y >= 1], np.full((y >= 1).sum(), hi), "^", mfc="none", color="C3", ms=6,
-                     label="bin of positives only")
-        top.set_xscale("logit")
-        top.set_yscale("logit")
-        top.set_xlim(lo, hi)
-        top.set_ylim(lo, hi)
-        ticks = [t for t in _LOGIT_TICKS if lo <= t <= hi]
-        if len(ticks) > 7:   # keep 0.5 and every other decade, so labels do not collide
-            mid = ticks.index(0.5) if 0.5 in ticks else 0
-            ticks = [t for i, t in enumerate(ticks) if (i - mid) % 2 == 0]
-        for axis in (top.xaxis, top.yaxis, bottom.xaxis):
-            axis.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
-            axis.set_minor_locator(NullLocator())
-        top.grid(True, alpha=0.3)
-        cells, positives = rb.count.sum(), rb.positives.sum()
-        mean = rb.score_sum.sum() / cells if cells else math.nan
-        top.set_title(f"{name}\nmean score {mean:.4f}, positive rate {positives / max(cells, 1):.4f}",
-                      fontsize=10)
-        top.set_ylabel("observed frequency of positives")
-        top.legend(loc="upper left", fontsize=8)
-        centers = np.sqrt(rb.edges[:-1] * rb.edges[1:])
-        centers[0], centers[-1] = rb.edges[1] / 2, 1 - (1 - rb.edges[-2]) / 2
-        bottom.step(centers[filled], rb.count[filled], where="mid", color="0.3", label="cells")
-        bottom.step(centers[filled], np.maximum(rb.positives[filled], ZERO_AT), where="mid", color="C3",
-                    label="positives")
-        bottom.set_yscale("log")
-        bottom.yaxis.set_minor_locator(NullLocator())
-        bottom.yaxis.set_major_formatter(_PLAIN)   # not mathtext: its parser is slow
-        bottom.set_ylim(bottom=ZERO_AT * 0.7)
-        bottom.set_xlabel("mean predicted probability in bin")
-        bottom.set_ylabel("count")
-        bottom.legend(loc="upper right", fontsize=7)
-        bottom.grid(True, alpha=0.3)
+        _reliability_panel(axes[0, col], axes[1, col], name, rb)
+        _bin_counts_panel(axes[1, col], rb)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def _reliability_panel(top, bottom, name: str, rb: ReliabilityBins) -> None:
+    """The diagram of one :class:`ReliabilityBins` on ``top``; its logit ticks also on ``bottom``'s x axis."""
+    filled = rb.count > 0
+    x, y = rb.mean_score[filled], rb.frequency[filled]
+    has_pos = y > 0
+    seen = np.concatenate([x, y[has_pos & (y < 1)]])
+    seen = seen[(seen > 0) & (seen < 1)]
+    lo = float(np.clip(seen.min() / 3, 1e-6, 0.05)) if seen.size else 1e-3
+    hi = float(1 - np.clip((1 - seen.max()) / 3, 1e-6, 0.05)) if seen.size else 1 - 1e-3
+    top.plot([lo, hi], [lo, hi], color="k", lw=1, label="perfectly calibrated")
+    inside = has_pos & (y < 1)
+    top.plot(x[inside], y[inside], "o-", color="C3", ms=4, lw=1, label="observed frequency")
+    # frequencies 0 and 1 are -inf / +inf on a logit axis: open triangles on the floor / ceiling
+    if (~has_pos).any():
+        top.plot(x[~has_pos], np.full((~has_pos).sum(), lo), "v", mfc="none", color="C3", ms=6,
+                 label="bin without a positive")
+    if (y >= 1).any():
+        top.plot(x[y >= 1], np.full((y >= 1).sum(), hi), "^", mfc="none", color="C3", ms=6,
+                 label="bin of positives only")
+    top.set_xscale("logit")
+    top.set_yscale("logit")
+    top.set_xlim(lo, hi)
+    top.set_ylim(lo, hi)
+    ticks = [t for t in _LOGIT_TICKS if lo <= t <= hi]
+    if len(ticks) > 7:   # keep 0.5 and every other decade, so labels do not collide
+        mid = ticks.index(0.5) if 0.5 in ticks else 0
+        ticks = [t for i, t in enumerate(ticks) if (i - mid) % 2 == 0]
+    for axis in (top.xaxis, top.yaxis, bottom.xaxis):
+        axis.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+        axis.set_minor_locator(NullLocator())
+    top.grid(True, alpha=0.3)
+    cells, positives = rb.count.sum(), rb.positives.sum()
+    mean = rb.score_sum.sum() / cells if cells else math.nan
+    top.set_title(f"{name}\nmean score {mean:.4f}, positive rate {positives / max(cells, 1):.4f}",
+                  fontsize=10)
+    top.set_ylabel("observed frequency of positives")
+    top.legend(loc="upper left", fontsize=8)
+
+
+def _bin_counts_panel(bottom, rb: ReliabilityBins) -> None:
+    """Cells and positives per bin of one :class:`ReliabilityBins`, log scale, under its diagram."""
+    filled = rb.count > 0
+    centers = np.sqrt(rb.edges[:-1] * rb.edges[1:])
+    centers[0], centers[-1] = rb.edges[1] / 2, 1 - (1 - rb.edges[-2]) / 2
+    bottom.step(centers[filled], rb.count[filled], where="mid", color="0.3", label="cells")
+    bottom.step(centers[filled], np.maximum(rb.positives[filled], ZERO_AT), where="mid", color="C3",
+                label="positives")
+    bottom.set_yscale("log")
+    bottom.yaxis.set_minor_locator(NullLocator())
+    bottom.yaxis.set_major_formatter(_PLAIN)   # not mathtext: its parser is slow
+    bottom.set_ylim(bottom=ZERO_AT * 0.7)
+    bottom.set_xlabel("mean predicted probability in bin")
+    bottom.set_ylabel("count")
+    bottom.legend(loc="upper right", fontsize=7)
+    bottom.grid(True, alpha=0.3)
 
 
 def ap_by_frequency(train_counts, ap, buckets, *, title: str = "") -> Figure:
@@ -415,21 +426,10 @@ def long_tail(counts, num_examples: int, *, buckets=None, power: float = 1.0, ma
         raise ValueError(f"num_examples must be > 0, got {num_examples}")
     order = np.argsort(-c, kind="stable")
     sorted_counts = c[order]
-    rank = np.arange(1, c.size + 1)
     nonzero = sorted_counts > 0
     fig = _new_figure(6.4, 4.6)
     ax = fig.subplots()
-    if buckets is None:
-        ax.fill_between(rank[nonzero], sorted_counts[nonzero], ZERO_AT, color="C0", alpha=0.35, lw=0)
-    else:
-        b = _as_np(buckets, np.int64)[order]
-        _bucket_colors(b)
-        for i, (name, color) in enumerate(zip(BUCKET_NAMES, BUCKET_COLORS)):   # 3 buckets, not labels
-            sel = nonzero & (b == i)
-            if sel.any():   # each area reaches to the next label's rank, so neighbours touch
-                ax.fill_between(rank, sorted_counts, ZERO_AT, where=sel | np.r_[False, sel[:-1]], color=color, alpha=0.4, lw=0,
-                                label=f"{name} ({int((b == i).sum()):,} labels)", step="mid")
-    ax.plot(rank[nonzero], sorted_counts[nonzero], color="k", lw=1)
+    _tail_areas(ax, sorted_counts, None if buckets is None else _as_np(buckets, np.int64)[order])
     zeros = int((~nonzero).sum())
     if zeros:
         ax.axvspan(c.size - zeros + 0.5, c.size + 0.5, color="0.85", label=f"{zeros:,} labels with 0 positives")
@@ -440,6 +440,33 @@ def long_tail(counts, num_examples: int, *, buckets=None, power: float = 1.0, ma
     ax.set_xlabel("label rank (most frequent first)")
     ax.set_ylabel("positives per label")
     ax.grid(True, which="major", alpha=0.3)
+    _pos_weight_scale(ax, sorted_counts[nonzero], num_examples, power, max_value)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(f"label long tail: {c.size:,} labels, {int(num_examples):,} examples", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def _tail_areas(ax, sorted_counts: np.ndarray, buckets: np.ndarray | None) -> None:
+    """The area under the sorted counts, one colour per bucket (``buckets`` in the same order), and its edge."""
+    rank = np.arange(1, sorted_counts.size + 1)
+    nonzero = sorted_counts > 0
+    if buckets is None:
+        ax.fill_between(rank[nonzero], sorted_counts[nonzero], ZERO_AT, color="C0", alpha=0.35, lw=0)
+    else:
+        _bucket_colors(buckets)
+        for i, (name, color) in enumerate(zip(BUCKET_NAMES, BUCKET_COLORS)):   # 3 buckets, not labels
+            sel = nonzero & (buckets == i)
+            if sel.any():   # each area reaches to the next label's rank, so neighbours touch
+                ax.fill_between(rank, sorted_counts, ZERO_AT, where=sel | np.r_[False, sel[:-1]], color=color,
+                                alpha=0.4, lw=0, label=f"{name} ({int((buckets == i).sum()):,} labels)", step="mid")
+    ax.plot(rank[nonzero], sorted_counts[nonzero], color="k", lw=1)
+
+
+def _pos_weight_scale(ax, positive_counts: np.ndarray, num_examples: int, power: float,
+                      max_value: float | None) -> None:
+    """The right axis in ``pos_weight = neg / pos``, the range of the weights, and their cap."""
     n = float(num_examples)
     right = ax.secondary_yaxis("right", functions=(lambda v: (n - v) / np.maximum(v, 1e-12),
                                                    lambda w: n / (np.maximum(w, -1 + 1e-12) + 1)))
@@ -448,23 +475,18 @@ def long_tail(counts, num_examples: int, *, buckets=None, power: float = 1.0, ma
         axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(_PLAIN)
         axis.set_minor_locator(NullLocator())
-    if nonzero.any():
-        w = pos_weight_from_counts(sorted_counts[nonzero], int(num_examples), power=power,
-                                   max_value=max_value).numpy()
-        text = (f"pos_weight over the {int(nonzero.sum()):,} labels with a positive:\n"
-                f"min {w.min():.3g}, median {np.median(w):.3g}, max {w.max():.3g}"
-                + (f" (power {power:g})" if power != 1 else ""))
-        ax.text(0.98, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=8,
-                bbox={"boxstyle": "round", "fc": "white", "alpha": 0.85})
-        if max_value is not None:
-            cap = n / (max_value ** (1 / power) + 1) if power > 0 else 0
-            if cap > ZERO_AT:
-                ax.axhline(cap, color="C3", lw=1, ls="--", label=f"pos_weight capped at {max_value:g} below")
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_title(f"label long tail: {c.size:,} labels, {int(num_examples):,} examples", fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    return fig
+    if not positive_counts.size:
+        return
+    w = pos_weight_from_counts(positive_counts, int(num_examples), power=power, max_value=max_value).numpy()
+    text = (f"pos_weight over the {positive_counts.size:,} labels with a positive:\n"
+            f"min {w.min():.3g}, median {np.median(w):.3g}, max {w.max():.3g}"
+            + (f" (power {power:g})" if power != 1 else ""))
+    ax.text(0.98, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=8,
+            bbox={"boxstyle": "round", "fc": "white", "alpha": 0.85})
+    if max_value is not None:
+        cap = n / (max_value ** (1 / power) + 1) if power > 0 else 0
+        if cap > ZERO_AT:
+            ax.axhline(cap, color="C3", lw=1, ls="--", label=f"pos_weight capped at {max_value:g} below")
 
 
 # ---------------------------------------------------------------------------------------
@@ -489,8 +511,6 @@ def run_figures(scores, targets, *, train_counts, buckets, thresholds, pos_weigh
     Returns:
         ``{name: Figure}`` with the keys of :data:`FIGURE_NAMES`.
     """
-    from xmlc.eval.metrics import average_precision
-
     inputs = eval_inputs(scores, targets)
     s, true = inputs.scores, inputs.counts
     decisions = {"at 0.5": predicted_counts(s, 0.5),

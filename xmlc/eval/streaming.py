@@ -1,14 +1,25 @@
-"""The streaming metrics of :mod:`xmlc.eval.metrics` as ``torchmetrics.Metric`` classes (same math;
-they work in Lightning and sync under DDP). Import them from :mod:`xmlc.eval.metrics`, which loads
-this module (and torchmetrics) on first use."""
+"""The average precision of :mod:`xmlc.eval.metrics` as ``torchmetrics.Metric`` classes: the same
+math, accumulated over batches; they work in Lightning and sync under DDP.
+
+torchmetrics is an optional dependency, needed only here: ``pip install 'xmlc-trainer[streaming]'``.
+Nothing else in xmlc imports this module.
+"""
 
 from __future__ import annotations
 
 import torch
-from torchmetrics import Metric
 
-from xmlc.eval.metrics import (_AVERAGES, _EMPTY, Average, Empty, _binned_ap, _binned_counts, _check_choice,
-                          _check_num_bins, _dense_targets, average_precision)
+try:
+    from torchmetrics import Metric
+except ImportError as err:  # the optional dependency is missing
+    raise ImportError(
+        "xmlc.eval.streaming needs torchmetrics, an optional dependency: "
+        "pip install 'xmlc-trainer[streaming]' (or pip install torchmetrics)"
+    ) from err
+
+from xmlc.eval.inputs import _AVERAGES, _EMPTY, Average, Empty, _check_choice, _check_num_bins, _dense_targets
+from xmlc.eval.metrics import _binned_ap, average_precision
+from xmlc.kernels.ap import binned_counts
 
 __all__ = ["MultilabelAUPRC", "BinnedAveragePrecision"]
 
@@ -17,7 +28,7 @@ class MultilabelAUPRC(Metric):
     """Exact AUPRC accumulated over batches (states are concatenated; DDP gathers them).
 
     Args:
-        num_labels: L. average, empty: as in :func:`average_precision`.
+        num_labels: L. average, empty: as in :func:`xmlc.eval.metrics.average_precision`.
 
     Example:
         >>> m = MultilabelAUPRC(num_labels=2)
@@ -65,7 +76,7 @@ class BinnedAveragePrecision(Metric):
 
     Args:
         num_labels: L. num_bins: number of bins T >= 2. average, empty: as in
-            :func:`average_precision`.
+            :func:`xmlc.eval.metrics.average_precision`.
 
     Example:
         >>> m = BinnedAveragePrecision(num_labels=2, num_bins=10)
@@ -95,7 +106,7 @@ class BinnedAveragePrecision(Metric):
         if scores.ndim != 2 or scores.shape[1] != self.num_labels:
             raise ValueError(f"scores must have shape (B, {self.num_labels}), got {tuple(scores.shape)}")
         t = _dense_targets(targets, scores.shape).to(scores.device)
-        pos_hist, all_hist = _binned_counts(scores.detach(), t, self.num_bins)
+        pos_hist, all_hist = binned_counts(scores.detach(), t, self.num_bins)
         self.pos_hist += pos_hist
         self.all_hist += all_hist
 

@@ -1,15 +1,16 @@
 """Label statistics: pure functions on label matrices, for any training loop.
 
 Counts, ``pos_weight``, class-balanced weights, propensities and head/torso/tail
-buckets, computed in O(nnz) time and O(L) extra memory (no dense ``(N, L)``).
-``python -m xmlc.stats FILE [--json]`` prints a label report (``FILE`` may also be
-``synthetic:default`` or ``synthetic:seed``).
+buckets, computed in O(nnz) time and O(L) extra memory (no dense ``(N, L)``), and the
+label report. The library imports only numpy, scipy and torch; the command
+``python -m xmlc.stats FILE [--json]`` (:mod:`xmlc.stats.__main__`) sits on top of it.
 
 Example:
-    >>> from xmlc.data import synthetic_preset
+    >>> import scipy.sparse as sp
     >>> from xmlc.stats import pos_weight
-    >>> data = synthetic_preset("default")
-    >>> w = pos_weight(data.labels, power=0.5, max_value=100.0)   # float32 (L,)
+    >>> labels = sp.csr_matrix([[1, 0, 1], [0, 0, 1], [1, 0, 0], [0, 0, 1]])
+    >>> pos_weight(labels, power=0.5, max_value=100.0)   # float32 (L,); no positive: the largest
+    tensor([1.0000, 1.0000, 0.5774])
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from xmlc._json import dumps
-
 __all__ = [
     "label_counts",
     "label_and_example_counts",
@@ -34,6 +33,7 @@ __all__ = [
     "frequency_buckets",
     "BUCKET_NAMES",
     "label_report",
+    "format_report",
 ]
 
 BUCKET_NAMES = ("head", "torso", "tail")
@@ -447,7 +447,7 @@ def frequency_buckets(counts, *, boundaries: tuple[float, float] | None = None) 
 
 
 # --------------------------------------------------------------------------------------
-# Report and CLI
+# The label report
 # --------------------------------------------------------------------------------------
 
 
@@ -494,10 +494,17 @@ def label_report(data_or_labels, *, num_labels: int | None = None, few: int = 5)
         report["labels_per_example"] = {"mean": nnz / N if N else 0.0}
     if features is not None:
         report["features_per_example"] = _summary(np.diff(features.tocsr().indptr))
-    positive = counts[counts > 0]
     report["label_count"] = _summary(counts)
+    report["buckets"] = _bucket_report(counts)
+    report["labels_zero_positive"] = int((counts == 0).sum())
+    report["labels_few_positive"] = {"few": few, "labels": int(((counts > 0) & (counts <= few)).sum())}
+    return report | _imbalance_report(counts, N)
+
+
+def _bucket_report(counts: np.ndarray) -> dict:
+    """Per bucket of :func:`frequency_buckets`: its labels, positives and count range."""
     buckets = frequency_buckets(counts)
-    report["buckets"] = {
+    return {
         name: {
             "labels": int((buckets == b).sum()),
             "positives": int(counts[buckets == b].sum()),
@@ -506,16 +513,16 @@ def label_report(data_or_labels, *, num_labels: int | None = None, few: int = 5)
         }
         for b, name in enumerate(BUCKET_NAMES)
     }
-    report["labels_zero_positive"] = int((counts == 0).sum())
-    report["labels_few_positive"] = {"few": few, "labels": int(((counts > 0) & (counts <= few)).sum())}
-    if positive.size:
-        w = pos_weight_from_counts(positive, N).numpy().astype(np.float64)
-        report["pos_weight"] = {"min": float(w.min()), "median": float(np.median(w)), "max": float(w.max())}
-        report["imbalance_ratio"] = float(positive.max() / positive.min())
-    else:
-        report["pos_weight"] = None
-        report["imbalance_ratio"] = None
-    return report
+
+
+def _imbalance_report(counts: np.ndarray, num_examples: int) -> dict:
+    """``pos_weight`` (min/median/max) and the imbalance ratio over the labels with a positive."""
+    positive = counts[counts > 0]
+    if not positive.size:
+        return {"pos_weight": None, "imbalance_ratio": None}
+    w = pos_weight_from_counts(positive, num_examples).numpy().astype(np.float64)
+    return {"pos_weight": {"min": float(w.min()), "median": float(np.median(w)), "max": float(w.max())},
+            "imbalance_ratio": float(positive.max() / positive.min())}
 
 
 def _summary(values: np.ndarray) -> dict:
