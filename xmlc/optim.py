@@ -49,7 +49,7 @@ class AdamW(torch.optim.AdamW):
     The row update gathers a chunk of rows of the parameter and both moments, applies torch's
     fused AdamW kernel to them while the chunk is in cache and writes the rows back, on the
     calling thread (on CUDA, all rows in one chunk); the rows come sorted and unique from
-    :func:`xmlc.models.sparse_bag`, so nothing is re-coalesced.
+    :func:`xmlc.kernels.bag.sparse_bag`, so nothing is re-coalesced.
     ``amsgrad``, ``maximize`` and ``capturable`` are not supported for sparse rows.
     """
 
