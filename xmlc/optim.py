@@ -107,9 +107,8 @@ class AdamW(torch.optim.AdamW):
 def _one_cpu_thread(enabled: bool):
     """Run torch's CPU ops on the calling thread only, inside the block (the thread count is restored).
 
-    The row update is a few hundred small, memory-bound ops; on a busy 2-core box each parallel
-    region waits for a second thread to be scheduled, and the update took 380-1,500 ms with 2
-    threads against 150-180 ms with one (4,400 rows x 5,120, chunks of 2^18 elements).
+    The row update is a few hundred small, memory-bound ops; on a busy machine each parallel
+    region waits for a second thread to be scheduled, which costs more than the ops themselves.
     """
     threads = torch.get_num_threads()
     if not enabled or threads == 1:

@@ -11,8 +11,9 @@
   ``per_sample_weights`` and ``mode="sum"`` under autograd.
   ``tests/test_kernels_bag.py`` pins the forward and the gradient (sparse and dense) equal.
 
-Used by :class:`xmlc.models.SparseLinear`. Its place is earned by the EmbeddingBag row of
-``python benchmarks/bench_train.py --cases tricks`` (forward + backward against the reference).
+Used by :class:`xmlc.models.SparseLinear`. Its place is earned by the EmbeddingBag rows of
+``python benchmarks/bench_train.py --cases tricks`` (forward + backward against the reference
+and against one ``F.embedding_bag`` per member).
 """
 
 from __future__ import annotations
