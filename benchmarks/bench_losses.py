@@ -17,8 +17,12 @@ Prints three Markdown tables:
 
 4. each hand-written step inside the losses against the plain torch call it replaces, on the
    same tensors, in interleaved pairs: ratio = plain time / our time (median of pairs), so
-   > 1 means the hand-written step is faster (``--tricks`` prints only this table). Steps
-   that did not beat the plain call were replaced by it (benchmarks/RESULTS.md, Losses).
+   > 1 means the hand-written step is faster (``--tricks`` prints only this table).
+
+Table 1 also times the plain references of the kernels in ``xmlc.kernels.focal`` (the published
+formulas under autograd) beside the kernels; table 4 holds the rows of
+``xmlc.kernels.select`` (the k largest mask, positives first) and the ``p ** 4`` step of
+``xmlc.kernels.focal``. A kernel stays only while its row shows it beating its reference.
 
 Usage:
     python benchmarks/bench_losses.py                 # all four tables (a few minutes)
@@ -43,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xmlc import losses as xlosses  # noqa: E402
+from xmlc.kernels import focal as kfocal, select as kselect  # noqa: E402
 from xmlc.losses import asymmetric_loss, bce_with_logits, focal_loss, ohem  # noqa: E402
 
 POSITIVE_RATE = 130 / 7900  # the "seed" preset: ~130 labels per example of 7,900
@@ -60,6 +64,11 @@ def naive_focal(logits, targets, gamma=2.0, alpha=0.25):
     return (alpha_t * loss).mean()
 
 
+def _reference(x, y, **kw):
+    """The plain reference of the focal kernel: the published formula under autograd."""
+    return kfocal.focal_reference(x, y, pos_weight=None, weight=None, reduction="mean", **kw)
+
+
 def candidates(num_labels: int) -> dict:
     pw = torch.full((num_labels,), 50.0)
     return {
@@ -72,8 +81,14 @@ def candidates(num_labels: int) -> dict:
         "focal_loss gamma=2 alpha=0.25 + pos_weight": lambda x, y: focal_loss(x, y, gamma=2.0, alpha=0.25, pos_weight=pw),
         "focal_loss gamma=0.5": lambda x, y: focal_loss(x, y, gamma=0.5),
         "naive tutorial focal gamma=2 alpha=0.25": naive_focal,
+        "reference focal gamma=2 alpha=0.25 (xmlc.kernels.focal.focal_reference, autograd)": lambda x, y: _reference(
+            x, y, gamma_pos=2.0, gamma_neg=2.0, clip=0.0, alpha=0.25
+        ),
         "asymmetric_loss (0, 4, clip 0.05)": lambda x, y: asymmetric_loss(x, y),
         "asymmetric_loss (1, 4, clip 0.05) + pos_weight": lambda x, y: asymmetric_loss(x, y, gamma_pos=1.0, pos_weight=pw),
+        "reference asymmetric (0, 4, clip 0.05) (focal_reference, autograd)": lambda x, y: _reference(
+            x, y, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, alpha=None
+        ),
         "ohem(bce) element 0.25": lambda x, y: ohem(bce_with_logits(x, y, reduction="none"), y, keep_ratio=0.25),
         "ohem(focal) element 0.25": lambda x, y: ohem(focal_loss(x, y, reduction="none"), y, keep_ratio=0.25),
         "ohem(focal) element 0.25 keep_positives": lambda x, y: ohem(
@@ -185,7 +200,7 @@ def step_table(reps: int, batch: int = 256, num_features: int = 5000, num_labels
     weights = torch.rand(batch * nnz, generator=g)
     _, y = make_batch(batch, num_labels)
     fns = candidates(num_labels)
-    names = [n for n in fns if not n.startswith(("F.", "bce_with", "naive", "focal_loss gamma=0.5", "ohem(bce)"))]
+    names = [n for n in fns if not n.startswith(("F.", "bce_with", "naive", "reference", "focal_loss gamma=0.5", "ohem(bce)"))]
 
     def step(fn):
         t0 = time.perf_counter()
@@ -218,7 +233,7 @@ def step_table(reps: int, batch: int = 256, num_features: int = 5000, num_labels
 
 
 def _kthvalue_mask(values, k):
-    """The plain way to the same mask as ``_top_k_mask``: ``kthvalue`` for the threshold, one
+    """The plain way to the same mask as ``top_k_mask``: ``kthvalue`` for the threshold, one
     comparison, ties past k dropped by index (identical output)."""
     flat = values.reshape(-1)
     threshold = torch.kthvalue(flat, flat.numel() - k + 1).values
@@ -239,21 +254,23 @@ def _topk_mask(values, k):
 
 
 def trick_pairs(batch: int, num_labels: int):
-    """(name, ours, plain, same output) for each hand-written step of xmlc.losses."""
+    """(name, ours, plain) for each hand-written step of xmlc.kernels.select and xmlc.kernels.focal."""
     x, y = make_batch(batch, num_labels)
     x = x.detach()
     loss = F.binary_cross_entropy_with_logits(x, y, reduction="none")
     k = loss.numel() // 4
     p = torch.sigmoid(x)
     rows = [
+        ("k largest mask (radix select on sortable int32 keys) vs stable sort (top_k_mask_reference)",
+         lambda: kselect.top_k_mask(loss, k), lambda: kselect.top_k_mask_reference(loss, k)),
         ("k largest mask (radix select on sortable int32 keys) vs torch.kthvalue",
-         lambda: xlosses._top_k_mask(loss, k), lambda: _kthvalue_mask(loss, k)),
+         lambda: kselect.top_k_mask(loss, k), lambda: _kthvalue_mask(loss, k)),
         ("k largest mask (radix select on sortable int32 keys) vs torch.topk",
-         lambda: xlosses._top_k_mask(loss, k), lambda: _topk_mask(loss, k)),
-        ("p ** 4 (_pow: two squarings) vs torch.pow", lambda: xlosses._pow(p, 4.0), lambda: torch.pow(p, 4.0)),
+         lambda: kselect.top_k_mask(loss, k), lambda: _topk_mask(loss, k)),
+        ("p ** 4 (_pow: two squarings) vs torch.pow", lambda: kfocal._pow(p, 4.0), lambda: torch.pow(p, 4.0)),
     ]
-    rows.append(("positives first (addcmul with _RANK_FIRST) vs masked_fill(inf)",
-                 lambda: torch.addcmul(loss, y, y, value=xlosses._RANK_FIRST[loss.dtype]),
+    rows.append(("positives first (addcmul with RANK_FIRST) vs masked_fill(inf)",
+                 lambda: torch.addcmul(loss, y, y, value=kselect.RANK_FIRST[loss.dtype]),
                  lambda: loss.masked_fill(y > 0, float("inf"))))
     return rows
 

@@ -42,8 +42,9 @@ Case ``scaling``: the same step for one member (hidden 1,024) at D = 50,000 and 
 at D = 500,000 with its Adam moments needs 30 GB, more than this machine has.)
 
 Case ``tricks``: each speed trick of the step against the plain call it replaces, interleaved:
-the CPU dropout mask (``xmlc.models.dropout``) against ``F.dropout``; glibc keeping big freed
-tensors in the heap (``xmlc._malloc``, what ``python -m xmlc.train`` sets) against its default
+the CPU dropout mask (``xmlc.kernels.dropout``) against ``F.dropout`` and its reference mask;
+the EmbeddingBag backward (``xmlc.kernels.bag``) against ``F.embedding_bag`` under autograd;
+glibc keeping big freed tensors in the heap (``xmlc._malloc``, what ``python -m xmlc.train`` sets) against its default
 thresholds; bf16 autocast for the head against float32 (on CPUs with native bf16 only).
 
 Cases ``profile-bibtex`` and ``profile-delicious``: the ops of one recipe step with the most
@@ -86,7 +87,8 @@ from xmlc.train._malloc import reuse_large_blocks
 from xmlc.config import Config, load_config
 from xmlc.models import Ensemble, build_model
 from xmlc.optim import build_optimizer, build_scheduler
-from xmlc.train import DistEnv, Progress, train_one_epoch
+from xmlc.train.distributed import DistEnv
+from xmlc.train.loop import Progress, train_one_epoch
 
 
 class _NoStop:
@@ -423,13 +425,36 @@ def scaling_case(args) -> None:
         gc.collect()
 
 
-def tricks_case(args) -> None:
-    """Each speed trick of the text recipe's step against the plain call, interleaved, median ratios."""
-    from xmlc.models import dropout
-    from xmlc.train import native_bf16
+def _bag_block(backend):
+    """Forward + backward of a recipe's first layer at bibtex's size: a (1,836, 5 x 1,024) table,
+    5 members with their own input-dropout values, 128 rows of 70 ids, dense gradient."""
+    g = torch.Generator().manual_seed(0)
+    D, M, H, B, per_row = 1_836, 5, 1024, 128, 70
+    weight = torch.randn(D, M * H, generator=g).requires_grad_(True)
+    indices = torch.randint(0, D, (B * per_row,), generator=g)
+    offsets = torch.arange(0, B * per_row, per_row)
+    values = torch.rand(M, B * per_row, generator=g)
+    grad = torch.randn(M, B, H, generator=g)
 
-    x = torch.randn(5, 128, 1024, requires_grad=True)
-    grad = torch.randn(5, 128, 1024)
+    def block():
+        weight.grad = None
+        backend(weight, indices, offsets, values).backward(grad)
+    return block
+
+
+def _per_member_bag(weight, indices, offsets, values):
+    """What a user writes for M members: one ``F.embedding_bag`` per member's columns, autograd's backward."""
+    M = values.shape[0]
+    H = weight.shape[1] // M
+    return torch.stack([F.embedding_bag(indices, weight[:, m * H:(m + 1) * H], offsets, mode="sum",
+                                        per_sample_weights=values[m]) for m in range(M)])
+
+
+def _trick_cases(x, grad):
+    """(what, plain name, plain, xmlc name, xmlc): each callable returns its seconds."""
+    from xmlc.kernels.bag import sparse_bag, sparse_bag_reference
+    from xmlc.kernels.dropout import dropout
+    from xmlc.train.loop import native_bf16
 
     def alloc(reuse: bool):
         """5 x allocate + fill bibtex's dense (D, M x H) table gradient, in a fresh process (once a
@@ -460,18 +485,34 @@ def tricks_case(args) -> None:
     def in_process(fn):
         return lambda: timed(fn)
 
+    ours = "xmlc.kernels.dropout.dropout (16-bit mask)"
     cases = [("dropout p=0.5 on (5, 128, 1,024), forward + backward", "F.dropout (bernoulli_ mask)",
-              in_process(lambda: F.dropout(x, 0.5, True).backward(grad)), "xmlc.models.dropout (16-bit mask)",
+              in_process(lambda: F.dropout(x, 0.5, True).backward(grad)), ours,
               in_process(lambda: dropout(x, 0.5).backward(grad))),
-             ("the same", "mask torch.rand >= p (xmlc until 4c2ba3e)",
+             ("the same", "reference mask torch.rand >= p (keep_mask_reference)",
               in_process(lambda: (x * (torch.rand(x.shape) >= 0.5).float().mul_(2.0)).backward(grad)),
-              "xmlc.models.dropout (16-bit mask)", in_process(lambda: dropout(x, 0.5).backward(grad))),
+              ours, in_process(lambda: dropout(x, 0.5).backward(grad))),
+             ("EmbeddingBag (1,836, 5 x 1,024), 5 members, 128 rows x 70 ids, forward + backward (dense grad)",
+              "F.embedding_bag under autograd (sparse_bag_reference)", in_process(_bag_block(sparse_bag_reference)),
+              "xmlc.kernels.bag.sparse_bag", in_process(_bag_block(sparse_bag))),
+             ("the same", "F.embedding_bag per member, autograd", in_process(_bag_block(_per_member_bag)),
+              "xmlc.kernels.bag.sparse_bag", in_process(_bag_block(sparse_bag))),
              ("5 x allocate + fill the (1,836, 5,120) float32 gradient (fresh processes)",
               "glibc defaults (mmap per tensor)", alloc(False), "xmlc._malloc.reuse_large_blocks", alloc(True))]
     if native_bf16(torch.device("cpu")):
         for L, name in ((159, "bibtex"), (983, "delicious")):
             cases.append((f"head (5, 128, 1,024) x (5, 1,024, {L}) ({name}), forward + backward", "float32",
                           in_process(head(L, False)), "bf16 autocast", in_process(head(L, True))))
+    return cases
+
+
+def tricks_case(args) -> None:
+    """Each speed trick of the text recipe's step against the plain call, interleaved, median ratios."""
+    from xmlc.train.loop import native_bf16
+
+    x = torch.randn(5, 128, 1024, requires_grad=True)
+    grad = torch.randn(5, 128, 1024)
+    cases = _trick_cases(x, grad)
     print(f"\n### tricks: each against the plain call, {args.rounds} interleaved rounds, "
           f"{torch.get_num_threads()} threads\n")
     print("| what | plain | ms | xmlc | ms | plain / xmlc (median, range) |")

@@ -9,7 +9,7 @@ from torch import nn
 from xmlc import data as xdata
 from xmlc.config import ModelConfig
 from xmlc.models import (MLP, MODELS, Dropout, Ensemble, MemberBatchNorm, MemberLayerNorm, MemberLinear, SparseLinear,
-                         build_model, dropout, ensemble_loss, init_output_bias, probabilities)
+                         build_model, ensemble_loss, init_output_bias, probabilities)
 
 
 def _sparse_batch(n=6, d=20, seed=0):
@@ -194,74 +194,6 @@ def test_member_dropout_masks_are_independent():
         model.train()
         out = model(batch)
         assert not torch.allclose(out[0], out[1])
-
-
-@pytest.mark.parametrize("sparse", [False, True])
-def test_sparse_bag_with_dropped_entries_matches_dense_product(sparse):
-    """Entries with value 0 (dropped by input dropout), empty rows and rows with every entry
-    dropped: output and gradient equal the dense per-member product."""
-    from xmlc.models import sparse_bag
-    torch.manual_seed(0)
-    D, M, H, lengths = 50, 3, 7, torch.tensor([3, 0, 5, 2, 4, 1])
-    nnz, B = int(lengths.sum()), len(lengths)
-    indices, offsets = torch.randint(0, D, (nnz,)), torch.cumsum(lengths, 0) - lengths
-    values = torch.rand(M, nnz)
-    values[torch.rand(M, nnz) < 0.4] = 0
-    values[1, :4] = 0                                   # member 1: row 0 entirely dropped
-    weight = torch.randn(D, M * H, requires_grad=True)
-    out = sparse_bag(weight, indices, offsets, values, sparse=sparse)
-    grad_out = torch.randn_like(out)
-    out.backward(grad_out)
-    X = torch.zeros(M, B, D)
-    X.index_put_((torch.arange(M)[:, None], torch.repeat_interleave(torch.arange(B), lengths)[None, :],
-                  indices[None, :]), values, accumulate=True)
-    reference = weight.detach().clone().requires_grad_(True)
-    expected = torch.bmm(X, reference.view(D, M, H).transpose(0, 1))
-    expected.backward(grad_out)
-    torch.testing.assert_close(out, expected)
-    torch.testing.assert_close(weight.grad.to_dense() if sparse else weight.grad, reference.grad)
-
-
-@pytest.mark.parametrize("p", [0.3, 0.5])
-def test_dropout_zeroes_a_fraction_p_and_scales_the_rest(p):
-    """xmlc.models.dropout (CPU mask from 16-bit random integers) does what F.dropout does: each entry zeroed
-    with probability p, the kept ones (and their gradient) multiplied by exactly 1 / (1 - p)."""
-    torch.manual_seed(0)
-    x = torch.rand(200, 500) + 0.5
-    x.requires_grad_(True)
-    y = dropout(x, p)
-    kept = y != 0
-    assert abs((~kept).float().mean().item() - p) < 0.005   # 100,000 draws: 4 standard deviations
-    torch.testing.assert_close(y[kept], x[kept] / (1 - p), rtol=1e-6, atol=0)
-    y.sum().backward()
-    torch.testing.assert_close(x.grad, kept.float() / (1 - p), rtol=1e-6, atol=0)
-    assert dropout(x, p, training=False) is x and dropout(x, 0.0) is x
-    masks = [dropout(torch.ones(1000), p) != 0 for _ in range(2)]
-    assert not torch.equal(*masks)                                 # a fresh mask per call
-
-
-@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9])
-def test_keep_mask_rate_shape_and_independent_neighbours(p):
-    """Four entries share one 64-bit draw: each is still False with probability p, and entries
-    next to each other (in one draw or across two) are independent: P(both kept) = (1 - p)^2."""
-    from xmlc.models import _keep_mask
-    torch.manual_seed(0)
-    mask = _keep_mask((1001, 999), p)   # 999,999 entries: not a multiple of 4
-    assert mask.shape == (1001, 999) and mask.dtype == torch.bool
-    flat = mask.flatten().float()
-    sd = (p * (1 - p) / flat.numel()) ** 0.5
-    assert abs(1 - flat.mean().item() - p) < 5 * sd
-    for shift in (1, 2, 3, 4):
-        both = (flat[:-shift] * flat[shift:]).mean().item()
-        assert abs(both - (1 - p) ** 2) < 5 * sd, shift
-
-
-def test_keep_mask_rounds_p_to_sixteen_bits():
-    from xmlc.models import _keep_mask
-    torch.manual_seed(0)
-    assert bool(_keep_mask((4_000,), 1e-7).all())          # rounds to 0: nothing dropped
-    kept = int(_keep_mask((4_000_000,), 1 - 1e-9).sum())   # rounds to 1 - 2^-16: ~61 of 4M kept
-    assert 20 < kept < 120
 
 
 def test_malloc_thresholds_keep_allocations_working():

@@ -5,7 +5,9 @@ of M members); no loss, no sigmoid inside. The first layer is :class:`SparseLine
 ``x @ W + b`` computed from the non-zeros of ``x`` only (an ``embedding_bag``), so a batch
 never becomes a dense ``(B, D)`` tensor, and with ``bag.sparse = True`` its gradient holds
 only the rows of ``W`` the batch touched. The members of an ensemble run as one computation:
-one lookup into a ``(D, M * H)`` table, then batched matmuls (:class:`MemberLinear`).
+one lookup into a ``(D, M * H)`` table, then batched matmuls (:class:`MemberLinear`). The
+sparse product and the CPU dropout mask are kernels (:mod:`xmlc.kernels.bag`,
+:mod:`xmlc.kernels.dropout`), each beside its plain reference.
 
 Models are built from the ``model`` config section through the :data:`MODELS` registry;
 register your own encoder with ``MODELS["mine"] = my_builder`` where
@@ -30,40 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xmlc.kernels.bag import dense_input, sparse_bag
+from xmlc.kernels.dropout import dropout
+
 __all__ = ["dropout", "Dropout", "SparseLinear", "sparse_bag", "MemberLinear", "MemberLayerNorm", "MemberBatchNorm",
            "LinearModel", "MLP", "Ensemble", "MODELS", "ACTIVATIONS", "NORMS", "build_model", "init_output_bias",
            "probabilities", "ensemble_loss"]
-
-
-def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """``F.dropout(x, p, training)``: each entry zeroed with probability ``p``, the rest scaled by
-    ``1 / (1 - p)`` (Srivastava et al., JMLR 2014).
-
-    On CPU the mask is :func:`_keep_mask` turned into ``{0, 1 / (1 - p)}`` and multiplied in;
-    torch's CPU dropout draws its mask with ``bernoulli_``, which costs several times as much for
-    the text recipe's (5, 128, 1,024) hidden layer, forward and backward
-    (``benchmarks/bench_train.py --cases tricks``). Elsewhere (CUDA) it is ``F.dropout``'s fused kernel.
-    """
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu":
-        return F.dropout(x, p, True)
-    return x * _keep_mask(x.shape, p).to(x.dtype).mul_(1.0 / (1.0 - p))
-
-
-def _keep_mask(shape, p: float) -> torch.Tensor:
-    """A bool CPU tensor of ``shape``, each entry False (dropped) with probability ``p`` rounded
-    to a multiple of 2^-16 (at most 7.6e-6 off; at most 1 - 2^-16), independently, drawn from
-    torch's global generator.
-
-    Four entries per 64-bit draw: uniform 16-bit integers compared with a threshold, where
-    ``torch.rand(shape) >= p`` draws one float per entry (the whole dropout, forward and
-    backward, is 1.6x faster: ``benchmarks/bench_train.py --cases tricks``).
-    """
-    n = math.prod(shape)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None)   # every 64-bit pattern
-    threshold = min(round(p * 65536), 65535) - 32768   # P(uniform int16 >= threshold) = 1 - round(p * 2^16) / 2^16
-    return (bits.view(torch.int16)[:n] >= threshold).view(shape)
 
 
 class Dropout(nn.Dropout):
@@ -83,7 +57,7 @@ class SparseLinear(nn.Module):
     The table is stored in ``self.bag``, an ``nn.EmbeddingBag`` that holds the parameter and its
     ``sparse`` flag (as in torch: ``bag.sparse = True`` makes the gradient a sparse COO tensor
     over the rows of the table present in the batch, which DistributedDataParallel and
-    :class:`xmlc.optim.AdamW` know how to handle); the product itself is :func:`sparse_bag`.
+    :class:`xmlc.optim.AdamW` know how to handle); the product itself is :func:`xmlc.kernels.bag.sparse_bag`.
 
     Args:
         num_features: D, the input dimension.
@@ -124,99 +98,13 @@ class SparseLinear(nn.Module):
             x = indices.to(weight.dtype).expand(M, -1, -1)
             if drop:   # an independent mask per member
                 x = dropout(x, drop)
-            return _DenseInput.apply(weight, x, self.bag.sparse) + self.bias[:, None, :]
+            return dense_input(weight, x, sparse=self.bag.sparse) + self.bias[:, None, :]
         if weights is None:
             weights = torch.ones(indices.shape[0], dtype=weight.dtype, device=indices.device)
         w = weights.to(weight.dtype).expand(M, -1)
         if drop:
             w = dropout(w, drop)
         return sparse_bag(weight, indices, offsets, w, sparse=self.bag.sparse) + self.bias[:, None, :]
-
-
-def sparse_bag(weight: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor, *,
-               sparse: bool = False) -> torch.Tensor:
-    """``X_m @ weight_m`` for M members sharing the sparse rows ``X`` (B, D) with their own values.
-
-    Args:
-        weight: (D, M * H), member m's (D, H) matrix in columns ``[m*H, (m+1)*H)``.
-        indices, offsets: ``X``'s column ids (nnz,) and row starts (B,), as for ``nn.EmbeddingBag``.
-        values: (M, nnz) the entries of X for each member (e.g. under per-member dropout).
-        sparse: the gradient of ``weight`` as a coalesced sparse COO tensor holding only the
-            rows present in ``indices`` (else a dense (D, M * H) tensor, computed the same way
-            with an empty bag for every absent id).
-
-    Returns:
-        (M, B, H).
-
-    The forward is one ``embedding_bag`` over ``weight`` viewed as (D * M, H). The backward
-    sorts the feature ids once (``torch.unique``), then computes the gradient of the touched
-    rows only, (U, M * H) for the U distinct ids, as a second ``embedding_bag`` over the output
-    gradient: no (nnz, M * H) intermediate and no re-coalescing.
-    """
-    return _SparseBag.apply(weight, indices, offsets, values, sparse)
-
-
-class _SparseBag(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, weight, indices, offsets, values, sparse):
-        D, M, nnz, B = weight.shape[0], values.shape[0], indices.shape[0], offsets.shape[0]
-        H = weight.shape[1] // M
-        member = torch.arange(M, device=indices.device)
-        rows = (indices[None, :] * M + member[:, None]).reshape(-1)   # rows of the (D * M, H) view
-        bags = (offsets[None, :] + member[:, None] * nnz).reshape(-1)
-        out = F.embedding_bag(rows, weight.view(D * M, H), bags, mode="sum",
-                              per_sample_weights=values.reshape(-1))
-        ctx.save_for_backward(indices, offsets, values)
-        ctx.shape, ctx.sparse = weight.shape, sparse
-        return out.view(M, B, H)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        indices, offsets, values = ctx.saved_tensors
-        (D, MH), (M, B, H), nnz = ctx.shape, grad_out.shape, indices.shape[0]
-        device = indices.device
-        if ctx.sparse:   # the U distinct ids, sorted
-            ids, inverse, counts = torch.unique(indices, sorted=True, return_inverse=True, return_counts=True)
-        else:            # every id 0..D-1 (absent ones get empty bags, i.e. zero rows): the dense gradient
-            inverse, counts = indices, torch.bincount(indices, minlength=D)
-        order = torch.argsort(inverse, stable=True)          # the entries grouped by feature id
-        start = torch.cumsum(counts, 0) - counts             # first entry of each id in `order`
-        lengths = torch.diff(offsets, append=offsets.new_tensor([nnz]))
-        row_of_entry = torch.repeat_interleave(torch.arange(B, device=device), lengths, output_size=nnz)
-        member = torch.arange(M, device=device)
-        # compact bag (id u, member m) = row u * M + m of the (U * M, H) = (U, M * H) gradient; its
-        # entries are u's entries, reading row m * B + b of grad_out with the member's values
-        u = inverse[order]
-        pos = (M * start[u] + (torch.arange(nnz, device=device) - start[u]))[None, :] + member[:, None] * counts[u][None, :]
-        src = torch.empty(M * nnz, dtype=torch.int64, device=device)
-        src[pos.reshape(-1)] = (member[:, None] * B + row_of_entry[order][None, :]).reshape(-1)
-        val = torch.empty(M * nnz, dtype=values.dtype, device=device)
-        val[pos.reshape(-1)] = values[:, order].reshape(-1)
-        bags = (M * start[:, None] + member[None, :] * counts[:, None]).reshape(-1)
-        rows = F.embedding_bag(src, grad_out.reshape(M * B, H).to(values.dtype), bags, mode="sum",
-                               per_sample_weights=val).view(-1, MH)
-        if ctx.sparse:
-            rows = torch.sparse_coo_tensor(ids[None, :], rows, (D, MH), is_coalesced=True, check_invariants=False)
-        return rows, None, None, None, None
-
-
-class _DenseInput(torch.autograd.Function):
-    """``x_m @ weight_m`` for dense x (M, B, D) -> (M, B, H); the gradient of ``weight`` dense or,
-    with ``sparse``, as a sparse COO tensor of all D rows (the layout DDP and the optimizer expect)."""
-
-    @staticmethod
-    def forward(ctx, weight, x, sparse):
-        M, D = x.shape[0], weight.shape[0]
-        ctx.save_for_backward(weight, x)
-        ctx.sparse = sparse
-        return torch.bmm(x, weight.view(D, M, -1).transpose(0, 1))
-
-    @staticmethod
-    def backward(ctx, grad):
-        weight, x = ctx.saved_tensors
-        M, D = x.shape[0], weight.shape[0]
-        g = torch.bmm(x.transpose(1, 2), grad.to(x.dtype)).transpose(0, 1).reshape(D, -1)
-        return (g.to_sparse(1) if ctx.sparse else g), None, None
 
 
 def _split_inputs(x: Any, offsets, weights):

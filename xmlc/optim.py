@@ -49,7 +49,7 @@ class AdamW(torch.optim.AdamW):
     The row update gathers a chunk of rows of the parameter and both moments, applies torch's
     fused AdamW kernel to them while the chunk is in cache and writes the rows back, on the
     calling thread (on CUDA, all rows in one chunk); the rows come sorted and unique from
-    :func:`xmlc.models.sparse_bag`, so nothing is re-coalesced.
+    :func:`xmlc.kernels.bag.sparse_bag`, so nothing is re-coalesced.
     ``amsgrad``, ``maximize`` and ``capturable`` are not supported for sparse rows.
     """
 
@@ -107,9 +107,8 @@ class AdamW(torch.optim.AdamW):
 def _one_cpu_thread(enabled: bool):
     """Run torch's CPU ops on the calling thread only, inside the block (the thread count is restored).
 
-    The row update is a few hundred small, memory-bound ops; on a busy 2-core box each parallel
-    region waits for a second thread to be scheduled, and the update took 380-1,500 ms with 2
-    threads against 150-180 ms with one (4,400 rows x 5,120, chunks of 2^18 elements).
+    The row update is a few hundred small, memory-bound ops; on a busy machine each parallel
+    region waits for a second thread to be scheduled, which costs more than the ops themselves.
     """
     threads = torch.get_num_threads()
     if not enabled or threads == 1:
