@@ -29,7 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # xmlc from this checkout
-from xmlc import data as xdata, metrics  # noqa: E402
+from xmlc import data as xdata  # noqa: E402
+from xmlc.eval import metrics  # noqa: E402
 
 DATA_DIR = ROOT.parent / "shared" / "data"
 if not DATA_DIR.is_dir():

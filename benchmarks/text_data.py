@@ -86,11 +86,11 @@ def goemotions(split: str):
 
 def score(scores, Y, thresholds) -> dict:
     import torch
-    from xmlc.eval import metrics
+    from xmlc.eval import summary
 
     scores = torch.as_tensor(scores, dtype=torch.float32)
-    ranked = metrics.evaluate_all(scores, Y, thresholds=0.5, ks=(1,))
-    decided = metrics.threshold_metrics(scores, Y, torch.as_tensor(thresholds, dtype=torch.float32))
+    ranked = summary.evaluate_all(scores, Y, thresholds=0.5, ks=(1,))
+    decided = summary.threshold_metrics(scores, Y, torch.as_tensor(thresholds, dtype=torch.float32))
     return {"p@1": float(ranked["p@1"]), "auprc_macro": float(ranked["auprc_macro"]),
             "f1_macro": decided["f1_macro"], "f1_micro": decided["f1_micro"],
             "ratio": decided["positive_rate_ratio"]}

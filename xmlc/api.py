@@ -28,7 +28,7 @@ from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpo
 from xmlc.data import XMCData, make_loader, normalize_rows
 from xmlc.data.features import TextFeaturizer
 from xmlc.inference import predict_scores
-from xmlc.data.tables import InputError
+from xmlc.errors import InputError
 
 __all__ = ["Classifier", "load"]
 

@@ -25,8 +25,8 @@ from xmlc.config import ConfigError, apply_overrides
 from xmlc.data import DataFileError
 from xmlc.data.features import TextFeaturizer
 from xmlc.inference import check_finite_scores, predict_scores
-from xmlc.eval.metrics import metrics_report, metrics_table
-from xmlc.data.tables import read_for_model
+from xmlc.eval.summary import metrics_report, metrics_table
+from xmlc.data.load import read_for_model
 
 __all__ = ["main", "evaluate_checkpoint"]
 

@@ -38,7 +38,8 @@ from xmlc.checkpoint import checkpoint_path, load_checkpoint
 from xmlc.cli import INPUT_ERRORS, ExitStatus, device_name, positive_int, probability, report_error
 from xmlc.config import ConfigError, apply_overrides
 from xmlc.inference import check_finite_scores
-from xmlc.data.tables import read_for_model, read_label_names
+from xmlc.data.load import read_for_model
+from xmlc.data.tables import read_label_names
 
 __all__ = ["main", "predict_file", "write_predictions"]
 

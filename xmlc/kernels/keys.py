@@ -4,8 +4,8 @@ IEEE 754 floats of one sign order like their bit patterns read as integers: upwa
 ``+0.0 <= x``, downwards below zero. :func:`sortable_keys` flips the 31 magnitude bits of the
 negative values, so that the int32 keys order exactly like the floats, and equal floats
 (``-0.0`` and ``+0.0`` included) get equal keys. Integer keys allow what floats do not: a
-radix histogram of their high bits (``xmlc.losses.ohem``), and lookup tables over equal
-ranges of keys (``xmlc.eval.metrics.tie_counts``). NaN has no place in the order: callers reject it.
+radix histogram of their high bits (``xmlc.kernels.select``), and lookup tables over equal
+ranges of keys (``xmlc.kernels.ap.tie_counts``). NaN has no place in the order: callers reject it.
 """
 
 from __future__ import annotations

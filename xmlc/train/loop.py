@@ -62,7 +62,7 @@ from xmlc.data import concat_data, load_splits
 from xmlc.train.distributed import (DistEnv, ResumableSampler, agree, any_process, data_parallel, launched_world_size,
                               setup_distributed, steps_per_epoch, teardown_distributed)
 from xmlc.inference import predict_scores
-from xmlc.eval.metrics import metrics_report, results_table, threshold_metrics
+from xmlc.eval.summary import metrics_report, results_table, threshold_metrics
 from xmlc.models import build_model, ensemble_loss, init_output_bias
 from xmlc.train.monitor import RunFiles
 from xmlc.optim import build_optimizer, build_scheduler, clip_grad_norm_, optimizer_state_report
