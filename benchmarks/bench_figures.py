@@ -7,7 +7,7 @@ Per round, interleaved, on the seed scenario's own splits and model (configs/see
 
 * epoch: one epoch of :func:`xmlc.train.loop.train_one_epoch` over the whole training split (the
   model trains on, so later rounds see the scores of a model in training);
-* validation pass: :meth:`xmlc.train.loop.Evaluator.calibrate`, what every epoch of a run does anyway
+* validation pass: :meth:`xmlc.train.evaluator.Evaluator.calibrate`, what every epoch of a run does anyway
   (score the validation split, all metrics, fit the per-label thresholds);
 * figures per validation: what ``output.figures`` adds to :func:`xmlc.train.monitor.log_epoch`:
   :func:`xmlc.eval.figures.run_figures` on the validation scores (reusing the per-label AP that
@@ -39,7 +39,9 @@ from xmlc.data import load_splits  # noqa: E402
 from xmlc.eval import figures, metrics  # noqa: E402
 from xmlc.train import monitor  # noqa: E402
 from xmlc.train.distributed import DistEnv  # noqa: E402
-from xmlc.train.loop import Evaluator, LabelStats, make_eval_loader, new_model, start_training  # noqa: E402
+from xmlc.run import LabelStats  # noqa: E402
+from xmlc.train.build import make_eval_loader, new_model, start_training  # noqa: E402
+from xmlc.train.evaluator import Evaluator  # noqa: E402
 
 
 class _NoStop:
@@ -59,7 +61,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra config overrides")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cfg = load_config(args.config, ["loss.pos_weight=neg_pos", "train.progress=false", *args.overrides])
+    cfg = load_config(args.config, ["loss.pos_weight=neg_pos", *args.overrides])
     env = DistEnv()
     train_set, val_set, _ = load_splits(cfg.data, seed=cfg.train.seed, features=cfg.features)
     label_stats = LabelStats.of(train_set, cfg.loss)

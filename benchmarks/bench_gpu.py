@@ -30,7 +30,9 @@ from xmlc import data as xdata, losses
 from xmlc.config import load_config
 from xmlc.models import build_model
 from xmlc.optim import build_optimizer, build_scheduler, optimizer_state_bytes
-from xmlc.train import DistEnv, Progress, train_one_epoch
+from xmlc.run import Progress
+from xmlc.train.distributed import DistEnv
+from xmlc.train.epoch import train_one_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +82,7 @@ def main() -> None:
     print("|---|---|---|---:|---:|---:|---:|")
 
     cfg = load_config(ROOT / "configs" / "seed.yaml")
-    cfg.train.progress, cfg.train.log_every = False, 10**9
+    cfg.train.log_every = 10**9
     train, _, _ = xdata.load_splits(cfg.data, seed=0)
     cases = [("seed scenario", cfg, train)]
     if args.text_rows:

@@ -88,7 +88,8 @@ from xmlc.config import Config, load_config
 from xmlc.models import Ensemble, build_model
 from xmlc.optim import build_optimizer, build_scheduler
 from xmlc.train.distributed import DistEnv
-from xmlc.train.loop import Progress, train_one_epoch
+from xmlc.run import Progress
+from xmlc.train.epoch import train_one_epoch
 
 
 class _NoStop:
@@ -144,7 +145,7 @@ def seed_case(args) -> None:
     cfg = Config()
     cfg.data.batch_size = B
     cfg.model.hidden, cfg.model.dropout, cfg.model.norm = [args.hidden], 0.0, "none"
-    cfg.train.progress, cfg.train.log_every = False, 10**9
+    cfg.train.log_every = 10**9
     ours = build_model(cfg.model, D, L)
     ours_loss = losses.build_loss(cfg.loss)
     ours_opt = build_optimizer(cfg.optim, ours)
@@ -296,7 +297,7 @@ def goemotions_data(path: Path) -> "xdata.XMCData":
 
 def recipe_config(ensemble: int | None = None) -> Config:
     cfg = load_config(ROOT / "configs" / "text.yaml")
-    cfg.train.progress, cfg.train.log_every = False, 10**9
+    cfg.train.log_every = 10**9
     if ensemble is not None:
         cfg.model.ensemble = ensemble
     return cfg
@@ -454,7 +455,7 @@ def _trick_cases(x, grad):
     """(what, plain name, plain, xmlc name, xmlc): each callable returns its seconds."""
     from xmlc.kernels.bag import sparse_bag, sparse_bag_reference
     from xmlc.kernels.dropout import dropout
-    from xmlc.train.loop import native_bf16
+    from xmlc.train.epoch import native_bf16
 
     def alloc(reuse: bool):
         """5 x allocate + fill bibtex's dense (D, M x H) table gradient, in a fresh process (once a
@@ -508,7 +509,7 @@ def _trick_cases(x, grad):
 
 def tricks_case(args) -> None:
     """Each speed trick of the text recipe's step against the plain call, interleaved, median ratios."""
-    from xmlc.train.loop import native_bf16
+    from xmlc.train.epoch import native_bf16
 
     x = torch.randn(5, 128, 1024, requires_grad=True)
     grad = torch.randn(5, 128, 1024)

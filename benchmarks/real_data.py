@@ -4,7 +4,7 @@ For each dataset, trains through the real CLI (``python -m xmlc.train --config c
 data.train=... data.test=...``), one fresh process per run:
 
 * the loss comparison of the seed scenario on the text model (``configs/text.yaml`` with one
-  member trained on train only, ``model.ensemble=1 train.crossfit=false``): BCE, BCE + pos_weight
+  member trained on train only, ``model.ensemble=1 train.final=none``): BCE, BCE + pos_weight
   neg/pos, sqrt(neg/pos), focal, asymmetric, OHEM over BCE;
 * the shipped text recipe itself (``configs/text.yaml`` unchanged: a 5-member ensemble
   trained on train + validation, each member leaving out a fifth of the validation rows).
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))   # xmlc from this checkout
 from xmlc._json import loads_with_nan  # noqa: E402  (metrics.json writes undefined metrics as null)
 DATA_DIR = ROOT.parent / "shared" / "data"
 
-_SINGLE = ["model.ensemble=1", "train.crossfit=false"]   # the loss alone: one member, train rows only
+_SINGLE = ["model.ensemble=1", "train.final=none"]   # the loss alone: one member, train rows only
 #: name -> (description, overrides of configs/text.yaml)
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     "bce": ("BCE", _SINGLE + ["loss.name=bce"]),
@@ -72,7 +72,7 @@ def train(dataset: str, name: str, overrides: list[str], out_dir: Path, data_dir
     run_dir = out_dir / f"{dataset}_{name}"
     cmd = [sys.executable, "-m", "xmlc.train", "--config", str(ROOT / "configs" / "text.yaml"),
            f"data.train={data_dir / f'{dataset}_train.txt.gz'}", f"data.test={data_dir / f'{dataset}_test.txt.gz'}",
-           f"output.dir={run_dir}", "train.progress=false", "output.tensorboard=false", *overrides, *extra]
+           f"output.dir={run_dir}", "output.tensorboard=false", *overrides, *extra]
     if reuse and (run_dir / "metrics.json").is_file():   # a finished run of this exact command
         metrics = loads_with_nan((run_dir / "metrics.json").read_text())
         metrics["wall_s"] = float("nan")

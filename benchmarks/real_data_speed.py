@@ -60,7 +60,7 @@ def data_files(dataset: str, directory: Path) -> tuple[Path, Path]:
 def run(tree: Path, files: tuple[Path, Path], seed: int, out: Path, threads: int, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "xmlc.train", "--config", str(tree / "configs" / "text.yaml"),
            f"data.train={files[0]}", f"data.test={files[1]}",
-           f"train.seed={seed}", "train.progress=false", "output.tensorboard=false", f"output.dir={out}", *extra]
+           f"train.seed={seed}", "output.tensorboard=false", f"output.dir={out}", *extra]
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS=str(threads))
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
@@ -122,7 +122,7 @@ def main() -> None:
 
 
 def _epochs(run: dict) -> str:
-    """The best epoch, and the shipped one in brackets where train.select_margin chose another."""
+    """The best epoch, and the shipped one in brackets where train.margin chose another."""
     best, shipped = run["best_epoch"], run["selected_epoch"]
     return f"{best}" if shipped == best else f"{best} ({shipped})"
 

@@ -27,7 +27,7 @@ same list of strings): peak RSS and time.
 Usage::
 
     python benchmarks/text_data.py                                  # GoEmotions, all systems
-    python benchmarks/text_data.py --xmlc-overrides model.ensemble=1 train.crossfit=false train.epochs=10
+    python benchmarks/text_data.py --xmlc-overrides model.ensemble=1 train.final=none train.epochs=10
     python benchmarks/text_data.py --featurise-rows 1000000
     python benchmarks/text_data.py --only xmlc --keep-run runs/goemotions   # keep the run (4-7 GB) for predict
 """
@@ -112,7 +112,7 @@ def run_xmlc(overrides: list[str], keep: str | None = None) -> dict:
     cfg = load_config(ROOT / "configs" / "text.yaml", [
         f"data.train={GO / 'train.tsv.gz'}", f"data.val={GO / 'dev.tsv.gz'}", f"data.test={GO / 'test.tsv.gz'}",
         "data.text_column=0", "data.labels_column=1", f"data.label_names={GO / 'labels.txt'}",
-        "train.progress=false", "output.tensorboard=false", f"output.dir={out}", *overrides])
+        "output.tensorboard=false", f"output.dir={out}", *overrides])
     start = time.perf_counter()
     try:
         results = run(cfg)   # the metrics.json dict
@@ -145,7 +145,7 @@ def run_sklearn(xmlc_features: bool) -> dict:
     Xtr = vec.fit_transform(tr_x)
     clf = OneVsRestClassifier(LogisticRegression(max_iter=1000)).fit(Xtr, Ytr.toarray())
     thresholds = calibrate.fit_thresholds(clf.predict_proba(vec.transform(dv_x)), Ydv, method="f1", min_positives=20)
-    # refit on train + dev with those thresholds: the recipe trains on the dev rows too (train.crossfit)
+    # refit on train + dev with those thresholds: the recipe trains on the dev rows too (train.final: crossfit)
     vec = TfidfVectorizer(**params)
     Xall = vec.fit_transform(tr_x + dv_x)
     clf = OneVsRestClassifier(LogisticRegression(max_iter=1000)).fit(Xall, sp.vstack([Ytr, Ydv]).toarray())

@@ -44,7 +44,7 @@ def files(tmp_path_factory):
 
 def args(files, out, *extra):
     return [f"data.train={files['train']}", f"data.val={files['val']}", f"data.test={files['test']}",
-            "model.hidden=[8]", "data.batch_size=40", "train.epochs=2", "train.progress=false",
+            "model.hidden=[8]", "data.batch_size=40", "train.epochs=2", 
             "eval.min_positives=1", "output.tensorboard=false", "output.figures=false", f"output.dir={out}", *extra]
 
 

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from xmlc.train import loop as xtrain
+from xmlc.train import loop as xtrain, stops
 from xmlc.cli import INPUT_ERRORS, ExitStatus, exit_status, report_error
 from xmlc.config import ConfigError
 from xmlc.data import DataFileError
@@ -39,16 +39,16 @@ def test_report_error_prints_one_line_or_reraises(capsys):
 
 
 def test_run_stopped_statuses():
-    assert xtrain.StepLimit().status == ExitStatus.OK
-    assert xtrain.NonFiniteLoss().status == ExitStatus.FAILED
-    assert xtrain.Interrupted(signal.SIGINT).status == 130
-    assert xtrain.Interrupted(None).status == 143   # another process got the signal
+    assert stops.StepLimit().status == ExitStatus.OK
+    assert stops.NonFiniteLoss().status == ExitStatus.FAILED
+    assert stops.Interrupted(signal.SIGINT).status == 130
+    assert stops.Interrupted(None).status == 143   # another process got the signal
 
 
 @pytest.mark.parametrize("raised, expected", [
-    (xtrain.Interrupted(signal.SIGTERM), 143),
-    (xtrain.NonFiniteLoss("at step 3"), ExitStatus.FAILED),
-    (xtrain.StepLimit(), ExitStatus.OK),
+    (stops.Interrupted(signal.SIGTERM), 143),
+    (stops.NonFiniteLoss("at step 3"), ExitStatus.FAILED),
+    (stops.StepLimit(), ExitStatus.OK),
     (DataFileError("data.train: file not found: t.txt"), ExitStatus.USAGE),
 ])
 def test_main_maps_what_run_raises_to_the_exit_status(monkeypatch, raised, expected):

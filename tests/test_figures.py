@@ -202,7 +202,7 @@ def _train(files, out, *extra):
 
     args = [f"data.train={files['train']}", f"data.val={files['val']}", f"data.test={files['test']}",
             "model.hidden=[16]", "data.batch_size=100", "data.eval_batch_size=50", "train.epochs=2",
-            "train.progress=false", "eval.min_positives=1", "eval.pr_curve_samples=120",
+            "eval.min_positives=1", "eval.pr_curve_samples=120",
             "loss.pos_weight=neg_pos", f"output.dir={out}", *extra]
     assert xtrain.main(args) == 0
 

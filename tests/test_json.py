@@ -44,7 +44,7 @@ def test_run_with_an_empty_tail_bucket_writes_null(tmp_path, capsys):
     xdata.write_xmc(paths["test"], full.features[240:], only_head)
     out = tmp_path / "run"
     assert xtrain.main([f"data.{k}={v}" for k, v in paths.items()] + [
-        "model.hidden=[8]", "data.batch_size=80", "train.epochs=1", "train.progress=false",
+        "model.hidden=[8]", "data.batch_size=80", "train.epochs=1", 
         "eval.min_positives=1", "output.tensorboard=false", "output.figures=false", f"output.dir={out}"]) == 0
     text = (out / "metrics.json").read_text()
     result = strict(text)

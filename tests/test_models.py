@@ -246,7 +246,7 @@ def test_ensemble_loss_is_mean_of_member_losses_and_keeps_gradients_apart():
 
 
 def test_ensemble_loss_with_keep_leaves_each_members_rows_out():
-    """train.crossfit: member m's loss is its loss function's mean over the rows it keeps; its
+    """train.final: crossfit: member m's loss is its loss function's mean over the rows it keeps; its
     parameters get no gradient from the rows it leaves out; a member keeping none adds 0."""
     torch.manual_seed(0)
     _, batch = _sparse_batch()

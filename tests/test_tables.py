@@ -266,7 +266,7 @@ def text_run(tmp_path_factory):
     out = root / "run"
     assert xtrain.main([f"data.train={root / 'train.csv'}", f"data.test={root / 'test.csv'}", "data.label_sep=;",
                         "features.min_df=1", "model.name=linear", "optim.lr=0.05", "train.epochs=4",
-                        "train.progress=false", "output.tensorboard=false", f"output.dir={out}"]) == 0
+                        "output.tensorboard=false", f"output.dir={out}"]) == 0
     return root, out
 
 
@@ -333,7 +333,7 @@ def test_dense_features_train_and_predict(tmp_path):
     out = tmp_path / "run"
     assert xtrain.main([f"data.train={tmp_path / 'x.npy'}", f"data.train_labels={tmp_path / 'y.txt'}",
                         "data.normalize=none", "model.name=linear", "optim.lr=0.1", "train.epochs=3",
-                        "train.progress=false", "output.tensorboard=false", f"output.dir={out}"]) == 0
+                        "output.tensorboard=false", f"output.dir={out}"]) == 0
     clf = xmlc.load(out)
     assert clf.featurizer is None and clf.label_names == list(dict.fromkeys(l[0] for l in labels))
     got = clf.predict(np.array([[3, 0, 0, 0, 0, 0], [-3, 0, 0, 0, 0, 0]], np.float32), top_k=1)

@@ -15,6 +15,13 @@ import torch
 from xmlc import data as xdata, losses
 from xmlc import evaluate as xevaluate, predict as xpredict
 from xmlc.train import loop as xtrain
+from xmlc.run import Progress
+from xmlc.train.selection import end_epoch, patience_ran_out
+from xmlc.config import Config, from_dict
+from xmlc.train.build import new_model
+from xmlc.train.distributed import DistEnv
+from xmlc.train.epoch import native_bf16, train_one_epoch
+from xmlc.train.folds import crossfit_folds
 from xmlc.checkpoint import load_checkpoint
 from xmlc.cli import ExitStatus
 from conftest import write_xmc_splits
@@ -34,7 +41,7 @@ def tiny(files, out, *extra):
     """Overrides for a run of a couple of seconds: 4 steps per epoch, 2 epochs."""
     return [f"data.train={files['train']}", f"data.val={files['val']}", f"data.test={files['test']}",
             "model.hidden=[16]", "data.batch_size=64", "data.eval_batch_size=50", "train.epochs=2",
-            "train.progress=false", "train.log_every=1", "eval.min_positives=1", "eval.pr_curve_samples=120",
+            "train.log_every=1", "eval.min_positives=1", "eval.pr_curve_samples=120",
             "optim.lr=0.01", f"output.dir={out}", *extra]
 
 
@@ -153,11 +160,11 @@ def test_ensemble_run_evaluates_and_predicts_from_checkpoint(files, tmp_path):
     assert all(0.0 <= s <= 1.0 for line in pred.read_text().splitlines() for _, s in json.loads(line)["top_k"])
 
 
-@pytest.mark.parametrize("crossfit", ["false", "true"])
-def test_resume_matches_uninterrupted_run(files, tmp_path, crossfit):
+@pytest.mark.parametrize("final", ["none", "crossfit"])
+def test_resume_matches_uninterrupted_run(files, tmp_path, final):
     extra = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=false",
              "model.ensemble=2", "optim.sparse=true",    # the lazy row updates resume bit-exactly too
-             f"train.crossfit={crossfit}", "data.batch_size=76")   # 4 steps an epoch on 240 or 304 rows
+             f"train.final={final}", "data.batch_size=76")   # 4 steps an epoch on 240 or 304 rows
     full, part = tmp_path / "full", tmp_path / "part"
     assert xtrain.main(tiny(files, full, *extra)) == 0
     # stop mid-way through epoch 2 (step 6 of 8), after one evaluation and best.pt
@@ -177,9 +184,9 @@ def test_resume_matches_uninterrupted_run(files, tmp_path, crossfit):
 def test_checkpoints_written_every_save_every_s(files, tmp_path, monkeypatch, every, last_epochs):
     """last.pt after the first and the last epoch, and in between only once output.save_every_s
     have passed; best.pt (best weights, no training state) written with it when the best moved."""
-    import xmlc.train.monitor
-    writes, save = [], xmlc.train.monitor.save_checkpoint
-    monkeypatch.setattr(xmlc.train.monitor, "save_checkpoint",
+    import xmlc.run
+    writes, save = [], xmlc.run.save_checkpoint
+    monkeypatch.setattr(xmlc.run, "save_checkpoint",
                         lambda ckpt, path: writes.append((path.name, ckpt["epoch"], "optimizer" in ckpt)) or save(ckpt, path))
     out = tmp_path / every
     assert xtrain.main(tiny(files, out, "train.epochs=4", "train.patience=0", "output.tensorboard=false",
@@ -213,10 +220,10 @@ REFIT = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=fal
 
 @pytest.fixture(scope="module")
 def refitted(files, tmp_path_factory):
-    """The same 3-epoch run without and with ``train.refit`` (run directories)."""
+    """The same 3-epoch run with ``train.final`` none and refit (run directories)."""
     plain, refit = tmp_path_factory.mktemp("plain"), tmp_path_factory.mktemp("refit")
     assert xtrain.main(tiny(files, plain, *REFIT)) == 0
-    assert xtrain.main(tiny(files, refit, *REFIT, "train.refit=true")) == 0
+    assert xtrain.main(tiny(files, refit, *REFIT, "train.final=refit")) == 0
     return plain, refit
 
 
@@ -277,7 +284,7 @@ def _faulty_loss(monkeypatch, at_call: int, action):
 
 
 CROSSFIT = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=false", "model.ensemble=3",
-            "train.crossfit=true")
+            "train.final=crossfit")
 
 
 def _relabelled(files, tmp_path, rows) -> Path:
@@ -297,7 +304,7 @@ def test_crossfit_member_never_learns_from_its_validation_rows(files, tmp_path):
     """Member 0's weights do not depend on the labels of the validation rows it leaves out; the
     other members' do (they train on those rows)."""
     train, val = xdata.read_xmc(files["train"]), xdata.read_xmc(files["val"])
-    fit, folds = xtrain.crossfit_folds(train, val, 3, seed=0)
+    fit, folds = crossfit_folds(train, val, 3, seed=0)
     assert len(fit) == 240 + 64 and torch.equal(folds.held_out_by[:240], torch.full((240,), -1))
     assert torch.equal(folds.held_out_by[240:], folds.val_members)
     assert sorted(torch.bincount(folds.val_members).tolist()) == [21, 21, 22]   # dealt out evenly
@@ -333,15 +340,15 @@ def out_of_fold_auprc(run_dir: Path, files) -> tuple[float, float]:
     """Validation macro AUPRC of a crossfit run's best.pt, recomputed from its weights: (each row
     scored by the member that left it out, every row scored by the member mean)."""
     ckpt = load_checkpoint(run_dir / "best.pt")
-    cfg = xtrain.from_dict(xtrain.Config, ckpt["config"])
-    model = xtrain.new_model(cfg.model, 40, 12)
+    cfg = from_dict(Config, ckpt["config"])
+    model = new_model(cfg.model, 40, 12)
     model.load_state_dict(ckpt["model"])
     model.eval()
     val = xdata.read_data(files["val"], cfg.data, num_features=40, num_labels=12)
     batch = next(iter(xdata.make_loader(val, len(val), shuffle=False)))
     with torch.no_grad():
         member_probs = torch.sigmoid(model(batch).float())   # (M, N, L)
-    members = xtrain.crossfit_folds(val, val, cfg.model.ensemble, seed=cfg.train.seed)[1].val_members
+    members = crossfit_folds(val, val, cfg.model.ensemble, seed=cfg.train.seed)[1].val_members
     oof = member_probs[members, torch.arange(len(val))]
     return macro_auprc(oof, val.labels), macro_auprc(member_probs.mean(0), val.labels)
 
@@ -392,7 +399,7 @@ def test_signal_in_refit_keeps_the_first_phase_and_resume_refits(refitted, files
 
     _faulty_loss(monkeypatch, 3 * 4 + 2, interrupt)   # 3 epochs of 4 steps, then the refit's second step
     out = tmp_path / "sig"
-    assert xtrain.main(tiny(files, out, *REFIT, "train.refit=true")) == 128 + signal.SIGTERM
+    assert xtrain.main(tiny(files, out, *REFIT, "train.final=refit")) == 128 + signal.SIGTERM
     assert "refit stopped by signal" in capsys.readouterr().out
     assert not (out / "metrics.json").exists() and load_checkpoint(out / "last.pt")["epoch"] == 3
     monkeypatch.undo()
@@ -402,45 +409,46 @@ def test_signal_in_refit_keeps_the_first_phase_and_resume_refits(refitted, files
     assert resumed["test_calibrated"] == reference["test_calibrated"]
 
 
-def test_progress_end_epoch_keeps_the_best_and_counts_bad_epochs():
-    p = xtrain.Progress(step=4, batch_in_epoch=4)
-    assert p.end_epoch({"m": 0.5, "x": 1.0}, "m")                  # anything beats -inf
+def test_end_epoch_keeps_the_best_and_counts_bad_epochs():
+    p = Progress(step=4, batch_in_epoch=4)
+    assert end_epoch(p, {"m": 0.5, "x": 1.0}, "m")                  # anything beats -inf
     assert (p.epoch, p.batch_in_epoch, p.best_epoch, p.best_value, p.bad_epochs) == (1, 0, 1, 0.5, 0)
-    assert not p.end_epoch({"m": float("nan")}, "m")               # NaN never improves
-    assert not p.end_epoch({"m": 0.5}, "m")                        # a tie is no improvement
+    assert not end_epoch(p, {"m": float("nan")}, "m")               # NaN never improves
+    assert not end_epoch(p, {"m": 0.5}, "m")                        # a tie is no improvement
     assert (p.epoch, p.best_epoch, p.bad_epochs) == (3, 1, 2)
-    assert p.end_epoch({"m": 0.6}, "m") and (p.best_epoch, p.bad_epochs) == (4, 0)
+    assert end_epoch(p, {"m": 0.6}, "m") and (p.best_epoch, p.bad_epochs) == (4, 0)
     assert [h["epoch"] for h in p.history] == [1, 2, 3, 4] and p.history[0] == {"epoch": 1, "step": 4, "m": 0.5,
                                                                                 "x": 1.0}
+    assert not patience_ran_out(p, 0) and patience_ran_out(Progress(bad_epochs=2), 2)
 
 
-def test_progress_patience_margin_counts_only_epochs_clearly_past_the_best():
-    p = xtrain.Progress()
-    p.end_epoch({"m": 0.50}, "m", 0.02)
+def test_margin_counts_only_epochs_clearly_past_the_best():
+    p = Progress()
+    end_epoch(p, {"m": 0.50}, "m", 0.02)
     for value, bad in [(0.495, 0), (0.48, 1), (0.47, 2), (0.491, 0), (0.40, 1), (float("nan"), 2), (0.51, 0)]:
-        p.end_epoch({"m": value}, "m", 0.02)   # 0.495 and 0.491 are within 2% of 0.50: the count restarts
+        end_epoch(p, {"m": value}, "m", 0.02)   # 0.495 and 0.491 are within 2% of 0.50: the count restarts
         assert p.bad_epochs == bad, value
     assert (p.best_value, p.best_epoch) == (0.51, 8)
 
 
-def test_progress_select_margin_keeps_the_latest_epoch_near_the_best():
-    p = xtrain.Progress()
-    kept = [p.end_epoch({"m": v}, "m", 0.0, 0.02) for v in (0.40, 0.50, 0.495, 0.47, float("nan"), 0.491)]
+def test_margin_keeps_the_latest_epoch_near_the_best():
+    p = Progress()
+    kept = [end_epoch(p, {"m": v}, "m", 0.02) for v in (0.40, 0.50, 0.495, 0.47, float("nan"), 0.491)]
     assert kept == [True, True, True, False, False, True]     # 0.495 and 0.491 are within 2% of 0.50
     assert (p.best_epoch, p.best_value, p.selected_epoch) == (2, 0.50, 6)
-    assert p.end_epoch({"m": 0.60}, "m", 0.0, 0.02) and p.selected_epoch == 7   # a new best is always kept
-    plain = xtrain.Progress()   # no margin: the best epoch
-    assert [plain.end_epoch({"m": v}, "m") for v in (0.40, 0.50, 0.495)] == [True, True, False]
+    assert end_epoch(p, {"m": 0.60}, "m", 0.02) and p.selected_epoch == 7   # a new best is always kept
+    plain = Progress()   # no margin: the best epoch
+    assert [end_epoch(plain, {"m": v}, "m") for v in (0.40, 0.50, 0.495)] == [True, True, False]
     assert plain.selected_epoch == plain.best_epoch == 2
-    # a checkpoint's progress from before selected_epoch existed: the best epoch was the kept one
-    assert xtrain.Progress(best_epoch=5, best_value=0.3).selected_epoch == 5
+    # a saved progress from before selected_epoch existed: the best epoch was the kept one
+    assert Progress(best_epoch=5, best_value=0.3).selected_epoch == 5
 
 
-def test_select_margin_ships_the_latest_epoch_on_a_plateau(files, tmp_path):
+def test_margin_ships_the_latest_epoch_on_a_plateau(files, tmp_path):
     """lr 1e-30: the weights do not move, every epoch ties the best; with a margin the last
     epoch is selected (the metrics, best.pt) and the best epoch stays the first."""
     out = tmp_path / "select"
-    assert xtrain.main(tiny(files, out, "optim.lr=1e-30", "train.epochs=3", "train.select_margin=0.02",
+    assert xtrain.main(tiny(files, out, "optim.lr=1e-30", "train.epochs=3", "train.margin=0.02",
                             "output.tensorboard=false")) == 0
     result = json.loads((out / "metrics.json").read_text())
     assert (result["best_epoch"], result["selected_epoch"]) == (1, 3)
@@ -448,7 +456,7 @@ def test_select_margin_ships_the_latest_epoch_on_a_plateau(files, tmp_path):
     # weights that do move (lr 1.0: the metric peaks at epoch 1): a margin of 100% selects every
     # epoch, so best.pt holds the last epoch's weights, not those of the best one
     out = tmp_path / "moving"
-    assert xtrain.main(tiny(files, out, "train.epochs=3", "optim.lr=1.0", "train.select_margin=1.0",
+    assert xtrain.main(tiny(files, out, "train.epochs=3", "optim.lr=1.0", "train.margin=1.0",
                             "output.tensorboard=false")) == 0
     result = json.loads((out / "metrics.json").read_text())
     assert (result["best_epoch"], result["selected_epoch"]) == (1, 3)
@@ -465,16 +473,16 @@ def test_early_stopping(files, tmp_path):
     assert result["epochs"] == 3 and result["best_epoch"] == 1
     out = tmp_path / "plateau"   # the same flat curve never stops with a margin: ties are within it
     assert xtrain.main(tiny(files, out, "optim.lr=1e-30", "train.epochs=4", "train.patience=2",
-                            "train.patience_margin=0.02", "output.tensorboard=false")) == 0
+                            "train.margin=0.02", "output.tensorboard=false")) == 0
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 4
 
 
 @pytest.mark.parametrize("args, message", [
     (["train.epochz=3"], "unknown config key 'train.epochz'; valid keys here: epochs, max_steps"),
     (["optim.lr=fast"], "'optim.lr' expects float"),
-    (["train.refit=yes please"], "'train.refit' expects bool"),
-    (["train.refit=true", "train.crossfit=true"], "'train.refit' and 'train.crossfit' are two ways"),
-    (["train.crossfit=true"], "needs an ensemble (model.ensemble >= 2; got 1): each member leaves out"),
+    (["train.final=both"], "config key 'train.final' must be one of 'none', 'refit', 'crossfit'; got 'both'"),
+    (["train.refit=true"], "unknown config key 'train.refit'"),
+    (["train.final=crossfit"], "needs an ensemble (model.ensemble >= 2; got 1): each member leaves out"),
     (["train.early_stopping_metric=loss"], "'train.early_stopping_metric' must be one of auprc_micro"),
     (["data.synthetic=huge"], "'data.synthetic' must be one of 'default', 'seed'"),
 ])
@@ -516,14 +524,14 @@ def test_print_config(capsys):
     assert "lr: 0.5" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("crossfit", ["false", "true"])
-def test_ddp_two_processes_match_one(files, tmp_path, crossfit):
+@pytest.mark.parametrize("final", ["none", "crossfit"])
+def test_ddp_two_processes_match_one(files, tmp_path, final):
     pytest.importorskip("torch.distributed")
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("gloo backend not available")
     extra = ("model.dropout=0.0", "output.tensorboard=false", "train.device=cpu", "train.amp=false",
              "model.ensemble=2", "optim.sparse=true",   # sparse gradients: DDP's sparse all-reduce (gloo)
-             f"train.crossfit={crossfit}", "data.batch_size=76")   # 4 steps an epoch on 240 or 304 rows
+             f"train.final={final}", "data.batch_size=76")   # 4 steps an epoch on 240 or 304 rows
     # float32: bf16 rounds each process's half-batch gradient before the all-reduce
     one, two = tmp_path / "one", tmp_path / "two"
     assert xtrain.main(tiny(files, one, *extra)) == 0
@@ -534,7 +542,7 @@ def test_ddp_two_processes_match_one(files, tmp_path, crossfit):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
     assert mb["num_val"] == 64 and mb["steps"] == ma["steps"] == 8
-    if crossfit == "true":
+    if final == "crossfit":
         # each process averages a member's loss over its own kept rows, and DDP averages the two:
         # not the one-process mean over both halves' kept rows, so the weights differ a little.
         # Validation gathers both processes' out-of-fold scores: the metric of best.pt's weights.
@@ -564,7 +572,7 @@ def test_amp_on_cpu_trains_in_bf16_where_native(amp):
     from xmlc.models import build_model
     from xmlc.optim import build_optimizer, build_scheduler
 
-    native = xtrain.native_bf16(torch.device("cpu"))
+    native = native_bf16(torch.device("cpu"))
     X = sp.random(64, 30, density=0.2, format="csr", random_state=0, dtype="float32")
     Y = sp.random(64, 5, density=0.3, format="csr", random_state=1, dtype="float32")
     Y.data[:] = 1
@@ -577,9 +585,9 @@ def test_amp_on_cpu_trains_in_bf16_where_native(amp):
     class NoStop:
         requested, signum = False, None
 
-    xtrain.train_one_epoch(model, xdata.make_loader(data, 16, shuffle=False), losses.BCEWithLogits(), optimizer,
-                           build_scheduler(OptimConfig(), optimizer, total_steps=4), progress=xtrain.Progress(),
-                           tcfg=TrainConfig(amp=amp, progress=False), grad_clip=None, env=xtrain.DistEnv(),
+    train_one_epoch(model, xdata.make_loader(data, 16, shuffle=False), losses.BCEWithLogits(), optimizer,
+                           build_scheduler(OptimConfig(), optimizer, total_steps=4), progress=Progress(),
+                           tcfg=TrainConfig(amp=amp), grad_clip=None, env=DistEnv(),
                            stop=NoStop())
     assert dtypes == [torch.bfloat16 if amp and native else torch.float32] * 4
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())

@@ -24,11 +24,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
+from xmlc.checkpoint import checkpoint_path
 from xmlc.data import XMCData, make_loader, normalize_rows
 from xmlc.data.features import TextFeaturizer
 from xmlc.inference import predict_scores
 from xmlc.errors import InputError
+from xmlc.run import RunArtifact
 
 __all__ = ["Classifier", "load"]
 
@@ -46,23 +47,22 @@ class Classifier:
         num_features: ``D``.
     """
 
-    def __init__(self, ckpt: dict, *, device: str | torch.device = "cpu", threshold: float | None = None,
+    def __init__(self, run: RunArtifact, *, device: str | torch.device = "cpu", threshold: float | None = None,
                  source: str = "the checkpoint"):
         self.device = torch.device(device)
-        self.model, self.config = model_from_checkpoint(ckpt, self.device, source=source)
-        self.num_features, num_labels = int(ckpt["num_features"]), int(ckpt["num_labels"])
-        names = ckpt.get("label_names")
+        self.model, self.config = run.build_model(self.device, source=source), run.config
+        self.num_features, num_labels = run.num_features, run.num_labels
+        names = run.label_names
         self.has_names = names is not None
         self.label_names = list(names) if names is not None else list(range(num_labels))
-        state = ckpt.get("featurizer")
-        self.featurizer = TextFeaturizer.from_state(state) if state is not None else None
+        self.featurizer = TextFeaturizer.from_state(run.featurizer) if run.featurizer is not None else None
         if threshold is not None:
             self.thresholds = torch.full((num_labels,), float(threshold))
-        elif ckpt.get("thresholds") is not None:
-            self.thresholds = ckpt["thresholds"].float().cpu()
+        elif run.thresholds is not None:
+            self.thresholds = run.thresholds.float().cpu()
         else:
             self.thresholds = torch.full((num_labels,), 0.5)
-        self.calibrated = threshold is None and ckpt.get("thresholds") is not None
+        self.calibrated = threshold is None and run.thresholds is not None
 
     def features(self, x) -> sp.csr_matrix | np.ndarray:
         """Model input for ``x``: a string or a list of strings (featurised), or an ``(N, D)``
@@ -136,4 +136,4 @@ def load(run: str | Path, *, device: str | torch.device = "cpu", threshold: floa
             checkpoint's calibrated per-label thresholds.
     """
     path = checkpoint_path(run, "best.pt")
-    return Classifier(load_checkpoint(path), device=device, threshold=threshold, source=str(path))
+    return Classifier(RunArtifact.load(path), device=device, threshold=threshold, source=str(path))

@@ -1,7 +1,7 @@
-"""Self-contained checkpoints: one plain dict, written atomically.
+"""The run file on disk: one plain dict, written atomically, read with ``weights_only=True``.
 
-A checkpoint holds everything needed to continue a run or to use the model without the
-config file or the training data::
+The typed view of it is :class:`xmlc.run.RunArtifact`. A checkpoint holds everything needed to
+continue a run or to use the model without the config file or the training data::
 
     {
       "format": 1,
@@ -38,13 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from xmlc.config import Config, from_dict
-from xmlc.models import build_model
 from xmlc.errors import CheckpointError, CheckpointSaveError, ConfigError
 
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_path", "rng_state", "set_rng_state",
-           "model_from_checkpoint", "load_weights", "remove_partial_writes", "check_run_dir", "CheckpointError",
+           "load_weights", "remove_partial_writes", "check_run_dir", "CheckpointError",
            "CheckpointSaveError"]
 
 FORMAT = 1
@@ -189,19 +187,6 @@ def set_rng_state(state: dict) -> None:
 
 def _to_lists(x: Any) -> Any:
     return [_to_lists(v) for v in x] if isinstance(x, tuple) else x
-
-
-def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu", *,
-                          source: str = "the checkpoint") -> tuple[nn.Module, Config]:
-    """Rebuild the model (eval mode, on ``device``) and the config from a checkpoint dict alone.
-
-    Raises:
-        CheckpointError: the weights do not fit the model the config builds (:func:`load_weights`).
-    """
-    cfg = from_dict(Config, ckpt["config"])
-    model = build_model(cfg.model, ckpt["num_features"], ckpt["num_labels"])
-    load_weights(model, ckpt["model"], source=source)
-    return model.to(device).eval(), cfg
 
 
 def load_weights(model: nn.Module, weights: dict, *, source: str = "the checkpoint") -> None:

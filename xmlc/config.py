@@ -275,31 +275,20 @@ class TrainConfig:
     early_stopping_metric: str = "auprc_macro"
     # Stop after this many epochs without improvement; 0: never stop early.
     patience: NonNegativeInt = 3
-    # With patience: an epoch counts toward it only if its metric is more than this share below
-    # the best (0.02: 2% below); one within the margin resets the count, so the run stops only
-    # after `patience` epochs in a row clearly past the peak (a curve falling after an early
-    # best), never on a plateau. 0: every epoch without a new best counts (the classic rule).
-    patience_margin: NonNegative = 0.0
-    # The epoch whose weights ship (best.pt; the refit's epoch count): the latest epoch whose
-    # metric is within this share of the best (0.02: 2% below it) instead of the best itself.
-    # On a plateau the later epoch has trained longer at a lower learning rate, and an
-    # ensemble's best epoch comes later than that of the single members that score the
-    # out-of-fold rows under crossfit. 0: the best epoch.
-    select_margin: NonNegative = 0.0
-    # After training, train again from scratch on train + validation for the selected
-    # number of epochs (same seed, schedule, loss) and ship that model; the thresholds stay
-    # those fitted on the first model's validation scores (the refit has seen those rows).
-    refit: bool = False
-    # Instead of a refit, one training on train + validation in which ensemble member m leaves
-    # out its own share (1/M, drawn at random) of the validation rows: each member trains on
-    # all but ~1/M of them, and each validation row is scored by the member that never saw it
-    # (out-of-fold), which picks the best epoch and fits the thresholds. One training instead
-    # of two. Needs model.ensemble >= 2; not with refit.
-    crossfit: bool = False
+    # An epoch within this share of the best (0.02: 2% below it) is near the best: it resets the
+    # patience count (a plateau is not past the peak) and the latest such epoch is the one that
+    # ships (on a plateau it has trained longer at a lower learning rate). 0: the best epoch ships
+    # and every epoch without a new best counts toward patience (the classic rules).
+    margin: NonNegative = 0.0
+    # What the validation rows do once the epoch is selected (xmlc/train/final.py):
+    # none (select and calibrate only) | refit (train a fresh model on train + validation for the
+    # selected number of epochs and ship it; the thresholds stay those of the first model) |
+    # crossfit (an ensemble's alternative: one training on train + validation in which member m
+    # leaves out its own 1/M of the validation rows, which it scores out-of-fold; needs
+    # model.ensemble >= 2).
+    final: Literal["none", "refit", "crossfit"] = "none"
     # Log train loss, lr, grad norm, throughput to TensorBoard every this many steps.
     log_every: PositiveInt = 20
-    # Show the tqdm progress bar.
-    progress: bool = True
 
 
 @dataclass

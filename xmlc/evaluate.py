@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from xmlc import data as xdata, stats
+from xmlc import data as xdata
 from xmlc.eval import calibrate
 from xmlc._json import dumps
-from xmlc.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
+from xmlc.checkpoint import checkpoint_path
 from xmlc.cli import INPUT_ERRORS, ExitStatus, device_name, positive_int, report_error
 from xmlc.config import ConfigError, apply_overrides
 from xmlc.data import DataFileError
@@ -27,6 +27,7 @@ from xmlc.data.features import TextFeaturizer
 from xmlc.inference import check_finite_scores, predict_scores
 from xmlc.eval.summary import metrics_report, metrics_table
 from xmlc.data.load import read_for_model
+from xmlc.run import RunArtifact
 
 __all__ = ["main", "evaluate_checkpoint"]
 
@@ -46,14 +47,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, *, batch_
         :func:`xmlc.eval.metrics.evaluate_all`.
     """
     device = torch.device(device)
-    ckpt = load_checkpoint(checkpoint)
-    model, cfg = model_from_checkpoint(ckpt, device, source=str(checkpoint_path(checkpoint)))
+    run = RunArtifact.load(checkpoint, in_run_dir="best.pt")
+    model, cfg = run.build_model(device, source=str(checkpoint_path(checkpoint, "best.pt"))), run.config
     dcfg = apply_overrides(cfg, list(overrides)).data
     if not Path(data_path).is_file():
         raise DataFileError(f"--data: file not found: {data_path}")
-    names = ckpt.get("label_names")
-    state = ckpt.get("featurizer")
-    data = read_for_model(data_path, dcfg, key="--data", num_features=ckpt["num_features"],
+    names, state = run.label_names, run.featurizer
+    data = read_for_model(data_path, dcfg, key="--data", num_features=run.num_features,
                           label_names=None if names is None else list(names),
                           featurizer=None if state is None else TextFeaturizer.from_state(state),
                           labels_path=labels_path, notes=notes)
@@ -61,16 +61,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, *, batch_
     loader = xdata.make_loader(data, batch_size or cfg.data.eval_batch_size, shuffle=False,
                                pin_memory=device.type == "cuda")
     scores = check_finite_scores(predict_scores(model, loader, len(data), device=device, amp=cfg.train.amp))
-    label_stats = ckpt["label_stats"]
-    counts, num_train = label_stats["counts"].numpy(), label_stats["num_examples"]
-    thresholds = {}
-    if ckpt.get("thresholds") is not None:
-        thresholds["calibrated"] = ckpt["thresholds"]
-    if label_stats.get("pos_weight") is not None:
-        thresholds["prior"] = calibrate.prior_thresholds(label_stats["pos_weight"])
-    report = metrics_report(scores, data.labels, thresholds, ks=tuple(cfg.eval.ks),
-                            buckets=stats.frequency_buckets(counts),
-                            propensities=stats.propensity(counts, num_train))
+    label_stats, thresholds = run.label_stats, {}
+    if run.thresholds is not None:
+        thresholds["calibrated"] = run.thresholds
+    if label_stats.pos_weight is not None:
+        thresholds["prior"] = calibrate.prior_thresholds(label_stats.pos_weight)
+    report = metrics_report(scores, data.labels, thresholds, ks=tuple(cfg.eval.ks), buckets=label_stats.buckets,
+                            propensities=label_stats.propensities)
     return {"checkpoint": str(checkpoint), "data": str(data_path), "num_examples": len(data), **report}
 
 

@@ -46,7 +46,7 @@ def predict_scores(model: nn.Module, loader, num_rows: int, *, device: torch.dev
         amp: bf16 autocast on CUDA (ignored on CPU).
         world_size: processes in the group; 1 means no gather.
         members: (N,) int64 or None: for an ensemble, row ``i`` scored by member ``members[i]``
-            alone instead of the member mean (``train.crossfit``'s out-of-fold scores).
+            alone instead of the member mean (``train.final: crossfit``'s out-of-fold scores).
 
     Returns:
         ``(N, L)`` float32 CPU tensor; row ``i`` holds the probabilities of data set row ``i``.

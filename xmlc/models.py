@@ -280,7 +280,7 @@ def probabilities(logits: torch.Tensor, members: torch.Tensor | None = None) -> 
     """Scores from logits: ``sigmoid`` of (B, L), or the member mean of (M, B, L); float32 (B, L).
 
     ``members`` (B,) int64, for (M, B, L) logits: row b scored by member ``members[b]`` alone
-    (the out-of-fold scores of ``train.crossfit``) instead of the mean.
+    (the out-of-fold scores of ``train.final: crossfit``) instead of the mean.
     """
     if logits.dim() == 3 and members is not None:
         logits = logits[members.to(logits.device), torch.arange(logits.shape[1], device=logits.device)]

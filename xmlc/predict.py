@@ -34,11 +34,12 @@ import torch
 
 from xmlc._json import dumps
 from xmlc.api import Classifier
-from xmlc.checkpoint import checkpoint_path, load_checkpoint
+from xmlc.checkpoint import checkpoint_path
 from xmlc.cli import INPUT_ERRORS, ExitStatus, device_name, positive_int, probability, report_error
 from xmlc.config import ConfigError, apply_overrides
 from xmlc.inference import check_finite_scores
 from xmlc.data.load import read_for_model
+from xmlc.run import RunArtifact
 from xmlc.data.tables import read_label_names
 
 __all__ = ["main", "predict_file", "write_predictions"]
@@ -80,8 +81,8 @@ def predict_file(checkpoint: str | Path, data_path: str | Path | None, out_path:
                  fmt: str | None = None, overrides: list[str] = ()) -> int:
     """Predict for ``data_path`` (or ``texts``; ``data_path`` "-" or None: standard input) and
     write to ``out_path`` (None: standard output); returns the number of rows."""
-    ckpt = load_checkpoint(checkpoint)
-    clf = Classifier(ckpt, device=device, threshold=threshold, source=str(checkpoint_path(checkpoint)))
+    clf = Classifier(RunArtifact.load(checkpoint, in_run_dir="best.pt"), device=device, threshold=threshold,
+                     source=str(checkpoint_path(checkpoint, "best.pt")))
     if label_names is not None:
         if len(label_names) != len(clf.label_names):
             raise ValueError(f"--label-names has {len(label_names)} names, the model has {len(clf.label_names)} labels")

@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 from xmlc.cli import ExitStatus
+from xmlc.errors import CheckpointError
 from xmlc.eval.figures import FIGURE_NAMES
+from xmlc.run import RunArtifact
 
 __all__ = ["main", "build_report", "write_report", "ReportError"]
 
@@ -75,13 +77,10 @@ def _history(run: Path) -> list[dict]:
     path = run / "last.pt"
     if not path.is_file():
         return []
-    from xmlc.checkpoint import load_checkpoint
-
     try:
-        ckpt = load_checkpoint(path)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
+        history = RunArtifact.load(path).progress.history
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, CheckpointError):
         return []   # the page is still useful without the history
-    history = (ckpt.get("progress") or {}).get("history") or []
     return [h for h in history if isinstance(h, dict)]
 
 

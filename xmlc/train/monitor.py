@@ -11,6 +11,7 @@ Only rank 0 writes; every logging function takes the writer :func:`open_writer` 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -22,8 +23,9 @@ from xmlc import stats
 from xmlc.eval import figures
 from xmlc.eval import metrics
 from xmlc._json import dumps
-from xmlc.checkpoint import load_checkpoint, remove_partial_writes, rng_state, save_checkpoint
+from xmlc.checkpoint import remove_partial_writes, rng_state
 from xmlc.config import Config, dump_config, to_dict
+from xmlc.run import RunArtifact, TrainingState
 
 __all__ = ["RunFiles", "figures_due", "open_writer", "log_run_start", "log_epoch", "log_final", "log_figures",
            "write_final_figures", "remove_figures", "FIGURES_DIR"]
@@ -37,13 +39,12 @@ class RunFiles:
     writes; the others call the same methods, which do nothing there.
 
     ``train_set`` is the training :class:`xmlc.data.XMCData`, ``label_stats`` its
-    :class:`xmlc.train.LabelStats`; ``tr`` below is a :class:`xmlc.train.Training` (its model,
-    optimizer, scheduler and progress go into the checkpoint).
+    :class:`xmlc.run.LabelStats`; ``tr`` below is a :class:`xmlc.train.build.Training` (its model,
+    optimizer, scheduler and progress go into the :class:`xmlc.run.RunArtifact`).
     """
 
     def __init__(self, cfg: Config, train_set, label_stats, *, write: bool):
         self.cfg, self.dir, self.write, self.ocfg, self.writer = cfg, Path(cfg.output.dir), write, cfg.output, None
-        self._metric = cfg.train.early_stopping_metric
         self._pr_curve = {"pr_curve_samples": cfg.eval.pr_curve_samples, "seed": cfg.train.seed}
         with_pw = label_stats.pos_weight is not None   # the long-tail figure draws the pos_weight used
         self._long_tail = {"num_train": label_stats.num_examples,
@@ -52,9 +53,9 @@ class RunFiles:
         self._written_at, self._best_written = None, None   # time of the last save_progress; epoch in best.pt
         self._opened_at = time.monotonic()   # the run's start, for output.figures_max_share
         self._figures_s = self._figures_cost = 0.0   # seconds in validation figures so far; at the last drawing
-        self._fixed = {"config": to_dict(cfg), "num_features": train_set.num_features,
-                       "num_labels": train_set.num_labels, "label_stats": label_stats.for_checkpoint(),
-                       "label_names": train_set.label_names, "featurizer": train_set.featurizer}
+        self._fixed = {"config": cfg, "num_features": train_set.num_features, "num_labels": train_set.num_labels,
+                       "label_stats": label_stats, "label_names": train_set.label_names,
+                       "featurizer": train_set.featurizer}
 
     def open(self, label_stats, *, resumed: bool, step: int) -> None:
         """Make the directory, write ``config.yaml``, open TensorBoard (a fresh run replaces the
@@ -76,18 +77,15 @@ class RunFiles:
         if self.writer is not None:
             self.writer.close()
 
-    def checkpoint(self, tr, thresholds: torch.Tensor | None = None) -> dict:
-        """The self-contained checkpoint dict of ``tr`` (plain data: ``torch.load(weights_only=True)``)."""
-        p = tr.progress
-        return {"format": 1, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
-                "scheduler": tr.scheduler.state_dict(), "progress": vars(p).copy(), "step": p.step,
-                "epoch": p.epoch, "rng": rng_state(), **self._fixed, "thresholds": thresholds,
-                "best": {"metric": self._metric, "value": p.best_value, "epoch": p.best_epoch,
-                         "selected_epoch": p.selected_epoch}}
+    def artifact(self, tr, thresholds: torch.Tensor | None = None) -> RunArtifact:
+        """The run as it stands: ``tr``'s weights, progress and training state (``last.pt``)."""
+        state = TrainingState(tr.optimizer.state_dict(), tr.scheduler.state_dict(), rng_state())
+        return RunArtifact(weights=tr.model.state_dict(), progress=tr.progress, thresholds=thresholds,
+                           training=state, **self._fixed)
 
     def save(self, name: str, tr, thresholds: torch.Tensor | None = None) -> None:
         if self.write:
-            save_checkpoint(self.checkpoint(tr, thresholds), self.dir / name)
+            self.artifact(tr, thresholds).save(self.dir / name)
 
     def save_epoch(self, tr, *, last: bool) -> None:
         """After an epoch: :meth:`save_progress` at the run's first epoch, at its ``last`` one, and
@@ -108,21 +106,19 @@ class RunFiles:
         checkpoint without the optimizer, scheduler and RNG states (``--resume`` takes ``last.pt``)."""
         if not self.write or tr.best_model is None or tr.progress.selected_epoch == self._best_written:
             return
-        save_checkpoint(self.shipped(tr) | {"model": tr.best_model}, self.dir / "best.pt")
+        dataclasses.replace(self.shipped(tr), weights=tr.best_model).save(self.dir / "best.pt")
         self._best_written = tr.progress.selected_epoch
 
-    def shipped(self, tr, thresholds: torch.Tensor | None = None) -> dict:
-        """:meth:`checkpoint` without the optimizer, scheduler and RNG states: what ``best.pt``
-        holds (evaluate / predict need the weights; ``--resume`` takes ``last.pt``)."""
-        ckpt = self.checkpoint(tr, thresholds)
-        for key in ("optimizer", "scheduler", "rng"):
-            del ckpt[key]
-        return ckpt
+    def shipped(self, tr, thresholds: torch.Tensor | None = None) -> RunArtifact:
+        """The run without the optimizer, scheduler and RNG states: what ``best.pt`` holds
+        (evaluate / predict need the weights; ``--resume`` takes ``last.pt``)."""
+        return RunArtifact(weights=tr.model.state_dict(), progress=tr.progress, thresholds=thresholds,
+                           **self._fixed)
 
     def best_model(self, device) -> dict | None:
         """The weights in ``best.pt`` (a resumed run's best so far), or None."""
         path = self.dir / "best.pt"
-        return load_checkpoint(path, map_location=device)["model"] if path.is_file() else None
+        return RunArtifact.load(path, map_location=device).weights if path.is_file() else None
 
     def log_epoch(self, step: int, val_metrics: dict, scores, labels, epoch_time: float,
                   figure_inputs: dict, *, epoch: int, last: bool) -> float | None:
@@ -149,7 +145,7 @@ class RunFiles:
         from ``final_scores`` = (split name, scores (N, L), labels), the hparams."""
         if not self.write:
             return
-        save_checkpoint(self.shipped(tr, thresholds.float().cpu()), self.dir / "best.pt")
+        self.shipped(tr, thresholds.float().cpu()).save(self.dir / "best.pt")
         (self.dir / "metrics.json").write_text(dumps(results, indent=2) + "\n")   # NaN -> null (xmlc._json)
         if self.ocfg.figures:
             split, scores, labels = final_scores
