@@ -40,11 +40,10 @@ _SINGLE = ["model.ensemble=1", "train.final=none"]   # the loss alone: one membe
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     "bce": ("BCE", _SINGLE + ["loss.name=bce"]),
     "neg_pos": ("BCE + pos_weight neg/pos", _SINGLE + ["loss.name=bce", "loss.pos_weight=neg_pos"]),
-    "sqrt": ("BCE + pos_weight sqrt(neg/pos)", _SINGLE + ["loss.name=bce", "loss.pos_weight=neg_pos",
-                                                         "loss.pos_weight_power=0.5"]),
+    "sqrt": ("BCE + pos_weight sqrt(neg/pos)", _SINGLE + ["loss.name=bce", "loss.pos_weight=sqrt_neg_pos"]),
     "focal": ("focal (gamma 1)", _SINGLE),
     "asymmetric": ("asymmetric (gamma- 4, clip 0.05)", _SINGLE + ["loss.name=asymmetric"]),
-    "ohem": ("OHEM over BCE (keep 10%)", _SINGLE + ["loss.name=bce", "loss.ohem_keep_ratio=0.1"]),
+    "ohem": ("OHEM over BCE (keep 10%)", _SINGLE + ["loss.name=bce", "loss.ohem=0.1"]),
     "recipe": ("**xmlc text recipe** (configs/text.yaml: 5-member ensemble, crossfit)", []),
 }
 

@@ -41,13 +41,10 @@ from xmlc._json import loads_with_nan  # noqa: E402  (metrics.json writes undefi
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     "bce": ("BCE", ["loss.name=bce", "loss.pos_weight=none"]),
     "neg_pos": ("BCE + pos_weight neg/pos", ["loss.name=bce", "loss.pos_weight=neg_pos"]),
-    "sqrt": ("BCE + pos_weight sqrt(neg/pos)", ["loss.name=bce", "loss.pos_weight=neg_pos",
-                                                  "loss.pos_weight_power=0.5"]),
-    "clip": ("BCE + pos_weight neg/pos clipped at 10", ["loss.name=bce", "loss.pos_weight=neg_pos",
-                                                         "loss.pos_weight_max=10"]),
+    "sqrt": ("BCE + pos_weight sqrt(neg/pos)", ["loss.name=bce", "loss.pos_weight=sqrt_neg_pos"]),
     "focal": ("focal (gamma 2)", ["loss.name=focal", "loss.gamma=2.0", "loss.pos_weight=none"]),
     "asymmetric": ("asymmetric (gamma- 4, clip 0.05)", ["loss.name=asymmetric", "loss.pos_weight=none"]),
-    "ohem": ("OHEM over BCE (keep 10%)", ["loss.name=bce", "loss.pos_weight=none", "loss.ohem_keep_ratio=0.1"]),
+    "ohem": ("OHEM over BCE (keep 10%)", ["loss.name=bce", "loss.pos_weight=none", "loss.ohem=0.1"]),
 }
 
 COLUMNS = [("auprc_micro", "micro AUPRC", "{:.3f}"), ("auprc_macro", "macro AUPRC", "{:.3f}"),

@@ -201,8 +201,8 @@ def _train(files, out, *extra):
     from xmlc.train import loop as xtrain
 
     args = [f"data.train={files['train']}", f"data.val={files['val']}", f"data.test={files['test']}",
-            "model.hidden=[16]", "data.batch_size=100", "data.eval_batch_size=50", "train.epochs=2",
-            "eval.min_positives=1", "eval.pr_curve_samples=120",
+            "model.hidden=[16]", "data.batch_size=100", "train.epochs=2",
+            "eval.min_positives=1",
             "loss.pos_weight=neg_pos", f"output.dir={out}", *extra]
     assert xtrain.main(args) == 0
 
@@ -234,17 +234,16 @@ def test_training_run_writes_figures_png_tensorboard_and_report(files, tmp_path,
     assert "test_calibrated" in page and "auprc_macro" in page and "Validation per epoch" in page
 
 
-@pytest.mark.parametrize("epochs, every, share, steps", [(3, 2, 1, [4, 6]), (2, 0, 1, []), (4, 1, 1, [2, 4, 6, 8]),
-                                                         (4, 1, 0, [2, 8])])
-def test_figures_every_n_epochs_and_at_the_last(files, tmp_path, epochs, every, share, steps):
-    """share 1: no time limit; share 0: only the first due epoch (no cost known yet) and the last."""
+@pytest.mark.parametrize("share, steps", [(1.0, [2, 4, 6, 8]), (0.0, [2, 8])])
+def test_figures_each_epoch_within_their_share_and_at_the_last(files, tmp_path, monkeypatch, share, steps):
+    """share 1: no time limit; share 0: only the first epoch (no cost known yet) and the last."""
+    monkeypatch.setattr(monitor, "FIGURES_MAX_SHARE", share)
     run = tmp_path / "run"
-    _train(files, run, f"train.epochs={epochs}", f"output.figures_every={every}",   # 2 steps per epoch
-           f"output.figures_max_share={share}")
+    _train(files, run, "train.epochs=4")   # 2 steps per epoch
     tags = _image_tags(run)
     for name in figures.FIGURE_NAMES:
         assert [step for step, _, _ in tags.get(f"figures/{name}", [])] == steps, name
-        assert [step for step, _, _ in tags[f"final/{name}"]] == [2 * epochs]   # the end always draws
+        assert [step for step, _, _ in tags[f"final/{name}"]] == [8]   # the end always draws
     assert (run / "figures" / "reliability.png").is_file()
 
 

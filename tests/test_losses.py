@@ -3,6 +3,7 @@ here in float64, PyTorch's BCE, brute-force top-k) plus numerics and argument ch
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
+from xmlc.config import LossConfig
 from xmlc.losses import (
     LOSSES,
     AsymmetricLoss,
@@ -369,7 +371,14 @@ def test_modules_hold_buffers_and_follow_to():
 
 
 def _cfg(**kw):
-    base = dict(name="bce", gamma=2.0, alpha=None, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, ohem_keep_ratio=1.0,
+    base = dataclasses.asdict(LossConfig())
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def _library_cfg(**kw):
+    """A loss section with the knobs only library callers set (the config fixes them)."""
+    base = dict(name="bce", gamma=2.0, alpha=None, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, ohem=1.0,
                 ohem_mode="element", ohem_min_kept=1, ohem_keep_positives=False)
     base.update(kw)
     return SimpleNamespace(**base)
@@ -382,10 +391,15 @@ def test_build_loss_registry():
     focal = build_loss(_cfg(name="focal", gamma=1.5, alpha=0.25), pos_weight=pw)
     assert isinstance(focal, FocalLoss) and focal.gamma == 1.5 and focal.alpha == 0.25
     assert torch.equal(focal.pos_weight, pw)
-    asl = build_loss(_cfg(name="asymmetric", gamma_pos=1.0, clip=0.1))
+    asl = build_loss(_cfg(name="asymmetric", gamma_neg=2.0))   # the config's section: published gamma_pos, clip
+    assert isinstance(asl, AsymmetricLoss) and (asl.gamma_pos, asl.gamma_neg, asl.clip) == (0.0, 2.0, 0.05)
+    asl = build_loss(_library_cfg(name="asymmetric", gamma_pos=1.0, clip=0.1))
     assert isinstance(asl, AsymmetricLoss) and (asl.gamma_pos, asl.gamma_neg, asl.clip) == (1.0, 4.0, 0.1)
-    mined = build_loss(_cfg(name="focal", ohem_keep_ratio=0.25, ohem_mode="example", ohem_min_kept=3,
-                            ohem_keep_positives=True))
+    mined = build_loss(_cfg(name="focal", ohem=0.25))
+    assert isinstance(mined, OHEMLoss) and mined.base.reduction == "none"
+    assert (mined.keep_ratio, mined.mode, mined.min_kept, mined.keep_positives) == (0.25, "element", 1, False)
+    mined = build_loss(_library_cfg(name="focal", ohem=0.25, ohem_mode="example", ohem_min_kept=3,
+                                    ohem_keep_positives=True))
     assert isinstance(mined, OHEMLoss) and mined.base.reduction == "none"
     assert (mined.keep_ratio, mined.mode, mined.min_kept, mined.keep_positives) == (0.25, "example", 3, True)
     x, y, _, _ = _data(seed=16, dtype=torch.float32)

@@ -76,9 +76,9 @@ def test_models_map_batches_to_logits(name, hidden):
 
 
 def test_mlp_structure_follows_config():
-    model = build_model(ModelConfig(hidden=[32, 16], norm="batch", activation="gelu", dropout=0.1), 50, 7)
+    model = build_model(ModelConfig(hidden=[32, 16], norm="batch", dropout=0.1), 50, 7)
     kinds = [type(m) for m in model.body]
-    assert kinds == [MemberBatchNorm, nn.GELU, Dropout, MemberLinear, MemberBatchNorm, nn.GELU, Dropout]
+    assert kinds == [MemberBatchNorm, nn.ReLU, Dropout, MemberLinear, MemberBatchNorm, nn.ReLU, Dropout]
     assert model.head.weight.shape == (1, 16, 7)
 
 

@@ -2,9 +2,11 @@
 xmlc.data.features (tf-idf featuriser as plain data)."""
 
 import csv
+import dataclasses
 import gzip
 import io
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import scipy.sparse as sp
 import torch
 
 from xmlc.config import DataConfig, FeaturesConfig
-from xmlc.data.features import TextFeaturizer
+from xmlc.data.features import _FIXED, TextFeaturizer
 from xmlc.data.tables import (
     InputError,
     LabelVocab,
@@ -201,7 +203,8 @@ def test_featurizer_equals_sklearn_and_survives_weights_only(settings):
 
     rows = texts_and_tags(80)
     texts = [t for t, _ in rows] + ["Apple APPLE sky-ocean", "a b"]
-    fcfg = FeaturesConfig(**settings)
+    # The config's section, plus the settings only library callers set (a namespace of attributes).
+    fcfg = SimpleNamespace(**(dataclasses.asdict(FeaturesConfig()) | _FIXED | settings))
     feat, X = TextFeaturizer.fit(texts, fcfg)
     common = dict(analyzer=fcfg.analyzer, ngram_range=tuple(fcfg.ngram_range), lowercase=fcfg.lowercase,
                   token_pattern=fcfg.token_pattern, dtype=np.float32)
@@ -230,7 +233,7 @@ def test_featurizer_settings_errors():
     with pytest.raises(ValueError, match="features.ngram_range"):
         TextFeaturizer.fit(["a b"], FeaturesConfig(ngram_range=[2, 1]))
     with pytest.raises(ValueError, match="features.max_df"):
-        TextFeaturizer.fit(["a b"], FeaturesConfig(max_df=1.5))
+        TextFeaturizer.fit(["a b"], SimpleNamespace(**dataclasses.asdict(FeaturesConfig()), max_df=1.5))
     with pytest.raises(ValueError, match="cannot build a vocabulary"):
         TextFeaturizer.fit(["a", "b"], FeaturesConfig(min_df=5))
 

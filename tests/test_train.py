@@ -37,11 +37,18 @@ def files(tmp_path_factory):
     return write_xmc_splits(tmp_path_factory.mktemp("data"), (240, 64, 64), num_features=40, seed=0)
 
 
+@pytest.fixture(scope="module")
+def wide_files(tmp_path_factory):
+    """The same row counts with an input table wide enough for the sparse row updates."""
+    from xmlc.optim import SPARSE_MIN_ROWS
+    return write_xmc_splits(tmp_path_factory.mktemp("wide"), (240, 64, 64), num_features=SPARSE_MIN_ROWS, seed=0)
+
+
 def tiny(files, out, *extra):
     """Overrides for a run of a couple of seconds: 4 steps per epoch, 2 epochs."""
     return [f"data.train={files['train']}", f"data.val={files['val']}", f"data.test={files['test']}",
-            "model.hidden=[16]", "data.batch_size=64", "data.eval_batch_size=50", "train.epochs=2",
-            "train.log_every=1", "eval.min_positives=1", "eval.pr_curve_samples=120",
+            "model.hidden=[16]", "data.batch_size=64", "train.epochs=2",
+            "train.log_every=1", "eval.min_positives=1",
             "optim.lr=0.01", f"output.dir={out}", *extra]
 
 
@@ -53,7 +60,7 @@ def params(path) -> dict:
 def trained(files, tmp_path_factory):
     """One finished in-process run with pos_weight, reused by several tests."""
     out = tmp_path_factory.mktemp("run")
-    assert xtrain.main(tiny(files, out, "loss.pos_weight=neg_pos", "loss.pos_weight_power=0.5")) == 0
+    assert xtrain.main(tiny(files, out, "loss.pos_weight=sqrt_neg_pos")) == 0
     return out
 
 
@@ -161,9 +168,9 @@ def test_ensemble_run_evaluates_and_predicts_from_checkpoint(files, tmp_path):
 
 
 @pytest.mark.parametrize("final", ["none", "crossfit"])
-def test_resume_matches_uninterrupted_run(files, tmp_path, final):
-    extra = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=false",
-             "model.ensemble=2", "optim.sparse=true",    # the lazy row updates resume bit-exactly too
+def test_resume_matches_uninterrupted_run(wide_files, tmp_path, final):
+    files = wide_files   # the lazy row updates of a wide table resume bit-exactly too
+    extra = ("model.dropout=0.3", "model.input_dropout=0.1", "output.tensorboard=false", "model.ensemble=2",
              f"train.final={final}", "data.batch_size=76")   # 4 steps an epoch on 240 or 304 rows
     full, part = tmp_path / "full", tmp_path / "part"
     assert xtrain.main(tiny(files, full, *extra)) == 0
@@ -341,10 +348,11 @@ def out_of_fold_auprc(run_dir: Path, files) -> tuple[float, float]:
     scored by the member that left it out, every row scored by the member mean)."""
     ckpt = load_checkpoint(run_dir / "best.pt")
     cfg = from_dict(Config, ckpt["config"])
-    model = new_model(cfg.model, 40, 12)
+    d, l = ckpt["num_features"], ckpt["num_labels"]
+    model = new_model(cfg.model, d, l)
     model.load_state_dict(ckpt["model"])
     model.eval()
-    val = xdata.read_data(files["val"], cfg.data, num_features=40, num_labels=12)
+    val = xdata.read_data(files["val"], cfg.data, num_features=d, num_labels=l)
     batch = next(iter(xdata.make_loader(val, len(val), shuffle=False)))
     with torch.no_grad():
         member_probs = torch.sigmoid(model(batch).float())   # (M, N, L)
@@ -481,7 +489,7 @@ def test_early_stopping(files, tmp_path):
     (["train.epochz=3"], "unknown config key 'train.epochz'; valid keys here: epochs, max_steps"),
     (["optim.lr=fast"], "'optim.lr' expects float"),
     (["train.final=both"], "config key 'train.final' must be one of 'none', 'refit', 'crossfit'; got 'both'"),
-    (["train.refit=true"], "unknown config key 'train.refit'"),
+    (["train.refit=true"], "config key 'train.refit' was removed: use train.final=refit"),
     (["train.final=crossfit"], "needs an ensemble (model.ensemble >= 2; got 1): each member leaves out"),
     (["train.early_stopping_metric=loss"], "'train.early_stopping_metric' must be one of auprc_micro"),
     (["data.synthetic=huge"], "'data.synthetic' must be one of 'default', 'seed'"),
@@ -525,12 +533,13 @@ def test_print_config(capsys):
 
 
 @pytest.mark.parametrize("final", ["none", "crossfit"])
-def test_ddp_two_processes_match_one(files, tmp_path, final):
+def test_ddp_two_processes_match_one(wide_files, tmp_path, final):
+    files = wide_files   # sparse gradients of a wide table: DDP's sparse all-reduce (gloo)
     pytest.importorskip("torch.distributed")
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("gloo backend not available")
     extra = ("model.dropout=0.0", "output.tensorboard=false", "train.device=cpu", "train.amp=false",
-             "model.ensemble=2", "optim.sparse=true",   # sparse gradients: DDP's sparse all-reduce (gloo)
+             "model.ensemble=2",
              f"train.final={final}", "data.batch_size=76")   # 4 steps an epoch on 240 or 304 rows
     # float32: bf16 rounds each process's half-batch gradient before the all-reduce
     one, two = tmp_path / "one", tmp_path / "two"

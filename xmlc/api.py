@@ -25,7 +25,7 @@ import scipy.sparse as sp
 import torch
 
 from xmlc.checkpoint import checkpoint_path
-from xmlc.data import XMCData, make_loader, normalize_rows
+from xmlc.data import EVAL_BATCH_SIZE, XMCData, make_loader, normalize_rows
 from xmlc.data.features import TextFeaturizer
 from xmlc.inference import predict_scores
 from xmlc.errors import InputError
@@ -105,7 +105,7 @@ class Classifier:
         n = X.shape[0]
         data = XMCData(X, sp.csr_matrix((n, len(self.label_names)), dtype=np.float32), self.num_features,
                        len(self.label_names))
-        loader = make_loader(data, batch_size or self.config.data.eval_batch_size, shuffle=False)
+        loader = make_loader(data, batch_size or EVAL_BATCH_SIZE, shuffle=False)
         return predict_scores(self.model, loader, n, device=self.device, amp=self.config.train.amp)
 
     def predict(self, x, *, top_k: int = 5, batch_size: int | None = None) -> list[dict]:

@@ -158,10 +158,6 @@ class DataConfig:
     normalize: Literal["l2", "l1", "none"] = "l2"
     # Global batch size (split evenly across processes under torchrun).
     batch_size: PositiveInt = 256
-    # Batch size for validation/test scoring (per process).
-    eval_batch_size: PositiveInt = 1024
-    # DataLoader worker processes (0: load in the training process).
-    num_workers: NonNegativeInt = 0
     # --- your own data (xmlc.data.tables; README "Your own data") ---
     # File format of train/val/test: auto (from the extension, else the first line; the run
     # says what it decided) | xmc | libmultilabel ([id<TAB>]labels<TAB>text) | table (.csv/.tsv)
@@ -200,8 +196,6 @@ class ModelConfig:
     input_dropout: Rate = 0.0
     # Normalisation after each hidden linear layer: layer | batch | none.
     norm: Literal["layer", "batch", "none"] = "layer"
-    # Activation after each hidden layer: relu | gelu | silu | tanh.
-    activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
     # Output bias at start: zero, or prior = log(p / (1 - p)) of each label's train frequency.
     output_bias: Literal["zero", "prior"] = "zero"
     # Members of a deep ensemble (>1: M encoders, each with its own loss, scores averaged).
@@ -216,24 +210,14 @@ class LossConfig:
     gamma: NonNegative = 2.0
     # Focal loss positive-class weight alpha; None: no alpha weighting.
     alpha: Optional[Annotated[float, Range(ge=0, le=1)]] = None
-    # Asymmetric loss focusing on positives / negatives and negative-probability clip (Ridnik et al. 2021).
-    gamma_pos: NonNegative = 0.0
+    # Asymmetric loss focusing on negatives (Ridnik et al. 2021; positives unfocused, negative
+    # probabilities shifted by 0.05 as published).
     gamma_neg: NonNegative = 4.0
-    clip: Rate = 0.05
-    # Online hard example mining: fraction of the loss entries kept (1.0 = off).
-    ohem_keep_ratio: Annotated[float, Range(gt=0, le=1)] = 1.0
-    # OHEM granularity: element (per label entry) | example (per row).
-    ohem_mode: Literal["element", "example"] = "element"
-    # OHEM keeps at least this many entries.
-    ohem_min_kept: NonNegativeInt = 1
-    # OHEM always keeps the positive entries.
-    ohem_keep_positives: bool = False
-    # Positive-class weight per label: none, or neg_pos = (N - pos) / pos on the training split.
-    pos_weight: Literal["none", "neg_pos"] = "none"
-    # pos_weight ** power (0.5 = square root, a softer weighting).
-    pos_weight_power: NonNegative = 1.0
-    # Upper clip of pos_weight (after the power); None: no clip.
-    pos_weight_max: Optional[Positive] = None
+    # Online hard example mining: the share of the loss entries kept, the largest (1.0 = off).
+    ohem: Annotated[float, Range(gt=0, le=1)] = 1.0
+    # Positive-class weight per label from the training split: none | neg_pos = (N - pos) / pos |
+    # sqrt_neg_pos = its square root (a softer weighting).
+    pos_weight: Literal["none", "neg_pos", "sqrt_neg_pos"] = "none"
     # Per-label loss weight: none | class_balanced (Cui et al. 2019) | propensity (1/p_l, Jain et al. 2016).
     label_weight: Literal["none", "class_balanced", "propensity"] = "none"
 
@@ -250,11 +234,6 @@ class OptimConfig:
     schedule: Literal["cosine", "constant"] = "cosine"
     # Clip the global gradient norm to this value; None: no clipping (the norm is still logged).
     grad_clip: Optional[Positive] = 1.0
-    # Sparse first-layer updates: the input table's gradient holds only the rows a batch touches
-    # and AdamW updates only those rows (lazy rows: an absent row is neither moved nor decayed;
-    # xmlc/optim.py). auto: on, except under DDP with NCCL (no sparse all-reduce); false: dense
-    # AdamW on the whole table, as in torch.
-    sparse: Union[Literal["auto"], bool] = "auto"
 
 
 @dataclass
@@ -299,8 +278,6 @@ class EvalConfig:
     calibration: Literal["f1", "rate", "prior", "none"] = "f1"
     # Labels with fewer validation positives than this get the global (micro-F1) threshold.
     min_positives: NonNegativeInt = 5
-    # Number of (score, target) entries subsampled for the TensorBoard PR curve.
-    pr_curve_samples: PositiveInt = 100_000
 
 
 @dataclass
@@ -310,17 +287,10 @@ class OutputConfig:
     # Write TensorBoard event files.
     tensorboard: bool = True
     # Diagnostic figures (xmlc.eval.figures): in TensorBoard per epoch and at the end, and as
-    # RUN_DIR/figures/*.png at the end (python -m xmlc.report RUN_DIR embeds them). false: none.
+    # RUN_DIR/figures/*.png at the end (python -m xmlc.report RUN_DIR embeds them); an epoch's
+    # validation figures are skipped while drawing them would take over 5% of the run's time
+    # (the first and last epochs always draw). false: none.
     figures: bool = True
-    # With figures: the validation figures go to TensorBoard every `figures_every` epochs and
-    # at the last one, within `figures_max_share` below; 0: only the final figures.
-    figures_every: NonNegativeInt = 1
-    # Drawing the validation figures takes a fixed time (bibtex: about 0.3 s per validation at
-    # 2 threads, over half its 0.5 s epoch of the text recipe; nothing beside a 30 s epoch). An
-    # epoch due by `figures_every` skips them if drawing them again (at the previous drawing's
-    # cost) would take the figures' total above this share of the time since the run started;
-    # the first and the last due epoch always draw. 1: no limit.
-    figures_max_share: Annotated[float, Range(ge=0, le=1)] = 0.05
     # Write last.pt (and best.pt, the best weights so far) after the first epoch, the last one,
     # and any epoch that ends this many seconds or more after the previous write; a stop by
     # signal or train.max_steps writes them too. A crash loses at most this much training
@@ -331,25 +301,18 @@ class OutputConfig:
 @dataclass
 class FeaturesConfig:
     # Text to features (xmlc.data.features), fitted on the training split only; scikit-learn's
-    # TfidfVectorizer, or HashingVectorizer + idf for vocabularies that do not fit.
+    # TfidfVectorizer, or HashingVectorizer + idf for vocabularies that do not fit; lowercased
+    # words of two or more characters, tf -> 1 + log(tf) (sublinear), idf, then data.normalize.
     # tfidf (a vocabulary of the training texts) | hashing (hashing_features columns, no vocabulary).
     method: Literal["tfidf", "hashing"] = "tfidf"
     # Tokens: word | char | char_wb (character n-grams inside word boundaries).
     analyzer: Literal["word", "char", "char_wb"] = "word"
     # [min_n, max_n] n-gram lengths ([1, 2]: words and word pairs).
     ngram_range: Annotated[list[PositiveInt], NonEmpty()] = field(default_factory=lambda: [1, 2])
-    # Keep terms in at least min_df documents (int: a count; float: a fraction) ...
+    # Keep terms in at least min_df documents (int: a count; float: a fraction).
     min_df: Union[PositiveInt, Annotated[float, Range(ge=0, le=1)]] = 2
-    # ... and in at most max_df documents (1.0: no upper cut). tfidf only.
-    max_df: Union[PositiveInt, Annotated[float, Range(ge=0, le=1)]] = 1.0
     # Keep only the max_features most frequent terms; None: all. tfidf only.
     max_features: Optional[PositiveInt] = None
-    # tf -> 1 + log(tf).
-    sublinear_tf: bool = True
-    # Lowercase before tokenising.
-    lowercase: bool = True
-    # Regular expression of a word token (analyzer: word).
-    token_pattern: str = r"(?u)\b\w\w+\b"
     # Number of hashed columns (method: hashing).
     hashing_features: PositiveInt = 262144
 
@@ -428,6 +391,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, got {value!r}")
         return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    return _coerce_scalar(value, tp, key)
+
+
+def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the plain type ``tp`` (bool, int, float or str)."""
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -458,7 +426,35 @@ def _fields(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+_FIXED_TFIDF = ("fixed: lowercased words of two or more characters, sublinear tf, no max_df cut "
+                "(xmlc.data.features.TextFeaturizer.fit takes them for other settings)")
+_FIGURES = "validation figures are drawn per epoch within 5% of the run time; output.figures=false turns them off"
+_OHEM = "OHEM keeps the largest loss.ohem share of the entries (xmlc.losses.ohem has the other modes)"
+#: Keys that earlier versions had, and what became of them (named when a file or override uses one).
+REMOVED_KEYS = {
+    "data.eval_batch_size": "scoring takes xmlc.data.EVAL_BATCH_SIZE rows at a time (evaluate: --batch-size)",
+    "data.num_workers": "batches are built in the training process",
+    "model.activation": "the hidden layers use relu",
+    "loss.gamma_pos": "the asymmetric loss leaves positives unfocused, as published",
+    "loss.clip": "the asymmetric loss shifts negatives by 0.05, as published",
+    "loss.ohem_keep_ratio": "renamed loss.ohem",
+    "loss.ohem_mode": _OHEM, "loss.ohem_min_kept": _OHEM, "loss.ohem_keep_positives": _OHEM,
+    "loss.pos_weight_power": "loss.pos_weight=sqrt_neg_pos is the square root",
+    "loss.pos_weight_max": "loss.pos_weight=sqrt_neg_pos is the softer weighting",
+    "optim.sparse": "sparse updates are on by themselves for input tables of 20,000+ rows",
+    "eval.pr_curve_samples": "the TensorBoard PR curve takes about 100,000 entries",
+    "output.figures_every": _FIGURES, "output.figures_max_share": _FIGURES,
+    "features.max_df": _FIXED_TFIDF, "features.sublinear_tf": _FIXED_TFIDF,
+    "features.lowercase": _FIXED_TFIDF, "features.token_pattern": _FIXED_TFIDF,
+    "train.refit": "use train.final=refit", "train.crossfit": "use train.final=crossfit",
+    "train.patience_margin": "use train.margin", "train.select_margin": "use train.margin",
+    "train.progress": "the progress bar shows when the output is a terminal",
+}
+
+
 def _unknown_key(key: str, valid: typing.Iterable[str]) -> ConfigError:
+    if key in REMOVED_KEYS:
+        return ConfigError(f"config key '{key}' was removed: {REMOVED_KEYS[key]}")
     return ConfigError(f"unknown config key '{key}'; valid keys here: {', '.join(valid)}")
 
 

@@ -58,7 +58,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, *, batch_
                           featurizer=None if state is None else TextFeaturizer.from_state(state),
                           labels_path=labels_path, notes=notes)
     xdata.check_labelled(data, f"--data ({data_path})")
-    loader = xdata.make_loader(data, batch_size or cfg.data.eval_batch_size, shuffle=False,
+    loader = xdata.make_loader(data, batch_size or xdata.EVAL_BATCH_SIZE, shuffle=False,
                                pin_memory=device.type == "cuda")
     scores = check_finite_scores(predict_scores(model, loader, len(data), device=device, amp=cfg.train.amp))
     label_stats, thresholds = run.label_stats, {}
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="data.key=value",
                         help="changes to the checkpoint's data section for reading --data, e.g. data.text_column=body")
     parser.add_argument("--out", help="JSON output (default: <checkpoint dir>/eval-<data file name>.json)")
-    parser.add_argument("--batch-size", type=positive_int, help="scoring batch size (default: data.eval_batch_size)")
+    parser.add_argument("--batch-size", type=positive_int, help=f"scoring batch size (default: {xdata.EVAL_BATCH_SIZE})")
     parser.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     checkpoint = checkpoint_path(args.checkpoint, "best.pt")   # a run directory means its best model

@@ -527,9 +527,9 @@ def _build_focal(cfg, pos_weight, weight, reduction) -> nn.Module:
 
 
 def _build_asymmetric(cfg, pos_weight, weight, reduction) -> nn.Module:
-    return AsymmetricLoss(
-        gamma_pos=_required(cfg, "gamma_pos"), gamma_neg=_required(cfg, "gamma_neg"),
-        clip=_required(cfg, "clip"), pos_weight=pos_weight, weight=weight, reduction=reduction,
+    return AsymmetricLoss(   # gamma_pos and clip: the section may set them (library use), else as published
+        gamma_pos=getattr(cfg, "gamma_pos", 0.0), gamma_neg=_required(cfg, "gamma_neg"),
+        clip=getattr(cfg, "clip", 0.05), pos_weight=pos_weight, weight=weight, reduction=reduction,
     )
 
 
@@ -545,11 +545,11 @@ def build_loss(cfg, pos_weight: Optional[Tensor] = None, weight: Optional[Tensor
     """Build the training loss from a loss sub-config.
 
     Reads ``cfg.name`` (a key of :data:`LOSSES`) and the hyperparameters of that loss
-    (``gamma``, ``alpha`` for focal; ``gamma_pos``, ``gamma_neg``, ``clip`` for asymmetric; a
-    missing one raises). OHEM is on when ``cfg.ohem_keep_ratio < 1`` (absent: off); then
-    ``ohem_mode``, ``ohem_min_kept``, ``ohem_keep_positives`` are read (absent: the
-    :func:`ohem` defaults) and the base loss is built with ``reduction="none"``. Otherwise the
-    loss reduces with ``"mean"``. Whether to pass ``pos_weight`` / ``weight`` is the caller's call.
+    (``gamma``, ``alpha`` for focal; ``gamma_neg`` for asymmetric, a missing one raises, with
+    ``gamma_pos`` and ``clip`` optional). OHEM is on when ``cfg.ohem < 1`` (absent: off), keeping
+    that share of the entries in :func:`ohem`'s element mode (``ohem_mode``, ``ohem_min_kept``,
+    ``ohem_keep_positives`` are read when the section has them), and the base loss is built with
+    ``reduction="none"``. Otherwise the loss reduces with ``"mean"``. Whether to pass ``pos_weight`` / ``weight`` is the caller's call.
 
     Args:
         cfg: the ``loss`` config section (:class:`xmlc.config.LossConfig`, or any object with
@@ -568,7 +568,7 @@ def build_loss(cfg, pos_weight: Optional[Tensor] = None, weight: Optional[Tensor
     name = getattr(cfg, "name", None)
     if name not in LOSSES:
         raise ValueError(f"loss name must be one of {sorted(LOSSES)}, got {name!r}")
-    keep_ratio = getattr(cfg, "ohem_keep_ratio", 1.0)
+    keep_ratio = getattr(cfg, "ohem", 1.0)
     use_ohem = keep_ratio != 1.0
     base = LOSSES[name](cfg, pos_weight, weight, "none" if use_ohem else "mean")
     if not use_ohem:

@@ -92,7 +92,7 @@ class SparseLinear(nn.Module):
         """Args: ``indices`` (nnz,) int64 feature ids, ``offsets`` (B,) row starts, ``weights``
         (nnz,) feature values (None: all ones). A dense float ``indices`` of shape (B, D) is
         accepted too and multiplied directly. Returns (M, B, H)."""
-        M, H, weight = self.members, self.out_features, self.bag.weight
+        M, weight = self.members, self.bag.weight
         drop = self.input_dropout if self.training else 0.0
         if indices.is_floating_point():  # dense (B, D) input
             x = indices.to(weight.dtype).expand(M, -1, -1)
@@ -314,7 +314,7 @@ def build_linear(cfg, num_features: int, num_labels: int) -> nn.Module:
 
 def build_mlp(cfg, num_features: int, num_labels: int) -> nn.Module:
     return MLP(num_features, num_labels, list(cfg.hidden), dropout=cfg.dropout,
-               input_dropout=cfg.input_dropout, norm=cfg.norm, activation=cfg.activation,
+               input_dropout=cfg.input_dropout, norm=cfg.norm,
                members=getattr(cfg, "ensemble", 1))
 
 

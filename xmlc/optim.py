@@ -1,8 +1,8 @@
 """Optimizer, learning-rate schedule and gradient clipping, with row-sparse first-layer updates.
 
 The input table of a model on sparse text features is ``(D, M * H)`` with D = 10^4-10^6, yet a
-batch of 128 documents touches a few thousand of its rows. With ``optim.sparse`` on,
-:func:`build_optimizer` sets ``bag.sparse = True`` on every :class:`xmlc.models.SparseLinear`,
+batch of 128 documents touches a few thousand of its rows. For a table of at least
+:data:`SPARSE_MIN_ROWS` rows (:func:`use_sparse`), :func:`build_optimizer` sets ``bag.sparse = True`` on every :class:`xmlc.models.SparseLinear`,
 so the table's gradient is a sparse COO tensor over the touched rows only, and :class:`AdamW`
 updates just those rows; every other parameter gets torch's fused AdamW as before.
 
@@ -181,28 +181,29 @@ def clip_grad_norm_(parameters, max_norm: float | None) -> torch.Tensor:
     return total
 
 
-#: ``optim.sparse: auto`` turns sparse updates on for input tables with at least this many rows
+#: Sparse updates are on for input tables with at least this many rows
 #: (features). Below it a batch of text touches most rows and the dense fused update is faster
 #: (benchmarks/RESULTS.md, "Training speed").
 SPARSE_MIN_ROWS = 20_000
 
 
 def use_sparse(setting, num_rows: int) -> bool:
-    """Resolve ``optim.sparse`` for an input table of ``num_rows`` rows: True/False as given;
-    "auto" is on for ``num_rows >= SPARSE_MIN_ROWS``, except in a process group with the NCCL
+    """Sparse updates for an input table of ``num_rows`` rows? ``setting`` True/False as given;
+    "auto" (what the trainer uses) is on for ``num_rows >= SPARSE_MIN_ROWS``, except in a process group with the NCCL
     backend (no sparse all-reduce there)."""
     if setting == "auto":
         nccl = dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl"
         return num_rows >= SPARSE_MIN_ROWS and not nccl
     if not isinstance(setting, bool):
-        raise ValueError(f"optim.sparse must be 'auto', true or false, got {setting!r}")
+        raise ValueError(f"sparse must be 'auto', true or false, got {setting!r}")
     return setting
 
 
 def build_optimizer(ocfg, model: nn.Module) -> torch.optim.Optimizer:
     """AdamW (fused where supported); weight decay on weight matrices only (not biases, not norms).
 
-    With ``optim.sparse`` resolving to on (:func:`use_sparse`), each ``nn.EmbeddingBag`` in
+    With sparse updates on (:func:`use_sparse` of the section's ``sparse`` attribute if it has
+    one, for library callers; else "auto"), each ``nn.EmbeddingBag`` in
     ``model`` (the input tables of :class:`xmlc.models.SparseLinear`) is switched to sparse
     gradients, which :class:`AdamW` updates row by row; off switches them back to dense.
     Call it before wrapping the model in DistributedDataParallel (which reads that flag).

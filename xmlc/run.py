@@ -103,9 +103,9 @@ class LabelStats:
 def loss_weights(lcfg: LossConfig, counts, num_examples: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(pos_weight (L,) or None, per-label loss weight (L,) or None) from the ``loss`` section."""
     pos_weight = None
-    if lcfg.pos_weight == "neg_pos":
-        pos_weight = stats.pos_weight_from_counts(counts, num_examples, power=lcfg.pos_weight_power,
-                                                  max_value=lcfg.pos_weight_max)
+    if lcfg.pos_weight != "none":
+        power = 0.5 if lcfg.pos_weight == "sqrt_neg_pos" else 1.0
+        pos_weight = stats.pos_weight_from_counts(counts, num_examples, power=power)
     weight = None
     if lcfg.label_weight == "class_balanced":
         weight = stats.class_balanced_weights(counts)

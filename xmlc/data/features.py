@@ -30,13 +30,16 @@ import torch
 
 __all__ = ["TextFeaturizer", "featurizer_settings"]
 
-_SETTINGS = ("method", "analyzer", "ngram_range", "min_df", "max_df", "max_features", "sublinear_tf",
-             "lowercase", "token_pattern", "hashing_features")
+_SETTINGS = ("method", "analyzer", "ngram_range", "min_df", "max_features", "hashing_features")
+# Settings the config does not expose; an object passed to :meth:`TextFeaturizer.fit` may still
+# carry them as attributes (library use), and a saved featuriser keeps them all.
+_FIXED = {"max_df": 1.0, "sublinear_tf": True, "lowercase": True, "token_pattern": r"(?u)\b\w\w+\b"}
 
 
 def featurizer_settings(fcfg) -> dict:
-    """The ``features`` config section as a plain dict, checked (errors name the key)."""
-    s = {k: getattr(fcfg, k) for k in _SETTINGS}
+    """The ``features`` config section as a plain dict, checked (errors name the key); the
+    settings it lacks take the values of ``_FIXED``."""
+    s = {k: getattr(fcfg, k) for k in _SETTINGS} | {k: getattr(fcfg, k, v) for k, v in _FIXED.items()}
     s["ngram_range"] = list(s["ngram_range"])
     lo_hi = s["ngram_range"]
     if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1]:
@@ -99,7 +102,7 @@ class TextFeaturizer:
                 X = vec.fit_transform(texts)
             except ValueError as exc:   # e.g. "empty vocabulary" or "max_df corresponds to < documents than min_df"
                 raise ValueError(f"features: cannot build a vocabulary from the training texts ({exc}); "
-                                 f"check features.min_df / max_df / token_pattern") from None
+                                 f"check features.min_df / max_features") from None
             vec.stop_words_ = None     # the pruned terms: only informational, can be large
             feat = cls(s, vec)
         return feat, _csr32(X)

@@ -41,9 +41,8 @@ def default_features() -> SimpleNamespace:
     """The featuriser settings :func:`load_splits` uses when given no ``features`` section: the
     defaults of that config section (``tests/test_load.py`` pins them equal), as the plain
     attributes :meth:`xmlc.data.features.TextFeaturizer.fit` reads."""
-    return SimpleNamespace(method="tfidf", analyzer="word", ngram_range=[1, 2], min_df=2, max_df=1.0,
-                           max_features=None, sublinear_tf=True, lowercase=True,
-                           token_pattern=r"(?u)\b\w\w+\b", hashing_features=262144)
+    return SimpleNamespace(method="tfidf", analyzer="word", ngram_range=[1, 2], min_df=2,
+                           max_features=None, hashing_features=262144)
 
 
 # --------------------------------------------------------------------------------------

@@ -18,7 +18,11 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from xmlc.data.container import XMCData
 
-__all__ = ["Batch", "SparseDataset", "collate_batches", "make_loader"]
+__all__ = ["Batch", "SparseDataset", "collate_batches", "make_loader", "EVAL_BATCH_SIZE"]
+
+#: Rows per batch when scoring (validation, test, evaluate, predict): no gradients are kept, so
+#: a larger batch than training's costs only the (B, L) scores.
+EVAL_BATCH_SIZE = 1024
 
 
 @dataclass

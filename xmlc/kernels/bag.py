@@ -127,6 +127,6 @@ class _DenseInput(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         weight, x = ctx.saved_tensors
-        M, D = x.shape[0], weight.shape[0]
+        D = weight.shape[0]
         g = torch.bmm(x.transpose(1, 2), grad.to(x.dtype)).transpose(0, 1).reshape(D, -1)
         return (g.to_sparse(1) if ctx.sparse else g), None, None

@@ -80,7 +80,7 @@ def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn
     """
     batch_size = cfg.data.batch_size // env.world_size
     sampler = ResumableSampler(dataset, env, seed=cfg.train.seed, batch_size=batch_size)
-    loader = make_loader(dataset, batch_size, sampler, cfg.data, seed=cfg.train.seed, env=env)
+    loader = make_loader(dataset, batch_size, sampler, seed=cfg.train.seed, env=env)
     total_steps = steps_per_epoch(len(dataset), cfg.data.batch_size, env.world_size) * cfg.train.epochs
     optimizer = build_optimizer(cfg.optim, model)
     scheduler = build_scheduler(cfg.optim, optimizer, total_steps=total_steps)
@@ -95,18 +95,18 @@ def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn
                     folds=folds)
 
 
-def make_loader(dataset, batch_size: int, sampler, dcfg, *, seed: int, env: DistEnv):
-    """A loader over ``sampler``'s rows; ``data.num_workers`` workers, pinned memory on CUDA."""
+def make_loader(dataset, batch_size: int, sampler, *, seed: int, env: DistEnv):
+    """A loader over ``sampler``'s rows, in the training process, pinned memory on CUDA."""
     # xdata.make_loader seeds the loader's own generator, so creating iterators never draws
     # from the global RNG (dropout masks stay the same across a mid-epoch resume).
-    return xdata.make_loader(dataset, batch_size, shuffle=False, seed=seed, num_workers=dcfg.num_workers,
+    return xdata.make_loader(dataset, batch_size, shuffle=False, seed=seed,
                              pin_memory=env.device.type == "cuda", sampler=sampler)
 
 
-def make_eval_loader(dataset, dcfg, *, seed: int, env: DistEnv):
-    """This process's shard of ``dataset`` in order, in batches of ``data.eval_batch_size``."""
+def make_eval_loader(dataset, *, seed: int, env: DistEnv):
+    """This process's shard of ``dataset`` in order, in batches of :data:`xmlc.data.EVAL_BATCH_SIZE`."""
     sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=False)
-    return make_loader(dataset, dcfg.eval_batch_size, sampler, dcfg, seed=seed, env=env)
+    return make_loader(dataset, xdata.EVAL_BATCH_SIZE, sampler, seed=seed, env=env)
 
 
 def seed_everything(seed: int) -> None:

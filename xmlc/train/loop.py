@@ -158,7 +158,7 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
         files.open(label_stats, resumed=resume is not None, step=tr.progress.step)
         evaluator = Evaluator(cfg.eval, label_stats, env, amp=cfg.train.amp,
                               val_members=None if folds is None else folds.val_members)
-        val_loader = make_eval_loader(val_set, cfg.data, seed=cfg.train.seed, env=env)
+        val_loader = make_eval_loader(val_set, seed=cfg.train.seed, env=env)
         epoch_times = fit(tr, val_loader, val_set.labels, evaluator, files, tcfg=cfg.train,
                           grad_clip=cfg.optim.grad_clip, env=env, say=say)
         return finish(tr, splits, val_loader, evaluator, files, cfg, env, prior=prior,
@@ -265,7 +265,7 @@ def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg
     # the final figures' scores: test when there is a test split, else these validation scores
     final_scores = ("validation", val.scores, val_set.labels) if test_set is None else None
     del val
-    test_loader = None if test_set is None else make_eval_loader(test_set, cfg.data, seed=cfg.train.seed, env=env)
+    test_loader = None if test_set is None else make_eval_loader(test_set, seed=cfg.train.seed, env=env)
     if cfg.train.final == "refit":
         if test_set is not None:   # the selected model on test, to show what the refit changed
             results["test_before_refit"] = ev.test(tr.model, test_loader, test_set.labels,

@@ -2,8 +2,8 @@
 ``last.pt`` / ``best.pt``, ``metrics.json``, TensorBoard events, figures); the functions below
 it log to TensorBoard: config and label statistics at the start, validation metrics, per-label
 AP histogram and a micro PR curve per epoch, hparams at the end; with ``output.figures`` the
-diagnostic figures of :mod:`xmlc.eval.figures` every ``output.figures_every`` epochs within
-``output.figures_max_share`` of the run time and at the last (``figures/*``), and at the end
+diagnostic figures of :mod:`xmlc.eval.figures` per epoch within :data:`FIGURES_MAX_SHARE` of the
+run time and at the last (``figures/*``), and at the end
 (``final/*``, also written as ``RUN_DIR/figures/*.png``).
 
 Only rank 0 writes; every logging function takes the writer :func:`open_writer` returned.
@@ -45,13 +45,12 @@ class RunFiles:
 
     def __init__(self, cfg: Config, train_set, label_stats, *, write: bool):
         self.cfg, self.dir, self.write, self.ocfg, self.writer = cfg, Path(cfg.output.dir), write, cfg.output, None
-        self._pr_curve = {"pr_curve_samples": cfg.eval.pr_curve_samples, "seed": cfg.train.seed}
-        with_pw = label_stats.pos_weight is not None   # the long-tail figure draws the pos_weight used
+        self._pr_curve = {"pr_curve_samples": PR_CURVE_SAMPLES, "seed": cfg.train.seed}
+        # the long-tail figure draws the pos_weight used
         self._long_tail = {"num_train": label_stats.num_examples,
-                           "pos_weight_power": cfg.loss.pos_weight_power if with_pw else 1.0,
-                           "pos_weight_max": cfg.loss.pos_weight_max if with_pw else None}
+                           "pos_weight_power": 0.5 if cfg.loss.pos_weight == "sqrt_neg_pos" else 1.0}
         self._written_at, self._best_written = None, None   # time of the last save_progress; epoch in best.pt
-        self._opened_at = time.monotonic()   # the run's start, for output.figures_max_share
+        self._opened_at = time.monotonic()   # the run's start, for FIGURES_MAX_SHARE
         self._figures_s = self._figures_cost = 0.0   # seconds in validation figures so far; at the last drawing
         self._fixed = {"config": cfg, "num_features": train_set.num_features, "num_labels": train_set.num_labels,
                        "label_stats": label_stats, "label_names": train_set.label_names,
@@ -128,7 +127,7 @@ class RunFiles:
         if self.writer is None:
             return None
         due = self.ocfg.figures and figures_due(
-            epoch, last=last, every=self.ocfg.figures_every, max_share=self.ocfg.figures_max_share,
+            epoch, last=last, every=1, max_share=FIGURES_MAX_SHARE,
             spent=self._figures_s, cost=self._figures_cost, elapsed=time.monotonic() - self._opened_at)
         start = time.perf_counter()
         log_epoch(self.writer, step, val_metrics, scores, labels, epoch_time, **self._pr_curve,
@@ -160,6 +159,14 @@ class RunFiles:
                 f"{', figures/*.png' if self.ocfg.figures else ''}"
                 f"{', TensorBoard events: tensorboard --logdir ' + str(where) if self.ocfg.tensorboard else ''}); "
                 f"one HTML page: python -m xmlc.report {self.dir}")
+
+
+#: An epoch's validation figures are skipped while drawing them again (at the previous drawing's
+#: cost) would take the figures' total above this share of the time since the run started; on
+#: small data drawing them takes longer than the epoch. The first and last epochs always draw.
+FIGURES_MAX_SHARE = 0.05
+#: About this many (score, target) entries, whole rows, go into the TensorBoard PR curve.
+PR_CURVE_SAMPLES = 100_000
 
 
 def figures_due(epoch: int, *, last: bool, every: int, max_share: float, spent: float, cost: float,
@@ -257,8 +264,8 @@ def log_figures(writer, figs: dict, step: int, *, prefix: str = "figures") -> No
 
 
 def write_final_figures(out: Path, writer, step: int, split: str, scores, labels, *, train_counts, num_train: int,
-                        buckets, thresholds, pos_weight, calibration: str, pos_weight_power: float = 1.0,
-                        pos_weight_max: float | None = None) -> list[Path]:
+                        buckets, thresholds, pos_weight, calibration: str,
+                        pos_weight_power: float = 1.0) -> list[Path]:
     """The run's figures from the final ``scores`` of ``split`` plus the label long tail of the
     training split: PNG files in ``out/figures/`` and, with a writer, ``final/<name>`` in TensorBoard.
 
@@ -267,7 +274,7 @@ def write_final_figures(out: Path, writer, step: int, split: str, scores, labels
     figs = figures.run_figures(scores, labels, train_counts=train_counts, buckets=buckets, thresholds=thresholds,
                                pos_weight=pos_weight, calibration=calibration, title=f"{split}, final model")
     figs["long_tail"] = figures.long_tail(train_counts, num_train, buckets=buckets, title="training split",
-                                          power=pos_weight_power, max_value=pos_weight_max)
+                                          power=pos_weight_power)
     paths = [figures.save_png(fig, out / FIGURES_DIR / f"{name}.png") for name, fig in figs.items()]
     if writer is not None:
         log_figures(writer, figs, step, prefix="final")
