@@ -117,10 +117,10 @@ def test_a_validation_split_without_positives_is_named(files, tmp_path, capsys):
 def test_held_out_fractions_that_leave_no_training_rows_are_named(files, tmp_path, capsys, synthetic):
     out = tmp_path / "run"
     if synthetic:   # 20,000 rows: round(0.9999 * 20,000) to test, then both of the 2 left to validation
-        data = ["data.train=null", "data.val=null", "data.test=null", "data.test_fraction=0.9999"]
-        named = ("the training split left of data.synthetic='default' (data.test_fraction=0.9999 to test, then "
-                 "data.val_fraction=0.9999 of the rest to validation; lower data.test_fraction and "
-                 "data.val_fraction or give data.test and data.val files) has no examples")
+        data = ["data.train=null", "data.val=null", "data.test=null"]
+        named = ("the training split left of data.synthetic='default' (data.val_fraction=0.9999 to test, then "
+                 "data.val_fraction=0.9999 of the rest to validation; lower data.val_fraction "
+                 "or give data.test and data.val files) has no examples")
     else:   # 60 rows, all 60 to validation
         data = ["data.val=null"]
         named = (f"the training split left of data.train ({files['train']}) (data.val_fraction=0.9999 of the rest "

@@ -114,7 +114,6 @@ def test_shipped_configs_load(name):
 OUT_OF_RANGE = [
     ("data.batch_size", "0", r">= 1"), ("data.batch_size", "-1", r">= 1"),
     ("data.val_fraction", "0", r"in \(0, 1\)"), ("data.val_fraction", "1", r"in \(0, 1\)"),
-    ("data.test_fraction", "1.5", r"in \(0, 1\)"),
     ("data.synthetic", "huge", r"one of 'default', 'seed' \(the names in xmlc\.data\.SYNTHETIC_PRESETS\)"),
     ("model.name", "cnn", r"one of 'linear', 'mlp' \(the names in xmlc\.models\.MODELS\)"),
     ("model.hidden[0]", "[0]", r">= 1"), ("model.hidden[1]", "[8, -2]", r">= 1"),
@@ -137,7 +136,7 @@ OUT_OF_RANGE = [
     ("features.ngram_range", "[]", r"non-empty list"), ("features.ngram_range[0]", "[0, 1]", r">= 1"),
     ("features.ngram_range[1]", "[1, 0]", r">= 1"),
     ("features.min_df", "0", r">= 1"), ("features.min_df", "1.5", r"in \[0, 1\]"),
-    ("features.max_features", "0", r">= 1"), ("features.hashing_features", "0", r">= 1"),
+    ("features.max_features", "0", r">= 1"),
 ]
 
 

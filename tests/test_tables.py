@@ -196,7 +196,7 @@ def write_csv(path, rows, sep="|"):
     dict(ngram_range=[1, 1], min_df=1, sublinear_tf=False, lowercase=False),
     dict(analyzer="char_wb", ngram_range=[2, 4], min_df=1, max_features=50),
     dict(max_df=0.5, min_df=0.02, token_pattern=r"(?u)\b\w+\b"),
-    dict(method="hashing", hashing_features=1024, ngram_range=[1, 2]),
+    dict(method="hashing", max_features=1024, ngram_range=[1, 2]),
 ])
 def test_featurizer_equals_sklearn_and_survives_weights_only(settings):
     from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer, TfidfVectorizer
@@ -209,7 +209,7 @@ def test_featurizer_equals_sklearn_and_survives_weights_only(settings):
     common = dict(analyzer=fcfg.analyzer, ngram_range=tuple(fcfg.ngram_range), lowercase=fcfg.lowercase,
                   token_pattern=fcfg.token_pattern, dtype=np.float32)
     if fcfg.method == "hashing":
-        ref_v = HashingVectorizer(n_features=fcfg.hashing_features, alternate_sign=False, norm=None, **common)
+        ref_v = HashingVectorizer(n_features=fcfg.max_features, alternate_sign=False, norm=None, **common)
         ref_t = TfidfTransformer(norm=None, sublinear_tf=fcfg.sublinear_tf).fit(ref_v.transform(texts))
         reference = lambda docs: ref_t.transform(ref_v.transform(docs))
     else:

@@ -145,15 +145,13 @@ class DataConfig:
     # Validation file. None: a stratified split of `val_fraction` is carved from train.
     val: Optional[str] = None
     # Test file. None with a file train: no test evaluation. With synthetic data a
-    # stratified `test_fraction` split is carved from the generated set instead.
+    # stratified `val_fraction` split is carved from the generated set instead.
     test: Optional[str] = None
     # Synthetic preset (xmlc.data.SYNTHETIC_PRESETS) used when `train` is None.
     synthetic: Annotated[str, OneOf(_synthetic_presets, "xmlc.data.SYNTHETIC_PRESETS")] = "default"
-    # Fraction of train held out for validation when `val` is None.
+    # Fraction of train held out for validation when `val` is None; with synthetic data the same
+    # fraction is held out for test first, so training keeps (1 - val_fraction) ** 2 of it.
     val_fraction: Fraction = 0.1
-    # Fraction of synthetic data held out for test (synthetic data only). The two apply in turn
-    # (test first, then validation from the rest), so training keeps (1 - test) * (1 - val).
-    test_fraction: Fraction = 0.1
     # Row normalisation of the features: l2 | l1 | none.
     normalize: Literal["l2", "l1", "none"] = "l2"
     # Global batch size (split evenly across processes under torchrun).
@@ -303,7 +301,7 @@ class FeaturesConfig:
     # Text to features (xmlc.data.features), fitted on the training split only; scikit-learn's
     # TfidfVectorizer, or HashingVectorizer + idf for vocabularies that do not fit; lowercased
     # words of two or more characters, tf -> 1 + log(tf) (sublinear), idf, then data.normalize.
-    # tfidf (a vocabulary of the training texts) | hashing (hashing_features columns, no vocabulary).
+    # tfidf (a vocabulary of the training texts) | hashing (max_features columns, no vocabulary).
     method: Literal["tfidf", "hashing"] = "tfidf"
     # Tokens: word | char | char_wb (character n-grams inside word boundaries).
     analyzer: Literal["word", "char", "char_wb"] = "word"
@@ -311,10 +309,9 @@ class FeaturesConfig:
     ngram_range: Annotated[list[PositiveInt], NonEmpty()] = field(default_factory=lambda: [1, 2])
     # Keep terms in at least min_df documents (int: a count; float: a fraction).
     min_df: Union[PositiveInt, Annotated[float, Range(ge=0, le=1)]] = 2
-    # Keep only the max_features most frequent terms; None: all. tfidf only.
+    # The number of columns: tfidf keeps the max_features most frequent terms (None: all);
+    # hashing hashes into max_features columns (None: 2^18 = 262,144).
     max_features: Optional[PositiveInt] = None
-    # Number of hashed columns (method: hashing).
-    hashing_features: PositiveInt = 262144
 
 
 @dataclass
@@ -449,6 +446,8 @@ REMOVED_KEYS = {
     "train.refit": "use train.final=refit", "train.crossfit": "use train.final=crossfit",
     "train.patience_margin": "use train.margin", "train.select_margin": "use train.margin",
     "train.progress": "the progress bar shows when the output is a terminal",
+    "data.test_fraction": "synthetic data holds out data.val_fraction for test too",
+    "features.hashing_features": "features.max_features is the number of hashed columns",
 }
 
 

@@ -28,9 +28,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["TextFeaturizer", "featurizer_settings"]
+__all__ = ["TextFeaturizer", "featurizer_settings", "HASHING_FEATURES"]
 
-_SETTINGS = ("method", "analyzer", "ngram_range", "min_df", "max_features", "hashing_features")
+_SETTINGS = ("method", "analyzer", "ngram_range", "min_df", "max_features")
+#: Hashed columns when ``max_features`` is None.
+HASHING_FEATURES = 2 ** 18
 # Settings the config does not expose; an object passed to :meth:`TextFeaturizer.fit` may still
 # carry them as attributes (library use), and a saved featuriser keeps them all.
 _FIXED = {"max_df": 1.0, "sublinear_tf": True, "lowercase": True, "token_pattern": r"(?u)\b\w\w+\b"}
@@ -53,8 +55,8 @@ def featurizer_settings(fcfg) -> dict:
             raise ValueError(f"config key 'features.{key}' as an integer is a document count >= 1; got {v!r}")
     if s["max_features"] is not None and s["max_features"] < 1:
         raise ValueError(f"config key 'features.max_features' must be >= 1 or null; got {s['max_features']!r}")
-    if s["hashing_features"] < 1:
-        raise ValueError(f"config key 'features.hashing_features' must be >= 1; got {s['hashing_features']!r}")
+    # the hashed columns: max_features (a library caller's own hashing_features attribute first)
+    s["hashing_features"] = getattr(fcfg, "hashing_features", None) or s["max_features"] or HASHING_FEATURES
     if s["method"] not in ("tfidf", "hashing"):
         raise ValueError(f"config key 'features.method' must be 'tfidf' or 'hashing'; got {s['method']!r}")
     return s

@@ -42,7 +42,7 @@ def default_features() -> SimpleNamespace:
     defaults of that config section (``tests/test_load.py`` pins them equal), as the plain
     attributes :meth:`xmlc.data.features.TextFeaturizer.fit` reads."""
     return SimpleNamespace(method="tfidf", analyzer="word", ngram_range=[1, 2], min_df=2,
-                           max_features=None, hashing_features=262144)
+                           max_features=None)
 
 
 # --------------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def _synthetic_train_test(dcfg, seed: int) -> tuple[XMCData, XMCData | None]:
                           f"{', '.join(SYNTHETIC_PRESETS)}; got {dcfg.synthetic!r}")
     train, test = synthetic_preset(dcfg.synthetic, seed=seed), None
     if dcfg.test is None:
-        rest, held = stratified_split(train.labels, dcfg.test_fraction, seed=seed)
+        rest, held = stratified_split(train.labels, dcfg.val_fraction, seed=seed)
         train, test = train.subset(rest), train.subset(held)
     train.features = normalize_rows(train.features, dcfg.normalize)
     if test is not None:
@@ -144,22 +144,22 @@ def check_splits(train, val, test, dcfg):
     """(train, val, test) after :func:`check_labelled` on each, named by its config key and file
     (or as the split carved from ``data.train``); called before anything is trained."""
     source = f"data.train ({dcfg.train})" if dcfg.train is not None else f"data.synthetic={dcfg.synthetic!r}"
-    carved = []   # (split, its fraction key's value, what it takes): the splits carved from the source, in turn
+    carved = []   # (split, what it takes): the splits carved from the source by data.val_fraction, in turn
     if dcfg.train is None and dcfg.test is None:
-        carved.append(("test", dcfg.test_fraction, "to test"))
+        carved.append(("test", "to test"))
     if dcfg.val is None:
-        carved.append(("val", dcfg.val_fraction, "of the rest to validation"))
+        carved.append(("val", "of the rest to validation"))
+    fraction = f"data.val_fraction={dcfg.val_fraction}"
     check_labelled(train, source if not carved else
                    f"the training split left of {source} "
-                   f"({', then '.join(f'data.{k}_fraction={f} {what}' for k, f, what in carved)}; lower "
-                   f"{' and '.join(f'data.{k}_fraction' for k, _, _ in carved)} or give "
-                   f"{' and '.join(f'data.{k}' for k, _, _ in carved)} files)")
+                   f"({', then '.join(f'{fraction} {what}' for _, what in carved)}; lower data.val_fraction "
+                   f"or give {' and '.join(f'data.{k}' for k, _ in carved)} files)")
     check_labelled(val, f"data.val ({dcfg.val})" if dcfg.val is not None else
                    f"the validation split carved from {source} (data.val_fraction={dcfg.val_fraction}; "
                    f"give a larger fraction or a data.val file)")
     if test is not None:
         check_labelled(test, f"data.test ({dcfg.test})" if dcfg.test is not None else
-                       f"the test split carved from {source} (data.test_fraction={dcfg.test_fraction})")
+                       f"the test split carved from {source} ({fraction})")
     return train, val, test
 
 
