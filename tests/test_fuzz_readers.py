@@ -231,7 +231,9 @@ def reference_csv(raw: bytes, sep: str = "|"):
     character as RFC 4180 says: quotes double inside quoted fields; anything after a closing
     quote but a comma or the line end is an error; an unquoted \\r or \\n ends the record and
     only \\r / \\n may follow on that line (so \\r\\n and old-Mac \\r endings both work). Blank
-    records are skipped; a record with one field is an error at its first line."""
+    records are skipped; a record with one field, or more fields than the first record, is an
+    error at its first line."""
+    width = 0
     chars = [(number, ch) for number, text in reference_lines(raw) for ch in (text if text is not None else [None])]
     rows, i = [], 0
     while i < len(chars):
@@ -273,6 +275,9 @@ def reference_csv(raw: bytes, sep: str = "|"):
         if not fields:
             continue                                             # a blank line
         if len(fields) < 2:
+            raise Bad({start})
+        width = width or len(fields)                             # the first row's fields: no more after it
+        if len(fields) > width:
             raise Bad({start})
         rows.append((fields[0], [p.strip() for p in fields[1].split(sep) if p.strip()]))
     return rows
@@ -353,8 +358,12 @@ def csv_cell(text: str) -> str:
 def table_files(draw, fmt: str) -> bytes:
     rows = draw(st.lists(st.tuples(cells, st.lists(label_cells, max_size=3)),
                          max_size=5))
+    # rows with a field too many (an unquoted comma in the text) or too few (no labels cell)
+    shapes = [draw(st.sampled_from(["whole"] * 4 + ["extra", "missing"])) for _ in rows]
     if fmt == "table":
-        lines = [f"{csv_cell(text)},{csv_cell('|'.join(labels))}" for text, labels in rows]
+        lines = [{"whole": f"{csv_cell(text)},{csv_cell('|'.join(labels))}",
+                  "extra": f"{csv_cell(text)},{csv_cell(text)},{csv_cell('|'.join(labels))}",
+                  "missing": csv_cell(text)}[shape] for (text, labels), shape in zip(rows, shapes)]
     elif fmt == "jsonl":
         lines = [json.dumps({"text": text, "labels": draw(st.sampled_from([labels, "|".join(labels)]))},
                             ensure_ascii=draw(st.booleans())) for text, labels in rows]

@@ -64,7 +64,7 @@ def test_table_roundtrip(tmp_path, ext, header):
 
 
 def test_table_joined_columns_and_header_override(tmp_path):
-    path = write(tmp_path / "t.csv", "title,body,labels\nA,b c,x\nD,e,y,\n")
+    path = write(tmp_path / "t.csv", "title,body,labels\nA,b c,x\nD,e,y\n")
     split = read_table(path, text_column=["title", "body"])
     assert split.texts == ["A b c", "D e"] and split.labels == [["x"], ["y"]]
     # header=false with indices: the header row is data

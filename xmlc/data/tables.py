@@ -28,7 +28,8 @@ Formats (``data.format``):
 
 Bad input stops before training, naming the file, the line and what was wrong: a malformed
 CSV quote, a bad JSON line, undecodable bytes, a missing column (listing the columns that
-exist), a row with too few fields. With ``data.skip_bad_rows: true`` such rows are skipped
+exist), a row with too few fields, or more fields than the header (an unquoted delimiter in a
+field, which would shift a piece of the text into the labels). With ``data.skip_bad_rows: true`` such rows are skipped
 and counted instead. Rows with empty text or no labels are legitimate, kept, and counted in
 the :class:`RawSplit` report.
 
@@ -241,7 +242,8 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
         :class:`RawSplit` with ``texts`` and ``labels``.
 
     Raises:
-        InputError: naming the file and line: bad quoting, too few fields, undecodable bytes;
+        InputError: naming the file and line: bad quoting, too few fields, more fields than
+            the header (or the first row, without a header), undecodable bytes;
             a named column missing from the header (listing the header's columns).
     """
     name = os.fspath(path)
@@ -254,9 +256,11 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
     undecodable: list[int] | None = [] if skip_bad_rows else None
     reader = csv.reader(_decoded_lines(path, name, undecodable), delimiter=delimiter, strict=True)
     columns: list[int] | None = None
+    width = 0   # fields in the header (or in the first row of a file without one)
     for start, record in _csv_records(reader, rows):
         if columns is None:   # the first record: a header, or the first row
             columns, is_header = _table_columns(name, start, record, header, specs)
+            width = len(record)
             if is_header:
                 continue
         if not record:   # a blank line
@@ -265,6 +269,10 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
         if len(record) < need:
             rows.bad(start, f"{len(record)} field(s) but column {need - 1} is needed "
                             f"(delimiter {delimiter!r})")
+            continue
+        if len(record) > width:   # an unquoted delimiter inside a field would shift every column after it
+            rows.bad(start, f"{len(record)} fields but the {'header' if is_header else 'first row'} has {width}: "
+                            f"a field holding the delimiter {delimiter!r} must be quoted (\"a, b\")")
             continue
         text = " ".join(record[c] for c in columns[:n_text])
         rows.add(start, text, _split_labels(record[columns[n_text]], label_sep) if len(columns) > n_text else [])

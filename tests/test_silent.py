@@ -1,0 +1,36 @@
+"""Issue 23: nothing silently wrong. Each input that an older xmlc read into something other
+than what the file says (a phantom label, a label made of an id, a skip that hid half the
+file, columns renamed on resume, a corrupted checkpoint accepted, two runs in one directory,
+NaN probabilities) is now an error naming the file, line or key, or is read correctly."""
+
+import pytest
+
+from xmlc.data.tables import read_libmultilabel, read_table
+from xmlc.errors import InputError
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+# --- 1. a CSV row with more fields than the header --------------------------------------
+
+
+def test_a_csv_row_with_an_unquoted_comma_is_not_read_as_a_phantom_label(tmp_path):
+    path = write(tmp_path / "t.csv", "text,labels\nscreen flickers,hardware\n"
+                                     "printer is broken, please help,hardware\nok,x\n")
+    with pytest.raises(InputError, match=r"t\.csv: line 3: 3 fields but the header has 2: a field holding "
+                                         r"the delimiter ',' must be quoted"):
+        read_table(path)
+    split = read_table(path, skip_bad_rows=True)
+    assert split.texts == ["screen flickers", "ok"] and split.labels == [["hardware"], ["x"]]
+    assert split.report["skipped_lines"] == [3]
+    quoted = write(tmp_path / "q.csv", 'text,labels\n"printer is broken, please help",hardware\n')
+    assert read_table(quoted).labels == [["hardware"]]
+
+
+def test_a_headerless_csv_row_wider_than_the_first_is_an_error(tmp_path):
+    path = write(tmp_path / "t.csv", "a,x\nb,c,y\n")
+    with pytest.raises(InputError, match=r"line 2: 3 fields but the first row has 2"):
+        read_table(path, text_column=0, labels_column=1, header=False)
