@@ -310,7 +310,7 @@ def reference_jsonl(raw: bytes, sep: str = "|"):
 
 
 def reference_libmultilabel(raw: bytes):
-    rows = []
+    rows, width = [], 0
     for number, text in reference_lines(raw):
         if text is None:
             raise Bad({number})
@@ -319,6 +319,9 @@ def reference_libmultilabel(raw: bytes):
             continue
         fields = text.split("\t")
         if len(fields) not in (2, 3):
+            raise Bad({number})
+        width = width or len(fields)    # the first line's layout holds for the file
+        if len(fields) != width:
             raise Bad({number})
         rows.append((fields[-1], fields[-2].split()))
     return rows
@@ -368,9 +371,12 @@ def table_files(draw, fmt: str) -> bytes:
         lines = [json.dumps({"text": text, "labels": draw(st.sampled_from([labels, "|".join(labels)]))},
                             ensure_ascii=draw(st.booleans())) for text, labels in rows]
     else:
-        lines = ["\t".join(([str(n)] if draw(st.booleans()) else [])
-                           + [" ".join(l.replace("\n", " ") for l in labels), text.replace("\n", " ").replace("\t", " ")])
-                 for n, (text, labels) in enumerate(rows)]
+        ids = draw(st.booleans())   # one layout per file; a missing or extra field on some rows
+        lines = ["\t".join(([str(n)] if ids else [])
+                           + [" ".join(l.replace("\n", " ") for l in labels), text.replace("\n", " ").replace("\t", " ")]
+                           + (["x"] if shape == "extra" else []))
+                 for n, ((text, labels), shape) in enumerate(zip(rows, shapes))]
+        lines = [line.rsplit("\t", 1)[0] if shape == "missing" else line for line, shape in zip(lines, shapes)]
     raw = bytearray(("\n".join(lines) + draw(st.sampled_from(["", "\n", "\r\n"]))).encode())
     for _ in range(draw(st.integers(0, 3))):   # mutations: replace, insert or delete a few bytes
         if not raw:

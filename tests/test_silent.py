@@ -34,3 +34,17 @@ def test_a_headerless_csv_row_wider_than_the_first_is_an_error(tmp_path):
     path = write(tmp_path / "t.csv", "a,x\nb,c,y\n")
     with pytest.raises(InputError, match=r"line 2: 3 fields but the first row has 2"):
         read_table(path, text_column=0, labels_column=1, header=False)
+
+
+# --- 2. a LibMultiLabel line missing its text --------------------------------------------
+
+
+def test_a_libmultilabel_line_without_its_text_is_an_error_not_an_id_label(tmp_path):
+    path = write(tmp_path / "l.txt", "1\tbilling\tinvoice is wrong\n10\turgent\n11\tx y\tok\n")
+    with pytest.raises(InputError, match=r"l\.txt: line 2: 2 tab-separated fields but line 1 has 3 "
+                                         r"\(id<TAB>labels<TAB>text\)"):
+        read_libmultilabel(path)
+    split = read_libmultilabel(path, skip_bad_rows=True)
+    assert split.labels == [["billing"], ["x", "y"]] and split.report["skipped_lines"] == [2]
+    no_ids = write(tmp_path / "n.txt", "billing\tinvoice\nurgent\tnow\n")
+    assert read_libmultilabel(no_ids).labels == [["billing"], ["urgent"]]

@@ -17,7 +17,8 @@ Formats (``data.format``):
 - ``jsonl``: one JSON object per line (``.gz`` ok); the labels value may be a list or a string
   split on ``data.label_sep``.
 - ``libmultilabel``: LibMultiLabel's ``[id<TAB>]label label ...<TAB>text``, no header, labels
-  separated by whitespace.
+  separated by whitespace; with or without the id on every line (a line of the other layout is
+  bad: ``10<TAB>urgent`` in a file with ids lacks its text).
 - ``npz``: features you computed yourself, ``.npy`` (``(N, D)`` float, dense) or ``.npz``
   (scipy CSR, written by ``scipy.sparse.save_npz``), with labels from a text file
   (``data.train_labels`` etc.): one line per row, labels separated by ``data.label_sep``.
@@ -368,12 +369,14 @@ def read_jsonl(path, *, text_column="text", labels_column="labels", label_sep: s
 
 
 def read_libmultilabel(path, *, skip_bad_rows: bool = False, with_labels: bool = True) -> RawSplit:
-    """Read LibMultiLabel's text layout: ``[id<TAB>]label label ...<TAB>text`` per line, no header.
+    """Read LibMultiLabel's text layout: ``[id<TAB>]label label ...<TAB>text`` per line, no header;
+    the first line decides whether there is an id, and every line must then have as many fields.
 
     With ``with_labels=False`` (prediction) a line may also be the text alone; labels are ignored."""
     name = os.fspath(path)
     rows = _Rows(name, skip_bad_rows)
     undecodable: list[int] | None = [] if skip_bad_rows else None
+    width = first = None   # the layout, 2 or 3 fields, set by the first line that has one of them
     for number, line in enumerate(_decoded_lines(path, name, undecodable), 1):
         line = line.rstrip("\r\n")
         if not line.strip():
@@ -384,6 +387,13 @@ def read_libmultilabel(path, *, skip_bad_rows: bool = False, with_labels: bool =
             continue
         if len(fields) not in (2, 3):
             rows.bad(number, f"{len(fields)} tab-separated field(s); expected [id<TAB>]labels<TAB>text")
+            continue
+        if width is None:
+            width, first = len(fields), number
+        if len(fields) != width:   # id<TAB>labels (text missing) would read the id as a label
+            layout = {2: "labels<TAB>text", 3: "id<TAB>labels<TAB>text"}
+            rows.bad(number, f"{len(fields)} tab-separated fields but line {first} has {width} "
+                             f"({layout[width]}); every line of a file has the same layout")
             continue
         rows.add(number, fields[-1], fields[-2].split())
     if undecodable:
