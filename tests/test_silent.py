@@ -5,7 +5,7 @@ NaN probabilities) is now an error naming the file, line or key, or is read corr
 
 import pytest
 
-from xmlc.data.tables import read_libmultilabel, read_table
+from xmlc.data.tables import describe, read_jsonl, read_libmultilabel, read_table
 from xmlc.errors import InputError
 
 
@@ -48,3 +48,33 @@ def test_a_libmultilabel_line_without_its_text_is_an_error_not_an_id_label(tmp_p
     assert split.labels == [["billing"], ["x", "y"]] and split.report["skipped_lines"] == [2]
     no_ids = write(tmp_path / "n.txt", "billing\tinvoice\nurgent\tnow\n")
     assert read_libmultilabel(no_ids).labels == [["billing"], ["urgent"]]
+
+
+# --- 3. a skipped row never hides the rows after it ---------------------------------------
+
+
+def test_an_unclosed_quote_skips_its_line_only(tmp_path):
+    rows = [f"ticket {i},l{i % 3}" for i in range(300)]
+    rows[8] = '"ticket 8 is broken,l2'          # file line 10 opens a quote it never closes
+    path = write(tmp_path / "t.csv", "text,labels\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError, match=r"t\.csv: line 10: malformed CSV"):
+        read_table(path)
+    split = read_table(path, skip_bad_rows=True)
+    assert len(split) == 299 and split.report["skipped_lines"] == [10]
+    assert split.texts[8] == "ticket 9" and split.line_of(8) == 11
+    assert describe(split, "data.train") == ("data.train: 299 rows read from 301 lines, 1 bad rows skipped "
+                                             "(lines 10)")
+
+
+def test_a_quote_closed_rows_later_does_not_swallow_them(tmp_path):
+    path = write(tmp_path / "t.csv", 'text,labels\n"a,x\nb,y\nc",z,w\nd,v\n')
+    split = read_table(path, skip_bad_rows=True)
+    assert split.texts == ["b", "d"] and split.report["skipped_lines"] == [2, 4]
+
+
+def test_an_undecodable_line_keeps_the_line_numbers_after_it(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"text": "a", "labels": "x"}\n\xff\n{"text": "b", "labels": 3}\n')
+    split = read_jsonl(path, skip_bad_rows=True)
+    assert split.texts == ["a", "b"] and split.line_of(1) == 3 and split.report["skipped_lines"] == [2]
+

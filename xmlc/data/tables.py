@@ -75,8 +75,10 @@ class RawSplit:
         features: the user's feature matrix (npz format): scipy CSR ``(N, D)`` or a dense
             ``(N, D)`` float32 array; else None.
         labels: per row, the list of label names (strings).
-        report: counts: ``rows``, ``empty_text``, ``no_labels``, ``skipped`` (bad rows skipped
-            with ``data.skip_bad_rows``) and ``skipped_lines`` (their first line numbers, up to 20).
+        report: counts: ``rows``, ``lines`` (of the file; 0 for a feature matrix), ``empty_text``,
+            ``no_labels``, ``skipped`` (bad rows skipped with ``data.skip_bad_rows``: each one
+            line, or the lines of one record) and ``skipped_lines`` (their first line numbers, up
+            to 20).
         fmt: the format it was read as.
         lines: the 1-based line on which each row starts (for messages), or None (line = row).
     """
@@ -127,7 +129,8 @@ def _base_suffix(path) -> str:
 def _decoded_lines(path, name: str, bad: list | None = None) -> Iterator[str]:
     """The file's lines as str (newlines kept); undecodable bytes name the file and the line.
 
-    With ``bad`` a list, an undecodable line is recorded there (its line number) and skipped.
+    With ``bad`` a list, an undecodable line is recorded there (its line number) and read as a
+    blank line, so the lines after it keep their numbers.
     """
     with _open_binary(path) as f:
         for number, raw in enumerate(f, 1):
@@ -139,7 +142,7 @@ def _decoded_lines(path, name: str, bad: list | None = None) -> Iterator[str]:
                                      f"{exc.start} of the line ({raw[exc.start:exc.start + 4]!r}); "
                                      f"save the file as UTF-8") from None
                 bad.append(number)
-                continue
+                line = "\n"
             if number == 1 and line.startswith("\ufeff"):   # a byte-order mark (Excel's UTF-8)
                 line = line[1:]
             yield line
@@ -197,6 +200,7 @@ class _Rows:
         self.lines = array("q")
         self.skipped: list[int] = []
         self.empty_text = self.no_labels = 0
+        self.lines_read = 0   # lines of the file, set by the reader at its end
 
     def add(self, line: int, text: str, labels: list[str]) -> None:
         self.lines.append(line)
@@ -214,8 +218,9 @@ class _Rows:
         self.skipped.append(line)
 
     def split(self, fmt: str) -> RawSplit:
-        report = {"rows": len(self.labels), "empty_text": self.empty_text, "no_labels": self.no_labels,
-                  "skipped": len(self.skipped), "skipped_lines": sorted(self.skipped)[:20]}
+        report = {"rows": len(self.labels), "lines": self.lines_read, "empty_text": self.empty_text,
+                  "no_labels": self.no_labels, "skipped": len(self.skipped),
+                  "skipped_lines": sorted(self.skipped)[:20]}
         return RawSplit(self.texts, None, self.labels, report, fmt, self.lines)
 
 
@@ -255,10 +260,11 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
     specs = text_specs + ([labels_column] if labels_column is not None else [])
     rows = _Rows(name, skip_bad_rows)
     undecodable: list[int] | None = [] if skip_bad_rows else None
-    reader = csv.reader(_decoded_lines(path, name, undecodable), delimiter=delimiter, strict=True)
+    lines = _Lines(_decoded_lines(path, name, undecodable))
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     columns: list[int] | None = None
     width = 0   # fields in the header (or in the first row of a file without one)
-    for start, record in _csv_records(reader, rows):
+    for start, record in _csv_records(reader, lines, rows):
         if columns is None:   # the first record: a header, or the first row
             columns, is_header = _table_columns(name, start, record, header, specs)
             width = len(record)
@@ -270,32 +276,65 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
         if len(record) < need:
             rows.bad(start, f"{len(record)} field(s) but column {need - 1} is needed "
                             f"(delimiter {delimiter!r})")
+            lines.read_again_after_first()   # a record of several lines: its first is the bad one
             continue
         if len(record) > width:   # an unquoted delimiter inside a field would shift every column after it
             rows.bad(start, f"{len(record)} fields but the {'header' if is_header else 'first row'} has {width}: "
                             f"a field holding the delimiter {delimiter!r} must be quoted (\"a, b\")")
+            lines.read_again_after_first()
             continue
         text = " ".join(record[c] for c in columns[:n_text])
         rows.add(start, text, _split_labels(record[columns[n_text]], label_sep) if len(columns) > n_text else [])
     if undecodable:
         rows.skipped.extend(undecodable)
+    rows.lines_read = lines.count()
     return rows.split("table")
 
 
-def _csv_records(reader, rows: _Rows) -> Iterator[tuple[int, list[str]]]:
-    """``(first line, fields)`` of each record ``reader`` yields; a malformed one goes to ``rows.bad``."""
-    line_end = 0
+class _Lines:
+    """The file's lines for :mod:`csv`, counted; the lines of a malformed record but its first can
+    be read again, so that skipping it skips one line, never the rest of the file (an unclosed
+    quote would otherwise take every line after it into one field)."""
+
+    def __init__(self, lines: Iterator[str]):
+        self.source, self.again, self.taken, self.done = lines, [], [], 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.again.pop() if self.again else next(self.source)
+        self.taken.append(line)
+        return line
+
+    def start(self) -> int:
+        """Begin a record; returns the number of its first line."""
+        self.done += len(self.taken)
+        self.taken = []
+        return self.done + 1
+
+    def read_again_after_first(self) -> None:
+        self.again.extend(reversed(self.taken[1:]))
+        del self.taken[1:]
+
+    def count(self) -> int:
+        """Lines read so far."""
+        return self.done + len(self.taken)
+
+
+def _csv_records(reader, lines: _Lines, rows: _Rows) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, fields)`` of each record ``reader`` yields; a malformed one goes to
+    ``rows.bad``, and the lines after its first are read again."""
     while True:
-        start = line_end + 1
+        start = lines.start()
         try:
             record = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            line_end = reader.line_num
             rows.bad(start, f"malformed CSV ({exc}); a quote inside a quoted field is written twice (\"\")")
+            lines.read_again_after_first()
             continue
-        line_end = reader.line_num
         yield start, record
 
 
@@ -333,6 +372,7 @@ def read_jsonl(path, *, text_column="text", labels_column="labels", label_sep: s
                              f"must be names, got {key!r}")
     rows = _Rows(name, skip_bad_rows)
     undecodable: list[int] | None = [] if skip_bad_rows else None
+    number = 0
     for number, line in enumerate(_decoded_lines(path, name, undecodable), 1):
         if not line.strip():
             continue
@@ -365,6 +405,7 @@ def read_jsonl(path, *, text_column="text", labels_column="labels", label_sep: s
         rows.add(number, " ".join(parts), labels)
     if undecodable:
         rows.skipped.extend(undecodable)
+    rows.lines_read = number
     return rows.split("jsonl")
 
 
@@ -377,6 +418,7 @@ def read_libmultilabel(path, *, skip_bad_rows: bool = False, with_labels: bool =
     rows = _Rows(name, skip_bad_rows)
     undecodable: list[int] | None = [] if skip_bad_rows else None
     width = first = None   # the layout, 2 or 3 fields, set by the first line that has one of them
+    number = 0
     for number, line in enumerate(_decoded_lines(path, name, undecodable), 1):
         line = line.rstrip("\r\n")
         if not line.strip():
@@ -398,6 +440,7 @@ def read_libmultilabel(path, *, skip_bad_rows: bool = False, with_labels: bool =
         rows.add(number, fields[-1], fields[-2].split())
     if undecodable:
         rows.skipped.extend(undecodable)
+    rows.lines_read = number
     return rows.split("libmultilabel")
 
 
@@ -507,7 +550,7 @@ def read_split(path, dcfg, *, key: str, labels_path=None, fmt: str | None = None
             if len(labels) != features.shape[0]:
                 raise InputError(f"{os.fspath(path)} has {features.shape[0]} rows but its labels file "
                                  f"{os.fspath(labels_path)} has {len(labels)} lines")
-        report = {"rows": len(labels), "empty_text": 0, "no_labels": sum(not l for l in labels),
+        report = {"rows": len(labels), "lines": 0, "empty_text": 0, "no_labels": sum(not l for l in labels),
                   "skipped": 0, "skipped_lines": []}
         return RawSplit(None, features, labels, report, "npz")
     raise InputError(f"{key}: format {fmt!r} is not a raw-input format")
@@ -574,7 +617,7 @@ class LabelVocab:
 def describe(split: RawSplit, key: str) -> str:
     """One line about a split's counts (empty texts, rows without labels, skipped rows)."""
     r = split.report
-    parts = [f"{r['rows']:,} rows"]
+    parts = [f"{r['rows']:,} rows" + (f" read from {r['lines']:,} lines" if r.get("lines") else "")]
     if r.get("empty_text"):
         parts.append(f"{r['empty_text']:,} with empty text (kept: no features)")
     if r.get("no_labels"):
