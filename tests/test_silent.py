@@ -3,6 +3,8 @@ than what the file says (a phantom label, a label made of an id, a skip that hid
 file, columns renamed on resume, a corrupted checkpoint accepted, two runs in one directory,
 NaN probabilities) is now an error naming the file, line or key, or is read correctly."""
 
+import re
+
 import pytest
 
 from xmlc.data.tables import describe, read_jsonl, read_libmultilabel, read_table
@@ -77,4 +79,41 @@ def test_an_undecodable_line_keeps_the_line_numbers_after_it(tmp_path):
     path.write_bytes(b'{"text": "a", "labels": "x"}\n\xff\n{"text": "b", "labels": 3}\n')
     split = read_jsonl(path, skip_bad_rows=True)
     assert split.texts == ["a", "b"] and split.line_of(1) == 3 and split.report["skipped_lines"] == [2]
+
+
+# --- 4. a resumed run keeps its label vocabulary and featuriser ---------------------------
+
+
+def tickets(n=120, order=1):
+    """A small ticket table; the first-appearance order of its labels follows ``order``."""
+    names = ["alpha", "beta", "gamma", "delta", "eps"]
+    rows = [(f"about {names[i % 5]} and {names[(i * 3) % 5]} case {i % 7}", f"{names[i % 5]}|{names[(i * 3) % 5]}")
+            for i in range(n)]
+    return "text,labels\n" + "".join(f"{t},{l}\n" for t, l in rows[::order])
+
+
+def text_run(train, out, *extra):
+    return [f"data.train={train}", "data.label_sep='|'", "model.hidden=[8]", "data.batch_size=20",
+            "train.epochs=2", "eval.min_positives=1", "output.tensorboard=false", "output.figures=false",
+            "features.min_df=1", f"output.dir={out}", *extra]
+
+
+def test_resume_with_reordered_rows_keeps_the_label_columns(tmp_path, capsys):
+    from xmlc.checkpoint import load_checkpoint
+    from xmlc.train import loop as xtrain
+
+    train, out = tmp_path / "t.csv", tmp_path / "run"
+    train.write_text(tickets())
+    assert xtrain.main(text_run(train, out, "train.max_steps=3")) == 0
+    before = load_checkpoint(out / "last.pt")
+    train.write_text(tickets(order=-1))   # the same rows, last first: labels appear in another order
+    assert xtrain.main(["--resume", str(out), "train.max_steps=null"]) == 0
+    after = load_checkpoint(out / "best.pt")
+    assert after["label_names"] == before["label_names"] == ["alpha", "beta", "delta", "gamma", "eps"]
+    assert after["featurizer"]["vocabulary"] == before["featurizer"]["vocabulary"]
+    train.write_text(tickets() + "new words,zeta\n")
+    capsys.readouterr()
+    assert xtrain.main(["--resume", str(out), "train.epochs=3"]) == 2
+    assert "label 'zeta' (1 rows; 1 such labels) is not one of the 5 labels of the run being resumed" in \
+        capsys.readouterr().err
 

@@ -135,7 +135,9 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
     files = None
     try:
         seed_everything(cfg.train.seed)
-        splits = load_splits(cfg.data, seed=cfg.train.seed, features=cfg.features, say=say)
+        splits = load_splits(cfg.data, seed=cfg.train.seed, features=cfg.features, say=say,   # a resumed run
+                             **({} if resume is None else {"run_labels": resume.label_names,   # keeps its labels
+                                                           "run_featurizer": resume.featurizer}))   # and features
         train_set, val_set, test_set = splits
         say(f"data: train {len(train_set):,} / val {len(val_set):,} / test "
             f"{len(test_set) if test_set is not None else 0:,} examples, {train_set.num_features:,} "
