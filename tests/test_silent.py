@@ -117,3 +117,80 @@ def test_resume_with_reordered_rows_keeps_the_label_columns(tmp_path, capsys):
     assert "label 'zeta' (1 rows; 1 such labels) is not one of the 5 labels of the run being resumed" in \
         capsys.readouterr().err
 
+
+# --- 5. a checkpoint whose bytes changed on disk is refused ------------------------------
+
+
+def corrupt_a_tensor(path, into):
+    """``path`` copied to ``into`` with one byte of its largest tensor record flipped (the zip
+    directory and the record's stored CRC-32 left as they were)."""
+    import zipfile
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + info.file_size // 2] ^= 0x40
+    into.parent.mkdir(parents=True, exist_ok=True)
+    into.write_bytes(bytes(raw))
+    return into
+
+
+@pytest.fixture(scope="module")
+def xmc_run(tmp_path_factory):
+    from conftest import write_xmc_splits
+    from xmlc.train import loop as xtrain
+
+    root = tmp_path_factory.mktemp("xmc")
+    files = write_xmc_splits(root, (120, 40, 40), num_features=30, seed=1)
+    out = root / "run"
+    assert xtrain.main([f"data.train={files['train']}", f"data.val={files['val']}", f"data.test={files['test']}",
+                        "model.hidden=[8]", "data.batch_size=40", "train.epochs=2", "eval.min_positives=1",
+                        "output.tensorboard=false", "output.figures=false", f"output.dir={out}"]) == 0
+    return files, out
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_corrupted_checkpoint_is_refused_by_every_load(xmc_run, tmp_path, capsys):
+    import xmlc
+    from xmlc import evaluate as xevaluate, predict as xpredict
+    from xmlc.errors import CheckpointError
+    from xmlc.train import loop as xtrain
+
+    files, run = xmc_run
+    bad = corrupt_a_tensor(run / "best.pt", tmp_path / "bad" / "best.pt")
+    corrupt_a_tensor(run / "last.pt", tmp_path / "bad" / "last.pt")
+    out = tmp_path / "p.jsonl"
+    for main, extra in ((xpredict.main, ["--out", str(out)]), (xevaluate.main, ["--out", str(tmp_path / "e.json")])):
+        capsys.readouterr()
+        assert main(["--checkpoint", str(bad), "--data", str(files["test"]), *extra]) == 2
+        assert f"checkpoint {bad} is corrupted: the bytes of its record" in error_line(capsys)
+    assert not out.exists() and not (tmp_path / "e.json").exists()
+    with pytest.raises(CheckpointError, match="do not match their checksum"):
+        xmlc.load(bad.parent)
+    assert xtrain.main(["--resume", str(bad.parent)]) == 2
+    assert "last.pt is corrupted" in error_line(capsys)
+
+
+class Odd:
+    """Not plain data: a checkpoint holding one needs unpickling."""
+
+
+def test_a_pickled_object_is_refused_without_advising_weights_only_false(tmp_path):
+    import torch
+    from xmlc.checkpoint import load_checkpoint
+    from xmlc.errors import CheckpointError
+
+    path = tmp_path / "obj.pt"
+    torch.save({"format": 1, "odd": Odd()}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert "holds a pickled test_silent.Odd object, not plain data (refused" in str(err.value)
+    assert "weights_only" not in str(err.value)
+
