@@ -194,3 +194,49 @@ def test_a_pickled_object_is_refused_without_advising_weights_only_false(tmp_pat
     assert "holds a pickled test_silent.Odd object, not plain data (refused" in str(err.value)
     assert "weights_only" not in str(err.value)
 
+
+# --- 6. one run at a time in a run directory; a finished run is replaced only on request ---
+
+
+def xmc_args(files, out, *extra):
+    return [f"data.train={files['train']}", f"data.val={files['val']}", "model.hidden=[8]", "data.batch_size=40",
+            "train.epochs=1", "eval.min_positives=1", "output.tensorboard=false", "output.figures=false",
+            f"output.dir={out}", *extra]
+
+
+def test_a_second_run_in_a_directory_in_use_fails_at_once(xmc_run, tmp_path, capsys):
+    import os
+    from xmlc.train import loop as xtrain
+    from xmlc.train.monitor import RunDirLock
+
+    files, _ = xmc_run
+    out = tmp_path / "run"
+    first = RunDirLock(out)   # what the first run holds while it trains
+    try:
+        assert (out / ".lock").read_text() == f"{os.getpid()}\n"
+        assert xtrain.main(xmc_args(files, out, "data.train=/not/read.txt")) == 2
+        assert f"config key 'output.dir': {out} is in use by another run (pid {os.getpid()}" in error_line(capsys)
+    finally:
+        first.release()
+    assert not out.exists()   # the lock made it; released empty, it is gone
+    assert xtrain.main(xmc_args(files, out)) == 0
+    assert not (out / ".lock").exists()
+
+
+def test_a_new_run_over_a_finished_one_needs_overwrite(xmc_run, tmp_path, capsys):
+    from xmlc.train import loop as xtrain
+
+    files, _ = xmc_run
+    out = tmp_path / "run"
+    assert xtrain.main(xmc_args(files, out)) == 0
+    (out / "eval-test.txt.json").write_text("{}")   # an evaluation of the old model
+    before = (out / "best.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert xtrain.main(xmc_args(files, out, "train.seed=3")) == 2
+    line = error_line(capsys)
+    assert f"config key 'output.dir': {out} holds a run (best.pt, eval-test.txt.json, last.pt, metrics.json)" in line
+    assert "set output.overwrite=true to replace it, continue it with --resume" in line
+    assert (out / "best.pt").stat().st_mtime_ns == before
+    assert xtrain.main(xmc_args(files, out, "train.seed=3", "output.overwrite=true")) == 0
+    assert not (out / "eval-test.txt.json").exists() and (out / "best.pt").stat().st_mtime_ns != before
+

@@ -49,7 +49,7 @@ from xmlc.train.distributed import DistEnv, any_process, launched_world_size, se
 from xmlc.train.evaluator import Evaluator
 from xmlc.train.final import refit_selected
 from xmlc.train.folds import crossfit_folds
-from xmlc.train.monitor import RunFiles
+from xmlc.train.monitor import RunDirLock, RunFiles, check_fresh_run_dir
 from xmlc.train.stops import Interrupted, NonFiniteLoss, RunStopped, StopOnSignal
 
 __all__ = ["main", "run", "fit", "finish", "check_config"]
@@ -130,10 +130,12 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
     """
     check_config(cfg, world_size=launched_world_size())
     check_run_dir(cfg.output.dir)
+    check_fresh_run_dir(cfg.output.dir, resumed=resume is not None, overwrite=cfg.output.overwrite)
     env = setup_distributed(cfg.train.device)
     say = _printer(env.rank == 0)
-    files = None
+    files = lock = None
     try:
+        lock = RunDirLock(cfg.output.dir) if env.rank == 0 else None   # one run at a time in output.dir
         seed_everything(cfg.train.seed)
         splits = load_splits(cfg.data, seed=cfg.train.seed, features=cfg.features, say=say,   # a resumed run
                              **({} if resume is None else {"run_labels": resume.label_names,   # keeps its labels
@@ -168,6 +170,8 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
     finally:
         if files is not None:
             files.close()
+        if lock is not None:
+            lock.release()
         leaving = sys.exc_info()[1]   # the exception on its way out, if any
         teardown_distributed(env, barrier=leaving is None or isinstance(leaving, RunStopped))
 
