@@ -240,3 +240,45 @@ def test_a_new_run_over_a_finished_one_needs_overwrite(xmc_run, tmp_path, capsys
     assert xtrain.main(xmc_args(files, out, "train.seed=3", "output.overwrite=true")) == 0
     assert not (out / "eval-test.txt.json").exists() and (out / "best.pt").stat().st_mtime_ns != before
 
+
+# --- 7. the Python API checks feature values as the readers do ---------------------------
+
+
+@pytest.mark.parametrize("value, message", [
+    (float("nan"), "features: row 1, column 3: non-finite value nan"),
+    (float("inf"), "features: row 1, column 3: non-finite value inf"),
+    (1e40, "features: row 1, column 3: value 1e+40 is not finite as float32 (largest 3.40282e+38)"),
+    (None, "features: row 1, column 3: None is not a number"),
+])
+def test_the_api_refuses_rows_that_are_not_finite_float32(xmc_run, value, message):
+    import warnings
+    import numpy as np
+    import scipy.sparse as sp
+    import xmlc
+
+    _, run = xmc_run
+    clf = xmlc.load(run)
+    X = np.zeros((2, 30), dtype=object if value is None else np.float64)
+    X[1, 3] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no RuntimeWarning from the float32 cast on the way
+        with pytest.raises(InputError, match=re.escape(message)):
+            clf.predict(X)
+        if value is not None:
+            with pytest.raises(InputError, match=re.escape(message)):
+                clf.predict(sp.csr_matrix(X))
+
+
+def test_the_api_on_empty_and_misshapen_input(xmc_run):
+    import numpy as np
+    import xmlc
+
+    _, run = xmc_run
+    clf = xmlc.load(run)
+    assert clf.predict([]) == [] and clf.predict(np.zeros((0, 30))) == []
+    assert tuple(clf.scores(np.zeros((0, 30))).shape) == (0, 12)
+    for shape in [(30,), (1, 30, 1)]:
+        with pytest.raises(InputError, match=re.escape(f"features must be a 2-d (N, D) matrix, got shape {shape}")):
+            clf.predict(np.zeros(shape))
+    assert len(clf.predict(np.ones((3, 30)))) == 3
+

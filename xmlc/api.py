@@ -26,6 +26,7 @@ import torch
 
 from xmlc.checkpoint import checkpoint_path
 from xmlc.data import XMCData, make_loader, normalize_rows
+from xmlc.data.container import finite_float32
 from xmlc.data.features import TextFeaturizer
 from xmlc.inference import predict_scores
 from xmlc.errors import InputError
@@ -69,22 +70,28 @@ class Classifier:
         scipy sparse matrix / ndarray / tensor; rows normalised as in training.
 
         Raises:
-            ValueError: text for a model trained on features (or the reverse), or a matrix
-                whose ``D`` is not the model's (both numbers named).
+            ValueError: text for a model trained on features (or the reverse), a matrix that is
+                not 2-d or whose ``D`` is not the model's (both numbers named), a value that is
+                not a finite float32 (NaN, inf, 1e40, None; row and column named).
         """
         if isinstance(x, str):
             x = [x]
         if isinstance(x, torch.Tensor):
-            x = x.to_dense().cpu().numpy() if x.layout != torch.strided else x.cpu().numpy()
+            x = x.to_dense().cpu().numpy() if x.layout != torch.strided else x.cpu().float().numpy()
         if sp.issparse(x) or isinstance(x, np.ndarray):
-            if x.ndim != 2 or x.shape[1] != self.num_features:
-                raise InputError(f"features have shape {tuple(x.shape)}: D={x.shape[-1]:,} columns but the "
+            if x.ndim != 2:
+                raise InputError(f"features must be a 2-d (N, D) matrix, got shape {tuple(x.shape)}"
+                                 + (" (one row: x.reshape(1, -1))" if x.ndim == 1 else ""))
+            if x.shape[1] != self.num_features:
+                raise InputError(f"features have shape {tuple(x.shape)}: D={x.shape[1]:,} columns but the "
                                  f"model has D={self.num_features:,}")
             if self.featurizer is not None:
                 raise InputError("the model was trained on raw text: give a list of strings, not a matrix")
-            X = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.ascontiguousarray(x, np.float32)
+            X = finite_float32(x, "features")
         else:
             texts = list(x)
+            if not texts:   # nothing to score, whatever the model takes
+                return sp.csr_matrix((0, self.num_features), dtype=np.float32)
             if not all(isinstance(t, str) for t in texts):
                 raise InputError("give a string, a list of strings, or an (N, D) feature matrix")
             if self.featurizer is None:
@@ -103,6 +110,8 @@ class Classifier:
         """Probabilities ``(N, L)`` for model input ``X`` as :meth:`features` returns it
         (``(N, D)``, already normalised)."""
         n = X.shape[0]
+        if n == 0:
+            return torch.empty((0, len(self.label_names)), dtype=torch.float32)
         data = XMCData(X, sp.csr_matrix((n, len(self.label_names)), dtype=np.float32), self.num_features,
                        len(self.label_names))
         loader = make_loader(data, batch_size or self.config.data.eval_batch_size, shuffle=False)
