@@ -282,3 +282,55 @@ def test_the_api_on_empty_and_misshapen_input(xmc_run):
             clf.predict(np.zeros(shape))
     assert len(clf.predict(np.ones((3, 30)))) == 3
 
+
+# --- 8. evaluate's JSON that cannot be written: one line, nothing left behind -------------
+
+
+def test_evaluate_next_to_a_read_only_checkpoint(xmc_run, tmp_path, capsys, monkeypatch):
+    import builtins
+    import io
+    import os
+    from pathlib import Path
+    from xmlc import evaluate as xevaluate
+
+    files, run = xmc_run
+
+    def refusing(real):   # root ignores permission bits: the file system refuses new files in run
+        def open_(file, *a, **kw):
+            if isinstance(file, (str, os.PathLike)) and Path(file).parent == run and "eval" in Path(file).name:
+                raise OSError(30, "Read-only file system")
+            return real(file, *a, **kw)
+        return open_
+
+    monkeypatch.setattr(builtins, "open", refusing(builtins.open))
+    monkeypatch.setattr(io, "open", refusing(io.open))
+    monkeypatch.setattr(os, "open", refusing(os.open))
+    assert xevaluate.main(["--checkpoint", str(run), "--data", str(files["test"])]) == 1
+    assert error_line(capsys) == (f"error: could not write {run / 'eval-test.txt.json'} (Read-only file system); "
+                                  f"give --out PATH to write it elsewhere")
+    assert not list(run.glob("*eval-test*"))
+
+
+def test_evaluate_out_on_a_full_disk_or_under_a_file_leaves_nothing(xmc_run, tmp_path, capsys, monkeypatch):
+    import os
+    from xmlc import evaluate as xevaluate
+
+    files, run = xmc_run
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert xevaluate.main(["--checkpoint", str(run), "--data", str(files["test"]),
+                           "--out", str(blocker / "e.json")]) == 1
+    assert error_line(capsys).startswith(f"error: --out: could not write {blocker / 'e.json'} (")
+    real = os.fdopen
+
+    def full(fd, *a, **kw):
+        f = real(fd, *a, **kw)
+        f.write = lambda text: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+        return f
+
+    monkeypatch.setattr(os, "fdopen", full)
+    out = tmp_path / "e.json"
+    assert xevaluate.main(["--checkpoint", str(run), "--data", str(files["test"]), "--out", str(out)]) == 1
+    assert error_line(capsys) == f"error: --out: could not write {out} (No space left on device)"
+    assert not list(tmp_path.glob("*e.json*"))
+
