@@ -334,3 +334,198 @@ def test_evaluate_out_on_a_full_disk_or_under_a_file_leaves_nothing(xmc_run, tmp
     assert error_line(capsys) == f"error: --out: could not write {out} (No space left on device)"
     assert not list(tmp_path.glob("*e.json*"))
 
+
+# --- weak cases: each a one-line error with its status, or the right behaviour -------------
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory):
+    """A raw-text run whose label names hold '|' and ':' (label_sep ';')."""
+    from xmlc.train import loop as xtrain
+
+    root = tmp_path_factory.mktemp("text")
+    names = ["net|work", "hard:ware", "account", "billing", "other"]
+    train = root / "t.csv"
+    train.write_text("text,labels\n" + "".join(f"about {names[i % 5].replace('|', ' ').replace(':', ' ')} "
+                                               f"case {i % 7},{names[i % 5]};{names[(i * 3) % 5]}\n"
+                                               for i in range(120)))
+    out = root / "run"
+    assert xtrain.main(text_run(train, out, "data.label_sep=;")) == 0
+    return root, out
+
+
+def test_checkpoint_save_on_a_full_disk_is_a_save_error(tmp_path, monkeypatch):
+    import torch
+    from xmlc.checkpoint import save_checkpoint
+    from xmlc.errors import CheckpointSaveError
+
+    save_checkpoint({"format": 1, "step": 1}, tmp_path / "last.pt")
+
+    def full(*a, **kw):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0\n"
+                           "PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointSaveError, match=r"could not save checkpoint .*last\.pt \(PytorchStreamWriter "
+                                                  r"failed writing file data/0: file write failed\); the previous "
+                                                  r"one is kept"):
+        save_checkpoint({"format": 1, "step": 2}, tmp_path / "last.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_predict_on_a_header_only_table_names_the_file(text_model, tmp_path, capsys):
+    from xmlc import predict as xpredict
+
+    _, run = text_model
+    empty = write(tmp_path / "e.csv", "text,labels\n")
+    assert xpredict.main(["--checkpoint", str(run), "--data", str(empty)]) == 2
+    assert error_line(capsys) == f"error: --data: {empty} has no rows (0 rows read from 1 lines; a header only)"
+
+
+def test_rows_without_known_features_are_flagged_and_counted(text_model, tmp_path, capsys):
+    import json
+    import xmlc
+    from xmlc import predict as xpredict
+
+    _, run = text_model
+    out = tmp_path / "p.jsonl"
+    assert xpredict.main(["--checkpoint", str(run), "--text", "", "--text", "zzz qqq", "--text", "about account",
+                          "--out", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("no_features", False) for r in records] == [True, True, False]
+    assert records[0]["top_k"] == records[1]["top_k"]   # the model's prior, the same for both
+    assert "note: 2 of 3 rows have no feature the model knows" in capsys.readouterr().err
+    assert [r.get("no_features", False) for r in xmlc.load(run).predict(["", "about account"])] == [True, False]
+
+
+def test_predict_csv_quotes_label_names_holding_its_separators(text_model, tmp_path):
+    import csv
+    import json
+    from xmlc import predict as xpredict
+
+    _, run = text_model
+    out = tmp_path / "p.csv"
+    assert xpredict.main(["--checkpoint", str(run), "--text", "about net work", "--top-k", "5",
+                          "--out", str(out)]) == 0
+    row = next(csv.DictReader(out.open()))
+    cells = row["top_k"]
+    assert '"net|work":' in cells and '"hard:ware":' in cells and "account:" in cells
+    names = [json.loads(n) if n.startswith('"') else n for n in re.findall(r'"(?:[^"\\]|\\.)*"|[^|]+', row["predicted"])]
+    assert names and set(names) <= {"net|work", "hard:ware", "account", "billing", "other"}
+    assert row["no_features"] == ""
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c | {"label_names": c["label_names"][:-1]}, "label_names holds 4 names for num_labels=5"),
+    (lambda c: c | {"thresholds": __import__("torch").zeros(3)}, "thresholds holds shape (3,) for num_labels=5"),
+    (lambda c: c | {"label_stats": {"num_examples": 3}}, "label_stats.counts holds 'missing' for num_labels=5"),
+    (lambda c: {k: v for k, v in c.items() if k != "config"}, "field 'config' is missing"),
+])
+def test_crafted_checkpoints_are_named_errors(text_model, tmp_path, capsys, change, message):
+    from xmlc import evaluate as xevaluate, predict as xpredict
+    from xmlc.checkpoint import load_checkpoint, save_checkpoint
+
+    root, run = text_model
+    bad = tmp_path / "best.pt"
+    save_checkpoint(change(load_checkpoint(run / "best.pt")), bad)
+    assert xpredict.main(["--checkpoint", str(bad), "--text", "about account"]) == 2
+    assert message in error_line(capsys)
+    assert xevaluate.main(["--checkpoint", str(bad), "--data", str(root / "t.csv"), "--out",
+                           str(tmp_path / "e.json")]) == 2
+    assert message in error_line(capsys)
+
+
+def test_a_one_megabyte_csv_cell_is_read(tmp_path):
+    path = write(tmp_path / "t.csv", "text,labels\n" + "word " * 200_000 + ",a\nshort,b\n")
+    split = read_table(path)
+    assert len(split.texts[0]) == 1_000_000 and split.labels == [["a"], ["b"]]
+
+
+def test_a_truncated_gzip_names_the_file(tmp_path):
+    import gzip
+    raw = gzip.compress(("text,labels\n" + "".join(f"row {i} words,a\n" for i in range(2000))).encode())
+    path = tmp_path / "t.csv.gz"
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match=rf"{re.escape(str(path))}: line \d+: the gzip data is damaged or truncated"):
+        read_table(path)
+
+
+def test_a_text_table_read_as_features_is_named(tmp_path):
+    from xmlc.data.tables import read_feature_matrix
+    path = write(tmp_path / "t.npy", "text,labels\na,b\n")
+    with pytest.raises(InputError, match=r"t\.npy: not a \.npy \(numpy\.save\) file: it starts with b'text,l'; "
+                                         r"data.format=npz reads feature matrices only") as err:
+        read_feature_matrix(path)
+    assert "allow_pickle" not in str(err.value)
+
+
+def test_a_float64_past_float32_in_npy_is_named_without_a_warning(tmp_path):
+    import warnings
+    import numpy as np
+    from xmlc.data.tables import read_feature_matrix
+    path = tmp_path / "x.npy"
+    X = np.ones((3, 4))
+    X[2, 1] = 1e40
+    np.save(path, X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=r"x\.npy: row 2, column 1: value 1e\+40 is not finite as float32"):
+            read_feature_matrix(path)
+
+
+def test_an_empty_text_column_list_is_a_config_error(tmp_path):
+    from xmlc.config import DataConfig
+    from xmlc.data.tables import read_split
+    path = write(tmp_path / "t.csv", "text,labels\na,b\n")
+    with pytest.raises(InputError, match=r"config key 'data.text_column' is an empty list"):
+        read_split(path, DataConfig(text_column=[]), key="data.train")
+
+
+def test_predict_stdin_that_is_not_utf8_names_the_line(text_model, monkeypatch, capsys):
+    import io
+    import sys
+    from xmlc import predict as xpredict
+
+    _, run = text_model
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"about account\nbad \xff byte\n"),
+                                                       encoding="utf-8", errors="surrogateescape"))
+    assert xpredict.main(["--checkpoint", str(run)]) == 2
+    assert "error: standard input: line 2: bytes that are not UTF-8 at byte 4" in error_line(capsys)
+
+
+def test_stats_on_a_table_says_it_reads_xmc_only(tmp_path, capsys):
+    from xmlc.stats.__main__ import main as stats_main
+    path = write(tmp_path / "t.csv", "text,labels\na,b\n")
+    assert stats_main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "reads XMC / libsvm multilabel files only, and this one reads as table (extension .csv)" in err
+    assert "malformed" not in err
+
+
+def test_resume_with_a_model_override_names_the_override(xmc_run, tmp_path, capsys):
+    import shutil
+    from xmlc.train import loop as xtrain
+
+    _, run = xmc_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    assert xtrain.main(["--resume", str(copy), "model.hidden=[16]", "train.epochs=3"]) == 2
+    line = error_line(capsys)
+    assert "--resume: the override model.hidden=[16] (was [8]) builds a model whose weights have other shapes" in line
+    assert "older xmlc" not in line
+
+
+def test_ctrl_c_while_reading_the_data_exits_130_without_a_traceback(xmc_run, tmp_path, capsys, monkeypatch):
+    from xmlc.train import loop as xtrain
+
+    files, _ = xmc_run
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(xtrain, "load_splits", interrupted)
+    out = tmp_path / "run"
+    assert xtrain.main(xmc_args(files, out)) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "stopped by signal 2 (SIGINT) before training started" in err
+    assert not out.exists()

@@ -32,7 +32,7 @@ from xmlc.inference import predict_scores
 from xmlc.errors import InputError
 from xmlc.run import RunArtifact
 
-__all__ = ["Classifier", "load"]
+__all__ = ["Classifier", "load", "empty_rows"]
 
 
 class Classifier:
@@ -119,20 +119,37 @@ class Classifier:
 
     def predict(self, x, *, top_k: int = 5, batch_size: int | None = None) -> list[dict]:
         """Per row ``{"top_k": [(name, probability), ...] best first, "predicted": [names at the
-        thresholds]}``."""
-        return list(self.rows(self.scores(x, batch_size=batch_size), top_k=top_k))
+        thresholds]}``, plus ``"no_features": True`` for a row with no feature the model knows
+        (empty text, only unknown words, an all-zero row): its probabilities are the model's
+        prior, the same for every such row."""
+        X = self.features(x)
+        return list(self.rows(self.scores_of_features(X, batch_size=batch_size), top_k=top_k,
+                              empty=empty_rows(X)))
 
-    def rows(self, scores: torch.Tensor, *, top_k: int = 5) -> Iterator[dict]:
-        """:meth:`predict`'s records for a ``(N, L)`` score matrix."""
+    def rows(self, scores: torch.Tensor, *, top_k: int = 5, empty=None) -> Iterator[dict]:
+        """:meth:`predict`'s records for a ``(N, L)`` score matrix; ``empty`` (N,) bool marks the
+        rows without features (:func:`empty_rows`)."""
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
         k = min(top_k, scores.shape[1])
         top_scores, top_labels = scores.topk(k, dim=1)
         chosen = scores >= self.thresholds
         names = self.label_names
-        for labels, probs, mask in zip(top_labels.tolist(), top_scores.tolist(), chosen):
-            yield {"top_k": [(names[j], round(p, 6)) for j, p in zip(labels, probs)],
-                   "predicted": [names[j] for j in mask.nonzero().flatten().tolist()]}
+        for i, (labels, probs, mask) in enumerate(zip(top_labels.tolist(), top_scores.tolist(), chosen)):
+            record = {"top_k": [(names[j], round(p, 6)) for j, p in zip(labels, probs)],
+                      "predicted": [names[j] for j in mask.nonzero().flatten().tolist()]}
+            if empty is not None and empty[i]:
+                record["no_features"] = True
+            yield record
+
+
+def empty_rows(X) -> np.ndarray:
+    """(N,) bool: the rows of model input ``X`` (CSR or dense ``(N, D)``) without a nonzero feature."""
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        X.eliminate_zeros()
+        return np.diff(X.indptr) == 0
+    return ~np.asarray(X).any(axis=1)
 
 
 def load(run: str | Path, *, device: str | torch.device = "cpu", threshold: float | None = None) -> Classifier:

@@ -94,6 +94,8 @@ def save_checkpoint(obj: dict, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise _save_error(path, exc) from exc
+        if isinstance(exc, RuntimeError) and "write" in str(exc):   # torch's zip writer on a full disk
+            raise _save_error(path, OSError(str(exc).strip().splitlines()[-1][:200])) from exc
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)

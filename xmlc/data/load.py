@@ -374,6 +374,9 @@ def read_for_model(path, dcfg, *, key: str, num_features: int, label_names: list
     if fmt == "npz" and with_labels and labels_path is None:
         raise InputError(f"{key}: {os.fspath(path)} is a feature matrix; give its labels file (--labels)")
     raw = read_split(path, dcfg, key=key, labels_path=labels_path, fmt=fmt, with_labels=with_labels)
+    if len(raw) == 0:
+        raise InputError(f"{key}: {os.fspath(path)} has no rows ({describe(raw, key).split(': ', 1)[1]}"
+                         f"{'; a header only' if fmt == 'table' else ''})")
     X = featurize(raw, featurizer, num_features, key)
     if label_names is None:
         raise InputError(f"{key}: the model was trained on XMC files and has no label names; give XMC input")

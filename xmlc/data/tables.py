@@ -48,6 +48,7 @@ import gzip
 import io
 import json
 import os
+import zlib
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ from typing import Any, Iterator
 import numpy as np
 import scipy.sparse as sp
 
+from xmlc.data.container import finite_float32
 from xmlc.errors import InputError
 
 __all__ = ["FORMATS", "InputError", "RawSplit", "LabelVocab", "detect_format", "read_split",
@@ -133,7 +135,7 @@ def _decoded_lines(path, name: str, bad: list | None = None) -> Iterator[str]:
     blank line, so the lines after it keep their numbers.
     """
     with _open_binary(path) as f:
-        for number, raw in enumerate(f, 1):
+        for number, raw in _raw_lines(f, name):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -146,6 +148,17 @@ def _decoded_lines(path, name: str, bad: list | None = None) -> Iterator[str]:
             if number == 1 and line.startswith("\ufeff"):   # a byte-order mark (Excel's UTF-8)
                 line = line[1:]
             yield line
+
+
+def _raw_lines(f, name: str) -> Iterator[tuple[int, bytes]]:
+    """``(number, bytes)`` of each line of the open file ``f``; damaged or truncated gzip data
+    is an :class:`InputError` naming the file and the line it reached."""
+    number = 0
+    try:
+        for number, raw in enumerate(f, 1):
+            yield number, raw
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputError(f"{name}: line {number + 1}: the gzip data is damaged or truncated ({exc})") from None
 
 
 def _first_line(path) -> str:
@@ -262,6 +275,19 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
     undecodable: list[int] | None = [] if skip_bad_rows else None
     lines = _Lines(_decoded_lines(path, name, undecodable))
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    limit = csv.field_size_limit(2**31 - 1)   # a long document is a valid cell (the default stops at 128 KiB)
+    try:
+        _read_records(name, reader, lines, rows, header, specs, n_text, label_sep, delimiter)
+    finally:
+        csv.field_size_limit(limit)
+    if undecodable:
+        rows.skipped.extend(undecodable)
+    rows.lines_read = lines.count()
+    return rows.split("table")
+
+
+def _read_records(name, reader, lines, rows, header, specs, n_text, label_sep, delimiter):
+    """The records of a table into ``rows`` (see :func:`read_table`); returns nothing."""
     columns: list[int] | None = None
     width = 0   # fields in the header (or in the first row of a file without one)
     for start, record in _csv_records(reader, lines, rows):
@@ -285,10 +311,6 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
             continue
         text = " ".join(record[c] for c in columns[:n_text])
         rows.add(start, text, _split_labels(record[columns[n_text]], label_sep) if len(columns) > n_text else [])
-    if undecodable:
-        rows.skipped.extend(undecodable)
-    rows.lines_read = lines.count()
-    return rows.split("table")
 
 
 class _Lines:
@@ -452,29 +474,30 @@ def read_feature_matrix(path):
     """
     name = os.fspath(path)
     suffix = _base_suffix(path)
+    with _open_binary(path) as f:
+        magic = f.read(6)
+    expected = b"PK\x03\x04" if suffix == ".npz" else b"\x93NUMPY"
+    if not magic.startswith(expected):
+        raise InputError(f"{name}: not a {'.npz (scipy.sparse.save_npz)' if suffix == '.npz' else '.npy (numpy.save)'} "
+                         f"file: it starts with {magic!r}; data.format=npz reads feature matrices only (a text "
+                         f"table is data.format=table)")
     try:
         if suffix == ".npz":
-            matrix = sp.load_npz(name).tocsr().astype(np.float32)
+            matrix = sp.load_npz(name).tocsr()
             matrix.sum_duplicates()
             matrix.sort_indices()
-            values = matrix.data
         else:
             with _open_binary(path) as f:
                 matrix = np.load(io.BytesIO(f.read()), allow_pickle=False)
             if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
                 raise InputError(f"{name}: expected a 2-d numeric (N, D) array, got shape {matrix.shape} "
                                  f"dtype {matrix.dtype}")
-            matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-            values = matrix
     except InputError:
         raise
     except (ValueError, OSError, EOFError, KeyError) as exc:
         raise InputError(f"{name}: cannot read a feature matrix ({'.npz: scipy.sparse.save_npz' if suffix == '.npz' else '.npy: numpy.save'} "
                          f"format expected): {exc}") from None
-    if not np.isfinite(values).all():
-        bad = np.argwhere(~np.isfinite(matrix.toarray() if sp.issparse(matrix) else matrix))[0]
-        raise InputError(f"{name}: non-finite value at row {bad[0]}, column {bad[1]}")
-    return matrix
+    return finite_float32(matrix, name)   # NaN, inf and values past float32's range (1e40) named
 
 
 def read_label_lines(path, *, label_sep: str = ",", skip_bad_rows: bool = False) -> list[list[str]]:
@@ -530,6 +553,8 @@ def read_split(path, dcfg, *, key: str, labels_path=None, fmt: str | None = None
     """
     labels_column = dcfg.labels_column if with_labels else None
     fmt = fmt or detect_format(path, dcfg.format)[0]
+    if isinstance(dcfg.text_column, (list, tuple)) and not dcfg.text_column and fmt in ("table", "jsonl"):
+        raise InputError("config key 'data.text_column' is an empty list; name the column(s) holding the text")
     if dcfg.label_sep == "" and fmt != "libmultilabel":
         raise InputError("config key 'data.label_sep' is empty; on the command line YAML reads a bare | or "
                          "space as empty: quote it, e.g. data.label_sep=\"'|'\" or data.label_sep=\"' '\"")

@@ -35,7 +35,8 @@ from xmlc.checkpoint import remove_partial_writes, rng_state
 from xmlc.config import Config, ConfigError, dump_config, to_dict
 from xmlc.run import RunArtifact, TrainingState
 
-__all__ = ["RunFiles", "RunDirLock", "check_fresh_run_dir", "figures_due", "open_writer", "log_run_start", "log_epoch", "log_final", "log_figures",
+__all__ = ["RunFiles", "RunDirLock", "check_fresh_run_dir", "figures_due",
+           "open_writer", "log_run_start", "log_epoch", "log_final", "log_figures",
            "write_final_figures", "remove_figures", "FIGURES_DIR"]
 
 FIGURES_DIR = "figures"   # RUN_DIR/figures/<name>.png
