@@ -71,7 +71,7 @@ def train(dataset: str, name: str, overrides: list[str], out_dir: Path, data_dir
     run_dir = out_dir / f"{dataset}_{name}"
     cmd = [sys.executable, "-m", "xmlc.train", "--config", str(ROOT / "configs" / "text.yaml"),
            f"data.train={data_dir / f'{dataset}_train.txt.gz'}", f"data.test={data_dir / f'{dataset}_test.txt.gz'}",
-           f"output.dir={run_dir}", "output.tensorboard=false", *overrides, *extra]
+           f"output.dir={run_dir}", "output.overwrite=true", "output.tensorboard=false", *overrides, *extra]
     if reuse and (run_dir / "metrics.json").is_file():   # a finished run of this exact command
         metrics = loads_with_nan((run_dir / "metrics.json").read_text())
         metrics["wall_s"] = float("nan")

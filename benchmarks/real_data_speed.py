@@ -60,7 +60,7 @@ def data_files(dataset: str, directory: Path) -> tuple[Path, Path]:
 def run(tree: Path, files: tuple[Path, Path], seed: int, out: Path, threads: int, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "xmlc.train", "--config", str(tree / "configs" / "text.yaml"),
            f"data.train={files[0]}", f"data.test={files[1]}",
-           f"train.seed={seed}", "output.tensorboard=false", f"output.dir={out}", *extra]
+           f"train.seed={seed}", "output.tensorboard=false", f"output.dir={out}", "output.overwrite=true", *extra]
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS=str(threads))
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)

@@ -59,7 +59,7 @@ def train(name: str, overrides: list[str], out_dir: Path, extra: list[str], reus
         metrics["wall_s"] = float("nan")
         return metrics
     cmd = [sys.executable, "-m", "xmlc.train", "--config", str(ROOT / "configs" / "seed.yaml"),
-           f"output.dir={out_dir / name}", "output.tensorboard=false",
+           f"output.dir={out_dir / name}", "output.overwrite=true", "output.tensorboard=false",
            *overrides, *extra]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

@@ -77,7 +77,8 @@ def _wrapped(fn, args):
 
 def goemotions(split: str):
     """(texts, label-name lists) of a GoEmotions split, read with xmlc's table reader."""
-    from xmlc.data.tables import ids_to_names, read_label_names, read_table
+    from xmlc.data.labels import ids_to_names, read_label_names
+    from xmlc.data.tables import read_table
 
     raw = read_table(GO / f"{split}.tsv.gz", text_column=0, labels_column=1, label_sep=",")
     names = read_label_names(GO / "labels.txt")

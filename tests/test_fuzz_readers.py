@@ -231,7 +231,9 @@ def reference_csv(raw: bytes, sep: str = "|"):
     character as RFC 4180 says: quotes double inside quoted fields; anything after a closing
     quote but a comma or the line end is an error; an unquoted \\r or \\n ends the record and
     only \\r / \\n may follow on that line (so \\r\\n and old-Mac \\r endings both work). Blank
-    records are skipped; a record with one field is an error at its first line."""
+    records are skipped; a record with one field, or more fields than the first record, is an
+    error at its first line."""
+    width = 0
     chars = [(number, ch) for number, text in reference_lines(raw) for ch in (text if text is not None else [None])]
     rows, i = [], 0
     while i < len(chars):
@@ -274,6 +276,9 @@ def reference_csv(raw: bytes, sep: str = "|"):
             continue                                             # a blank line
         if len(fields) < 2:
             raise Bad({start})
+        width = width or len(fields)                             # the first row's fields: no more after it
+        if len(fields) > width:
+            raise Bad({start})
         rows.append((fields[0], [p.strip() for p in fields[1].split(sep) if p.strip()]))
     return rows
 
@@ -305,7 +310,7 @@ def reference_jsonl(raw: bytes, sep: str = "|"):
 
 
 def reference_libmultilabel(raw: bytes):
-    rows = []
+    rows, width = [], 0
     for number, text in reference_lines(raw):
         if text is None:
             raise Bad({number})
@@ -314,6 +319,9 @@ def reference_libmultilabel(raw: bytes):
             continue
         fields = text.split("\t")
         if len(fields) not in (2, 3):
+            raise Bad({number})
+        width = width or len(fields)    # the first line's layout holds for the file
+        if len(fields) != width:
             raise Bad({number})
         rows.append((fields[-1], fields[-2].split()))
     return rows
@@ -353,15 +361,22 @@ def csv_cell(text: str) -> str:
 def table_files(draw, fmt: str) -> bytes:
     rows = draw(st.lists(st.tuples(cells, st.lists(label_cells, max_size=3)),
                          max_size=5))
+    # rows with a field too many (an unquoted comma in the text) or too few (no labels cell)
+    shapes = [draw(st.sampled_from(["whole"] * 4 + ["extra", "missing"])) for _ in rows]
     if fmt == "table":
-        lines = [f"{csv_cell(text)},{csv_cell('|'.join(labels))}" for text, labels in rows]
+        lines = [{"whole": f"{csv_cell(text)},{csv_cell('|'.join(labels))}",
+                  "extra": f"{csv_cell(text)},{csv_cell(text)},{csv_cell('|'.join(labels))}",
+                  "missing": csv_cell(text)}[shape] for (text, labels), shape in zip(rows, shapes)]
     elif fmt == "jsonl":
         lines = [json.dumps({"text": text, "labels": draw(st.sampled_from([labels, "|".join(labels)]))},
                             ensure_ascii=draw(st.booleans())) for text, labels in rows]
     else:
-        lines = ["\t".join(([str(n)] if draw(st.booleans()) else [])
-                           + [" ".join(l.replace("\n", " ") for l in labels), text.replace("\n", " ").replace("\t", " ")])
-                 for n, (text, labels) in enumerate(rows)]
+        ids = draw(st.booleans())   # one layout per file; a missing or extra field on some rows
+        lines = ["\t".join(([str(n)] if ids else [])
+                           + [" ".join(l.replace("\n", " ") for l in labels), text.replace("\n", " ").replace("\t", " ")]
+                           + (["x"] if shape == "extra" else []))
+                 for n, ((text, labels), shape) in enumerate(zip(rows, shapes))]
+        lines = [line.rsplit("\t", 1)[0] if shape == "missing" else line for line, shape in zip(lines, shapes)]
     raw = bytearray(("\n".join(lines) + draw(st.sampled_from(["", "\n", "\r\n"]))).encode())
     for _ in range(draw(st.integers(0, 3))):   # mutations: replace, insert or delete a few bytes
         if not raw:

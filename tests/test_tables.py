@@ -15,9 +15,9 @@ import torch
 
 from xmlc.config import DataConfig, FeaturesConfig
 from xmlc.data.features import _FIXED, TextFeaturizer
+from xmlc.data.labels import LabelVocab
 from xmlc.data.tables import (
     InputError,
-    LabelVocab,
     detect_format,
     read_feature_matrix,
     read_jsonl,
@@ -66,7 +66,7 @@ def test_table_roundtrip(tmp_path, ext, header):
 
 
 def test_table_joined_columns_and_header_override(tmp_path):
-    path = write(tmp_path / "t.csv", "title,body,labels\nA,b c,x\nD,e,y,\n")
+    path = write(tmp_path / "t.csv", "title,body,labels\nA,b c,x\nD,e,y\n")
     split = read_table(path, text_column=["title", "body"])
     assert split.texts == ["A b c", "D e"] and split.labels == [["x"], ["y"]]
     # header=false with indices: the header row is data

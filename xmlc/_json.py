@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["dumps", "finite_or_null", "loads_with_nan"]
+__all__ = ["dumps", "finite_or_null", "loads_with_nan", "write_json"]
 
 
 def finite_or_null(value):
@@ -46,3 +49,25 @@ def loads_with_nan(text: str):
     """JSON ``text`` (as :func:`dumps` writes it) with every ``null`` inside an object read back
     as NaN: for code that formats or averages the metrics (``"{:.3f}".format(nan)`` is ``nan``)."""
     return json.loads(text, object_hook=lambda obj: {k: math.nan if v is None else v for k, v in obj.items()})
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write ``dumps(obj, indent=2)`` to ``path`` whole or not at all (a temp file beside it, then
+    a rename): a full disk or a read-only directory leaves no file, not an empty or partial one.
+
+    Raises:
+        OSError: one line naming ``path`` and the reason.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise OSError(f"could not write {path} ({exc.strerror or exc})") from None
+    return path

@@ -26,12 +26,13 @@ import torch
 
 from xmlc.checkpoint import checkpoint_path
 from xmlc.data import EVAL_BATCH_SIZE, XMCData, make_loader, normalize_rows
+from xmlc.data.container import finite_float32
 from xmlc.data.features import TextFeaturizer
 from xmlc.inference import predict_scores
 from xmlc.errors import InputError
 from xmlc.run import RunArtifact
 
-__all__ = ["Classifier", "load"]
+__all__ = ["Classifier", "load", "empty_rows"]
 
 
 class Classifier:
@@ -69,22 +70,28 @@ class Classifier:
         scipy sparse matrix / ndarray / tensor; rows normalised as in training.
 
         Raises:
-            ValueError: text for a model trained on features (or the reverse), or a matrix
-                whose ``D`` is not the model's (both numbers named).
+            ValueError: text for a model trained on features (or the reverse), a matrix that is
+                not 2-d or whose ``D`` is not the model's (both numbers named), a value that is
+                not a finite float32 (NaN, inf, 1e40, None; row and column named).
         """
         if isinstance(x, str):
             x = [x]
         if isinstance(x, torch.Tensor):
-            x = x.to_dense().cpu().numpy() if x.layout != torch.strided else x.cpu().numpy()
+            x = x.to_dense().cpu().numpy() if x.layout != torch.strided else x.cpu().float().numpy()
         if sp.issparse(x) or isinstance(x, np.ndarray):
-            if x.ndim != 2 or x.shape[1] != self.num_features:
-                raise InputError(f"features have shape {tuple(x.shape)}: D={x.shape[-1]:,} columns but the "
+            if x.ndim != 2:
+                raise InputError(f"features must be a 2-d (N, D) matrix, got shape {tuple(x.shape)}"
+                                 + (" (one row: x.reshape(1, -1))" if x.ndim == 1 else ""))
+            if x.shape[1] != self.num_features:
+                raise InputError(f"features have shape {tuple(x.shape)}: D={x.shape[1]:,} columns but the "
                                  f"model has D={self.num_features:,}")
             if self.featurizer is not None:
                 raise InputError("the model was trained on raw text: give a list of strings, not a matrix")
-            X = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.ascontiguousarray(x, np.float32)
+            X = finite_float32(x, "features")
         else:
             texts = list(x)
+            if not texts:   # nothing to score, whatever the model takes
+                return sp.csr_matrix((0, self.num_features), dtype=np.float32)
             if not all(isinstance(t, str) for t in texts):
                 raise InputError("give a string, a list of strings, or an (N, D) feature matrix")
             if self.featurizer is None:
@@ -103,6 +110,8 @@ class Classifier:
         """Probabilities ``(N, L)`` for model input ``X`` as :meth:`features` returns it
         (``(N, D)``, already normalised)."""
         n = X.shape[0]
+        if n == 0:
+            return torch.empty((0, len(self.label_names)), dtype=torch.float32)
         data = XMCData(X, sp.csr_matrix((n, len(self.label_names)), dtype=np.float32), self.num_features,
                        len(self.label_names))
         loader = make_loader(data, batch_size or EVAL_BATCH_SIZE, shuffle=False)
@@ -110,20 +119,37 @@ class Classifier:
 
     def predict(self, x, *, top_k: int = 5, batch_size: int | None = None) -> list[dict]:
         """Per row ``{"top_k": [(name, probability), ...] best first, "predicted": [names at the
-        thresholds]}``."""
-        return list(self.rows(self.scores(x, batch_size=batch_size), top_k=top_k))
+        thresholds]}``, plus ``"no_features": True`` for a row with no feature the model knows
+        (empty text, only unknown words, an all-zero row): its probabilities are the model's
+        prior, the same for every such row."""
+        X = self.features(x)
+        return list(self.rows(self.scores_of_features(X, batch_size=batch_size), top_k=top_k,
+                              empty=empty_rows(X)))
 
-    def rows(self, scores: torch.Tensor, *, top_k: int = 5) -> Iterator[dict]:
-        """:meth:`predict`'s records for a ``(N, L)`` score matrix."""
+    def rows(self, scores: torch.Tensor, *, top_k: int = 5, empty=None) -> Iterator[dict]:
+        """:meth:`predict`'s records for a ``(N, L)`` score matrix; ``empty`` (N,) bool marks the
+        rows without features (:func:`empty_rows`)."""
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
         k = min(top_k, scores.shape[1])
         top_scores, top_labels = scores.topk(k, dim=1)
         chosen = scores >= self.thresholds
         names = self.label_names
-        for labels, probs, mask in zip(top_labels.tolist(), top_scores.tolist(), chosen):
-            yield {"top_k": [(names[j], round(p, 6)) for j, p in zip(labels, probs)],
-                   "predicted": [names[j] for j in mask.nonzero().flatten().tolist()]}
+        for i, (labels, probs, mask) in enumerate(zip(top_labels.tolist(), top_scores.tolist(), chosen)):
+            record = {"top_k": [(names[j], round(p, 6)) for j, p in zip(labels, probs)],
+                      "predicted": [names[j] for j in mask.nonzero().flatten().tolist()]}
+            if empty is not None and empty[i]:
+                record["no_features"] = True
+            yield record
+
+
+def empty_rows(X) -> np.ndarray:
+    """(N,) bool: the rows of model input ``X`` (CSR or dense ``(N, D)``) without a nonzero feature."""
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        X.eliminate_zeros()
+        return np.diff(X.indptr) == 0
+    return ~np.asarray(X).any(axis=1)
 
 
 def load(run: str | Path, *, device: str | torch.device = "cpu", threshold: float | None = None) -> Classifier:

@@ -22,13 +22,16 @@ continue a run or to use the model without the config file or the training data:
     }
 
 Only tensors and plain Python containers are stored, so :func:`load_checkpoint` reads it
-with ``torch.load(weights_only=True)``.
+with ``torch.load(weights_only=True)``. The file is the zip archive ``torch.save`` writes, each
+record with the CRC-32 of its bytes; every load verifies them first, so a file corrupted on disk
+or in transfer is refused, naming it, instead of loading altered weights.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -41,7 +44,7 @@ from torch import nn
 from xmlc.errors import CheckpointError, CheckpointSaveError, ConfigError
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_path", "rng_state", "set_rng_state",
+__all__ = ["save_checkpoint", "load_checkpoint", "verify_checksums", "checkpoint_path", "rng_state", "set_rng_state",
            "load_weights", "remove_partial_writes", "check_run_dir", "CheckpointError",
            "CheckpointSaveError"]
 
@@ -91,6 +94,8 @@ def save_checkpoint(obj: dict, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise _save_error(path, exc) from exc
+        if isinstance(exc, RuntimeError) and "write" in str(exc):   # torch's zip writer on a full disk
+            raise _save_error(path, OSError(str(exc).strip().splitlines()[-1][:200])) from exc
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -151,14 +156,40 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not zipfile.is_zipfile(path):   # torch.save writes a zip archive; a truncated one has no directory
         raise CheckpointError(f"checkpoint {path} could not be read: not a file written by torch.save "
                               f"(truncated, or another kind of file)")
+    verify_checksums(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:   # torch's message runs to paragraphs (and suggests weights_only=False): its first line
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise CheckpointError(f"checkpoint {path} could not be read (corrupted, or not plain data): {reason}") from exc
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} could not be read (corrupted, or not plain data): "
+                              f"{_load_failure(exc)}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not an xmlc checkpoint (format {FORMAT})")
     return ckpt
+
+
+def verify_checksums(path: Path) -> None:
+    """Check every record of the zip archive ``torch.save`` wrote against its CRC-32 (torch itself
+    reads the bytes unchecked); a mismatch is a :class:`CheckpointError` naming the file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} could not be read: a damaged archive ({exc})") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupted: the bytes of its record {bad!r} do not match "
+                              f"their checksum (CRC-32); copy it again, or use another checkpoint")
+
+
+def _load_failure(exc: Exception) -> str:
+    """One line for why ``torch.load(weights_only=True)`` failed. Torch's own message runs to
+    paragraphs and advises turning ``weights_only`` off, which could run code: not repeated."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a pickled {found.group(1)} object, not plain data (refused: loading it could run code)"
+    if "weights only load failed" in text.lower() or "weights_only" in text:
+        return "it holds pickled objects, not plain data (refused: loading them could run code)"
+    return (text.strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def rng_state() -> dict:

@@ -282,6 +282,9 @@ class EvalConfig:
 class OutputConfig:
     # Run directory: config.yaml, last.pt, best.pt, metrics.json, TensorBoard events.
     dir: Annotated[str, NonEmpty()] = "runs/default"
+    # A new run in a directory that holds a run (last.pt, best.pt, metrics.json) replaces it
+    # only when true; else it stops (exit 2). --resume continues the run there.
+    overwrite: bool = False
     # Write TensorBoard event files.
     tensorboard: bool = True
     # Diagnostic figures (xmlc.eval.figures): in TensorBoard per epoch and at the end, and as

@@ -18,7 +18,7 @@ import torch
 
 from xmlc import data as xdata
 from xmlc.eval import calibrate
-from xmlc._json import dumps
+from xmlc._json import write_json
 from xmlc.checkpoint import checkpoint_path
 from xmlc.cli import INPUT_ERRORS, ExitStatus, device_name, positive_int, report_error
 from xmlc.config import ConfigError, apply_overrides
@@ -106,8 +106,11 @@ def main(argv=None) -> int:
     print(f"{results['data']}: {results['num_examples']:,} examples")
     print(metrics_table(columns, title="metric"))
     out = Path(args.out) if args.out else checkpoint.parent / f"eval-{Path(args.data).name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(dumps(results, indent=2) + "\n")   # NaN -> null (xmlc._json)
+    try:
+        write_json(out, results)   # NaN -> null (xmlc._json)
+    except OSError as exc:
+        hint = "" if args.out else "; give --out PATH to write it elsewhere"
+        return report_error(OSError(f"{'--out: ' if args.out else ''}{exc}{hint}"), INPUT_ERRORS)
     print(f"wrote {out}")
     return ExitStatus.OK
 

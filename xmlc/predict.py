@@ -16,8 +16,11 @@ extension of ``--out``, else jsonl), one record per input row, in input order::
 
 ``top_k`` holds the K most probable labels, best first; ``predicted`` the labels whose
 probability reaches the checkpoint's calibrated per-label threshold (0.5 when it has none;
-``--threshold 0.5`` forces a global one). CSV has the columns ``row``, ``predicted``
-(names joined by ``|``) and ``top_k`` (``name:probability`` joined by ``|``). Labels are the
+``--threshold 0.5`` forces a global one); ``"no_features": true`` marks a row with no feature the
+model knows (empty text, only unknown words): its prediction is the model's prior (their count
+goes to standard error). CSV has the columns ``row``, ``predicted`` (names joined by ``|``),
+``top_k`` (``name:probability`` joined by ``|``; a name holding ``|``, ``:``, ``"`` or ``\\`` is
+written as a JSON string, ``"a|b"``) and ``no_features`` (``true`` or empty). Labels are the
 names the run was trained with (tables, ``data.label_names``); runs on XMC files print label
 indices unless ``--label-names FILE`` (one name per line) is given. Rows are scored in chunks,
 so memory does not grow with FILE beyond its raw text.
@@ -27,20 +30,22 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from pathlib import Path
 
 import torch
 
 from xmlc._json import dumps
-from xmlc.api import Classifier
+from xmlc.api import Classifier, empty_rows
 from xmlc.checkpoint import checkpoint_path
 from xmlc.cli import INPUT_ERRORS, ExitStatus, device_name, positive_int, probability, report_error
 from xmlc.config import ConfigError, apply_overrides
 from xmlc.inference import check_finite_scores
 from xmlc.data.load import read_for_model
 from xmlc.run import RunArtifact
-from xmlc.data.tables import read_label_names
+from xmlc.data.labels import read_label_names
+from xmlc.errors import InputError
 
 __all__ = ["main", "predict_file", "write_predictions"]
 
@@ -60,19 +65,37 @@ def write_predictions(clf: Classifier, inputs, out, *, top_k: int = 5, fmt: str 
     n = features.shape[0] if hasattr(features, "shape") else len(features)
     writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
     if writer is not None:
-        writer.writerow(["row", "predicted", "top_k"])
+        writer.writerow(["row", "predicted", "top_k", "no_features"])
+    empty_count = 0
     for start in range(0, n, CHUNK):
-        chunk = features[start:start + CHUNK]
-        scores = clf.scores_of_features(chunk, batch_size=batch_size) if prepared else clf.scores(chunk, batch_size=batch_size)
+        chunk = features[start:start + CHUNK] if prepared else clf.features(features[start:start + CHUNK])
+        scores = clf.scores_of_features(chunk, batch_size=batch_size)
         check_finite_scores(scores, first_row=start)   # never a NaN (invalid JSON) in the output
-        for row, record in enumerate(clf.rows(scores, top_k=top_k), start):
+        empty = empty_rows(chunk)
+        empty_count += int(empty.sum())
+        for row, record in enumerate(clf.rows(scores, top_k=top_k, empty=empty), start):
             if writer is not None:
-                writer.writerow([row, "|".join(map(str, record["predicted"])),
-                                 "|".join(f"{name}:{p:.6g}" for name, p in record["top_k"])])
+                writer.writerow([row, "|".join(csv_name(name) for name in record["predicted"]),
+                                 "|".join(f"{csv_name(name)}:{p:.6g}" for name, p in record["top_k"]),
+                                 "true" if record.get("no_features") else ""])
             else:
                 out.write(dumps({"row": row, "top_k": [list(t) for t in record["top_k"]],
-                                      "predicted": record["predicted"]}) + "\n")
+                                 "predicted": record["predicted"]} | _flag(record)) + "\n")
+    if empty_count:
+        print(f"note: {empty_count:,} of {n:,} rows have no feature the model knows (empty, or only unknown "
+              f"words): their predictions are the model's prior, flagged \"no_features\": true", file=sys.stderr)
     return n
+
+
+def _flag(record: dict) -> dict:
+    return {"no_features": True} if record.get("no_features") else {}
+
+
+def csv_name(name) -> str:
+    """A label name in predict's CSV cells, where ``|`` separates names and ``:`` a probability: a
+    name holding ``|``, ``:``, ``"`` or ``\\`` is written as a JSON string (``"a|b"``)."""
+    name = str(name)
+    return json.dumps(name, ensure_ascii=False) if any(c in name for c in '|:"\\') else name
 
 
 def predict_file(checkpoint: str | Path, data_path: str | Path | None, out_path: str | Path | None, *,
@@ -92,7 +115,7 @@ def predict_file(checkpoint: str | Path, data_path: str | Path | None, out_path:
     if texts is not None:
         inputs = list(texts)
     elif data_path is None or str(data_path) == "-":
-        inputs = [line.rstrip("\r\n") for line in sys.stdin]
+        inputs = read_stdin_lines()
     else:
         if not Path(data_path).is_file():
             raise FileNotFoundError(f"--data: file not found: {data_path}")
@@ -112,6 +135,23 @@ def predict_file(checkpoint: str | Path, data_path: str | Path | None, out_path:
     except BaseException:   # no partial file that could pass for a complete one
         out_path.unlink(missing_ok=True)
         raise
+
+
+def read_stdin_lines() -> list[str]:
+    """Standard input's lines, UTF-8 (as ``--data`` reads files): undecodable bytes name the line."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:   # a text stream that is not a terminal or pipe (tests, notebooks)
+        return [line.rstrip("\r\n") for line in sys.stdin]
+    lines = []
+    for number, raw in enumerate(stream, 1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"standard input: line {number}: bytes that are not UTF-8 at byte {exc.start} of "
+                             f"the line ({raw[exc.start:exc.start + 4]!r}); give UTF-8 text") from None
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    return lines
 
 
 def main(argv=None) -> int:

@@ -178,6 +178,7 @@ class RunArtifact:
             if not isinstance(ckpt.get(key), kind):
                 got = "missing" if key not in ckpt else f"a {type(ckpt[key]).__name__}"
                 raise CheckpointError(f"{source} is not a complete xmlc run: field {key!r} is {got}")
+        _check_per_label(ckpt, source)
         try:
             config = from_dict(Config, ckpt["config"])
         except ConfigError as exc:
@@ -203,3 +204,24 @@ class RunArtifact:
 
 
 _FIELDS = {"config": dict, "model": dict, "num_features": int, "num_labels": int, "label_stats": dict}
+
+
+def _check_per_label(ckpt: dict, source: str) -> None:
+    """Every per-label field of a run file holds ``num_labels`` entries (a crafted or damaged file
+    would otherwise fail later, deep in indexing), else a :class:`CheckpointError` naming it."""
+    L, stats_ = ckpt["num_labels"], ckpt["label_stats"]
+    fields = {"label_stats.counts": stats_.get("counts", "missing"), "label_stats.pos_weight": stats_.get("pos_weight"),
+              "thresholds": ckpt.get("thresholds"), "label_names": ckpt.get("label_names")}
+    for key, value in fields.items():
+        if value is None and key != "label_stats.counts":
+            continue
+        size = (tuple(value.shape) if torch.is_tensor(value) else (len(value),) if isinstance(value, list) else None)
+        if size != (L,):
+            got = (f"{len(value):,} names" if isinstance(value, list) else f"shape {size}" if size is not None
+                   else repr(value) if isinstance(value, str) else f"a {type(value).__name__}")
+            raise CheckpointError(f"{source} is not a consistent xmlc run: {key} holds {got} for num_labels={L:,}")
+    if not isinstance(stats_.get("num_examples"), int):
+        raise CheckpointError(f"{source} is not a complete xmlc run: field 'label_stats.num_examples' is missing")
+    if ckpt.get("featurizer") is not None and not isinstance(ckpt["featurizer"], dict):
+        raise CheckpointError(f"{source} is not a complete xmlc run: field 'featurizer' is a "
+                              f"{type(ckpt['featurizer']).__name__}")

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from xmlc.errors import DataFileError
+from xmlc.errors import DataFileError, InputError
 
-__all__ = ["XMCData", "normalize_rows", "concat_data", "check_labelled"]
+__all__ = ["XMCData", "normalize_rows", "concat_data", "check_labelled", "finite_float32"]
+
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -60,6 +62,49 @@ class XMCData:
         return XMCData(self.features[idx], self.labels[idx], self.num_features, self.num_labels,
                        self.label_names, self.featurizer)
 
+
+
+def finite_float32(matrix, name: str):
+    """``matrix`` ``(N, D)`` (a scipy sparse matrix, or anything numpy reads as a dense array) as
+    float32 (CSR for sparse input). A value that is NaN, infinite, past float32's range (1e40:
+    finite in float64, infinite as float32) or not a number (None) is an :class:`InputError`
+    naming ``name``, the row and the column (0-based) and the value: the readers' check, shared
+    by the Python API.
+
+    Example:
+        >>> finite_float32(np.array([[1.0, 1e40]]), "X")
+        Traceback (most recent call last):
+        ...
+        xmlc.errors.InputError: X: row 0, column 1: value 1e+40 is not finite as float32 (largest 3.40282e+38)
+    """
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):   # the check below names what overflowed
+            if sp.issparse(matrix):
+                original = sp.csr_matrix(matrix)
+                out = original.astype(np.float32)
+                values, source = out.data, original.data
+            else:
+                source = np.asarray(matrix)
+                out = values = np.ascontiguousarray(source, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: feature values must be numbers ({exc})") from None
+    bad = ~np.isfinite(values)
+    if bad.any():
+        if sp.issparse(matrix):
+            k = int(np.flatnonzero(bad)[0])
+            where = (int(np.searchsorted(out.indptr, k, side="right")) - 1, int(out.indices[k]))
+            value = float(source[k])
+        else:
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            value = source[where]
+        place = ", ".join(f"{axis} {i}" for axis, i in zip(("row", "column"), where))
+        if not isinstance(value, (int, float, np.number)):   # None in an object array casts to NaN
+            raise InputError(f"{name}: {place}: {value!r} is not a number")
+        value = float(value)
+        what = (f"value {value:g} is not finite as float32 (largest {F32_MAX:g})" if np.isfinite(value)
+                else f"non-finite value {value}")
+        raise InputError(f"{name}: {place}: {what}")
+    return out
 
 
 def normalize_rows(features, norm: str = "l2"):

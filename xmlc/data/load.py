@@ -19,15 +19,8 @@ from xmlc.data.container import XMCData, check_labelled, normalize_rows
 from xmlc.data.features import TextFeaturizer
 from xmlc.data.split import stratified_split
 from xmlc.data.synthetic import SYNTHETIC_PRESETS, synthetic_preset
-from xmlc.data.tables import (
-    LabelVocab,
-    RawSplit,
-    describe,
-    detect_format,
-    ids_to_names,
-    read_label_names,
-    read_split,
-)
+from xmlc.data.labels import LabelVocab, ids_to_names, read_label_names
+from xmlc.data.tables import RawSplit, describe, detect_format, read_split
 from xmlc.data.xmc import read_xmc
 from xmlc.errors import ConfigError, DataFileError, InputError
 
@@ -50,7 +43,8 @@ def default_features() -> SimpleNamespace:
 # --------------------------------------------------------------------------------------
 
 
-def load_splits(dcfg, *, seed: int = 0, features=None, say=None):
+def load_splits(dcfg, *, seed: int = 0, features=None, say=None, run_labels: list[str] | None = None,
+                run_featurizer: dict | None = None):
     """Train, validation and test :class:`XMCData` (test may be None), features normalised.
 
     The one entry point for every input: XMC files, a synthetic preset, and the user's own
@@ -67,6 +61,9 @@ def load_splits(dcfg, *, seed: int = 0, features=None, say=None):
         features: the ``features`` config section (raw text only; None: :func:`default_features`).
         say: called with one line per decision and count worth telling the user (the format
             chosen by ``auto``, rows without labels, labels only in val/test); None: silent.
+        run_labels, run_featurizer: a resumed run's label names and featuriser state (its
+            checkpoint's): the data is mapped onto them by name, never re-derived from the
+            files (whose rows may come in another order, or hold other words).
     """
     for key in _FILE_KEYS:
         path = getattr(dcfg, key)
@@ -79,8 +76,11 @@ def load_splits(dcfg, *, seed: int = 0, features=None, say=None):
         with _as_data_file_error():
             fmt, why = detect_format(dcfg.train, dcfg.format)
             if fmt != "xmc":
-                return _raw_splits(dcfg, features, seed, say)
+                return _raw_splits(dcfg, features, seed, say, run_labels, run_featurizer)
             names = read_label_names(dcfg.label_names) if dcfg.label_names is not None else None
+        if run_labels is not None and names != run_labels:
+            raise DataFileError(f"data.label_names: {dcfg.label_names} does not name the labels of the run "
+                                f"being resumed (its checkpoint's {len(run_labels):,} names, in their order)")
         if say is not None and dcfg.format == "auto":
             say(f"data.train: {dcfg.train} read as xmc ({why})")
         # checked at once: a file without labels would otherwise fail as L=0 in val/test
@@ -127,9 +127,10 @@ def _synthetic_train_test(dcfg, seed: int) -> tuple[XMCData, XMCData | None]:
     return train, test
 
 
-def _raw_splits(dcfg, features, seed: int, say):
+def _raw_splits(dcfg, features, seed: int, say, run_labels=None, run_featurizer=None):
     """:func:`load_text_splits`, its notes told, label names and featuriser state set on each split."""
-    out = load_text_splits(dcfg, features if features is not None else default_features(), seed=seed)
+    out = load_text_splits(dcfg, features if features is not None else default_features(), seed=seed,
+                           run_labels=run_labels, run_featurizer=run_featurizer)
     for note in out.notes:
         if say is not None:
             say(note)
@@ -254,13 +255,16 @@ def unseen_note(unseen: Counter, key: str) -> str | None:
             f"{', ...' if len(unseen) > 5 else ''}")
 
 
-def load_text_splits(dcfg, fcfg, *, seed: int = 0) -> TextSplits:
+def load_text_splits(dcfg, fcfg, *, seed: int = 0, run_labels: list[str] | None = None,
+                     run_featurizer: dict | None = None) -> TextSplits:
     """Train / val / test from the user's raw files, featurised, as the trainer's containers.
 
     The label vocabulary comes from the training file (or ``data.label_names``); the
     featuriser is fitted on the training rows only (after the validation rows are carved out
     when ``data.val`` is None: a stratified split of ``data.val_fraction``, seed ``seed + 1``);
-    rows are normalised by ``data.normalize``.
+    rows are normalised by ``data.normalize``. A resumed run passes its checkpoint's
+    ``run_labels`` and ``run_featurizer``: both are kept as they are, and a training label not
+    among ``run_labels`` is an error.
 
     Args:
         dcfg: the ``data`` config section.
@@ -270,17 +274,26 @@ def load_text_splits(dcfg, fcfg, *, seed: int = 0) -> TextSplits:
     notes: list[str] = []
     names = read_label_names(dcfg.label_names) if dcfg.label_names is not None else None
     raws = _read_raw_splits(dcfg, names, notes)
-    vocab = LabelVocab.build(raws["train"].labels, names)
+    vocab = LabelVocab.build(raws["train"].labels, names if run_labels is None else run_labels)
     if len(vocab) == 0:
         raise InputError(f"data.train: {dcfg.train} has no labels in any row")
     train_raw = raws["train"]
-    Y_train, _ = vocab.encode(train_raw.labels)
+    Y_train, unseen = vocab.encode(train_raw.labels)
+    if unseen:
+        name, rows = unseen.most_common(1)[0]
+        raise InputError(f"data.train: {dcfg.train}: label {name!r} ({rows:,} rows; {len(unseen):,} such labels) "
+                         f"is not one of the {len(vocab):,} labels of the run being resumed; a resumed run "
+                         f"keeps its label set: start a new run for new labels")
     if "val" not in raws:
         fit, held = stratified_split(Y_train, dcfg.val_fraction, seed=seed + 1)
         raws["val"] = train_raw.subset(held)
         train_raw = raws["train"] = train_raw.subset(fit)
         Y_train = Y_train[fit]
-    featurizer, X_train = _fit_features(train_raw, fcfg, notes)
+    if run_featurizer is not None:   # resumed: the run's vocabulary and idf, not refitted
+        featurizer = TextFeaturizer.from_state(run_featurizer)
+        X_train = featurize(train_raw, featurizer, featurizer.num_features, "data.train")
+    else:
+        featurizer, X_train = _fit_features(train_raw, fcfg, notes)
     D, L = X_train.shape[1], len(vocab)
     out = {"train": XMCData(normalize_rows(X_train, dcfg.normalize), Y_train, D, L)}
     for split in ("val", "test"):
@@ -353,6 +366,9 @@ def read_for_model(path, dcfg, *, key: str, num_features: int, label_names: list
     if fmt == "npz" and with_labels and labels_path is None:
         raise InputError(f"{key}: {os.fspath(path)} is a feature matrix; give its labels file (--labels)")
     raw = read_split(path, dcfg, key=key, labels_path=labels_path, fmt=fmt, with_labels=with_labels)
+    if len(raw) == 0:
+        raise InputError(f"{key}: {os.fspath(path)} has no rows ({describe(raw, key).split(': ', 1)[1]}"
+                         f"{'; a header only' if fmt == 'table' else ''})")
     X = featurize(raw, featurizer, num_features, key)
     if label_names is None:
         raise InputError(f"{key}: the model was trained on XMC files and has no label names; give XMC input")

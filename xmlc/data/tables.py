@@ -1,8 +1,9 @@
-"""Your own data: text tables, LibMultiLabel files, feature matrices, and the label vocabulary.
+"""Your own data: text tables, LibMultiLabel files and feature matrices (label names and the
+label vocabulary: :mod:`xmlc.data.labels`).
 
 Readers turn a user's file into a :class:`RawSplit`: the raw documents (or a feature matrix
 the user computed) and, per row, the list of label *names*. :class:`LabelVocab` maps names
-to the columns of the label matrix. Featurising and splitting them is
+to the columns of the label matrix (:mod:`xmlc.data.labels`). Featurising and splitting them is
 :func:`xmlc.data.load.load_text_splits`'s work; this module only reads.
 
 Formats (``data.format``):
@@ -17,7 +18,8 @@ Formats (``data.format``):
 - ``jsonl``: one JSON object per line (``.gz`` ok); the labels value may be a list or a string
   split on ``data.label_sep``.
 - ``libmultilabel``: LibMultiLabel's ``[id<TAB>]label label ...<TAB>text``, no header, labels
-  separated by whitespace.
+  separated by whitespace; with or without the id on every line (a line of the other layout is
+  bad: ``10<TAB>urgent`` in a file with ids lacks its text).
 - ``npz``: features you computed yourself, ``.npy`` (``(N, D)`` float, dense) or ``.npz``
   (scipy CSR, written by ``scipy.sparse.save_npz``), with labels from a text file
   (``data.train_labels`` etc.): one line per row, labels separated by ``data.label_sep``.
@@ -28,7 +30,8 @@ Formats (``data.format``):
 
 Bad input stops before training, naming the file, the line and what was wrong: a malformed
 CSV quote, a bad JSON line, undecodable bytes, a missing column (listing the columns that
-exist), a row with too few fields. With ``data.skip_bad_rows: true`` such rows are skipped
+exist), a row with too few fields, or more fields than the header (an unquoted delimiter in a
+field, which would shift a piece of the text into the labels). With ``data.skip_bad_rows: true`` such rows are skipped
 and counted instead. Rows with empty text or no labels are legitimate, kept, and counted in
 the :class:`RawSplit` report.
 
@@ -46,8 +49,8 @@ import gzip
 import io
 import json
 import os
+import zlib
 from array import array
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -55,11 +58,11 @@ from typing import Any, Iterator
 import numpy as np
 import scipy.sparse as sp
 
+from xmlc.data.container import finite_float32
 from xmlc.errors import InputError
 
-__all__ = ["FORMATS", "InputError", "RawSplit", "LabelVocab", "detect_format", "read_split",
-           "read_table", "read_jsonl", "read_libmultilabel", "read_feature_matrix", "read_label_lines",
-           "read_label_names", "ids_to_names", "describe"]
+__all__ = ["FORMATS", "InputError", "RawSplit", "detect_format", "read_split", "decoded_lines",
+           "read_table", "read_jsonl", "read_libmultilabel", "read_feature_matrix", "read_label_lines", "describe"]
 
 FORMATS = ("auto", "xmc", "libmultilabel", "table", "jsonl", "npz")
 
@@ -73,8 +76,10 @@ class RawSplit:
         features: the user's feature matrix (npz format): scipy CSR ``(N, D)`` or a dense
             ``(N, D)`` float32 array; else None.
         labels: per row, the list of label names (strings).
-        report: counts: ``rows``, ``empty_text``, ``no_labels``, ``skipped`` (bad rows skipped
-            with ``data.skip_bad_rows``) and ``skipped_lines`` (their first line numbers, up to 20).
+        report: counts: ``rows``, ``lines`` (of the file; 0 for a feature matrix), ``empty_text``,
+            ``no_labels``, ``skipped`` (bad rows skipped with ``data.skip_bad_rows``: each one
+            line, or the lines of one record) and ``skipped_lines`` (their first line numbers, up
+            to 20).
         fmt: the format it was read as.
         lines: the 1-based line on which each row starts (for messages), or None (line = row).
     """
@@ -122,13 +127,14 @@ def _base_suffix(path) -> str:
     return Path(name).suffix
 
 
-def _decoded_lines(path, name: str, bad: list | None = None) -> Iterator[str]:
+def decoded_lines(path, name: str, bad: list | None = None) -> Iterator[str]:
     """The file's lines as str (newlines kept); undecodable bytes name the file and the line.
 
-    With ``bad`` a list, an undecodable line is recorded there (its line number) and skipped.
+    With ``bad`` a list, an undecodable line is recorded there (its line number) and read as a
+    blank line, so the lines after it keep their numbers.
     """
     with _open_binary(path) as f:
-        for number, raw in enumerate(f, 1):
+        for number, raw in _raw_lines(f, name):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -137,10 +143,21 @@ def _decoded_lines(path, name: str, bad: list | None = None) -> Iterator[str]:
                                      f"{exc.start} of the line ({raw[exc.start:exc.start + 4]!r}); "
                                      f"save the file as UTF-8") from None
                 bad.append(number)
-                continue
+                line = "\n"
             if number == 1 and line.startswith("\ufeff"):   # a byte-order mark (Excel's UTF-8)
                 line = line[1:]
             yield line
+
+
+def _raw_lines(f, name: str) -> Iterator[tuple[int, bytes]]:
+    """``(number, bytes)`` of each line of the open file ``f``; damaged or truncated gzip data
+    is an :class:`InputError` naming the file and the line it reached."""
+    number = 0
+    try:
+        for number, raw in enumerate(f, 1):
+            yield number, raw
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputError(f"{name}: line {number + 1}: the gzip data is damaged or truncated ({exc})") from None
 
 
 def _first_line(path) -> str:
@@ -195,6 +212,7 @@ class _Rows:
         self.lines = array("q")
         self.skipped: list[int] = []
         self.empty_text = self.no_labels = 0
+        self.lines_read = 0   # lines of the file, set by the reader at its end
 
     def add(self, line: int, text: str, labels: list[str]) -> None:
         self.lines.append(line)
@@ -212,8 +230,9 @@ class _Rows:
         self.skipped.append(line)
 
     def split(self, fmt: str) -> RawSplit:
-        report = {"rows": len(self.labels), "empty_text": self.empty_text, "no_labels": self.no_labels,
-                  "skipped": len(self.skipped), "skipped_lines": sorted(self.skipped)[:20]}
+        report = {"rows": len(self.labels), "lines": self.lines_read, "empty_text": self.empty_text,
+                  "no_labels": self.no_labels, "skipped": len(self.skipped),
+                  "skipped_lines": sorted(self.skipped)[:20]}
         return RawSplit(self.texts, None, self.labels, report, fmt, self.lines)
 
 
@@ -241,7 +260,8 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
         :class:`RawSplit` with ``texts`` and ``labels``.
 
     Raises:
-        InputError: naming the file and line: bad quoting, too few fields, undecodable bytes;
+        InputError: naming the file and line: bad quoting, too few fields, more fields than
+            the header (or the first row, without a header), undecodable bytes;
             a named column missing from the header (listing the header's columns).
     """
     name = os.fspath(path)
@@ -252,11 +272,27 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
     specs = text_specs + ([labels_column] if labels_column is not None else [])
     rows = _Rows(name, skip_bad_rows)
     undecodable: list[int] | None = [] if skip_bad_rows else None
-    reader = csv.reader(_decoded_lines(path, name, undecodable), delimiter=delimiter, strict=True)
+    lines = _Lines(decoded_lines(path, name, undecodable))
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    limit = csv.field_size_limit(2**31 - 1)   # a long document is a valid cell (the default stops at 128 KiB)
+    try:
+        _read_records(name, reader, lines, rows, header, specs, n_text, label_sep, delimiter)
+    finally:
+        csv.field_size_limit(limit)
+    if undecodable:
+        rows.skipped.extend(undecodable)
+    rows.lines_read = lines.count()
+    return rows.split("table")
+
+
+def _read_records(name, reader, lines, rows, header, specs, n_text, label_sep, delimiter):
+    """The records of a table into ``rows`` (see :func:`read_table`); returns nothing."""
     columns: list[int] | None = None
-    for start, record in _csv_records(reader, rows):
+    width = 0   # fields in the header (or in the first row of a file without one)
+    for start, record in _csv_records(reader, lines, rows):
         if columns is None:   # the first record: a header, or the first row
             columns, is_header = _table_columns(name, start, record, header, specs)
+            width = len(record)
             if is_header:
                 continue
         if not record:   # a blank line
@@ -265,28 +301,61 @@ def read_table(path, *, text_column="text", labels_column="labels", label_sep: s
         if len(record) < need:
             rows.bad(start, f"{len(record)} field(s) but column {need - 1} is needed "
                             f"(delimiter {delimiter!r})")
+            lines.read_again_after_first()   # a record of several lines: its first is the bad one
+            continue
+        if len(record) > width:   # an unquoted delimiter inside a field would shift every column after it
+            rows.bad(start, f"{len(record)} fields but the {'header' if is_header else 'first row'} has {width}: "
+                            f"a field holding the delimiter {delimiter!r} must be quoted (\"a, b\")")
+            lines.read_again_after_first()
             continue
         text = " ".join(record[c] for c in columns[:n_text])
         rows.add(start, text, _split_labels(record[columns[n_text]], label_sep) if len(columns) > n_text else [])
-    if undecodable:
-        rows.skipped.extend(undecodable)
-    return rows.split("table")
 
 
-def _csv_records(reader, rows: _Rows) -> Iterator[tuple[int, list[str]]]:
-    """``(first line, fields)`` of each record ``reader`` yields; a malformed one goes to ``rows.bad``."""
-    line_end = 0
+class _Lines:
+    """The file's lines for :mod:`csv`, counted; the lines of a malformed record but its first can
+    be read again, so that skipping it skips one line, never the rest of the file (an unclosed
+    quote would otherwise take every line after it into one field)."""
+
+    def __init__(self, lines: Iterator[str]):
+        self.source, self.again, self.taken, self.done = lines, [], [], 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.again.pop() if self.again else next(self.source)
+        self.taken.append(line)
+        return line
+
+    def start(self) -> int:
+        """Begin a record; returns the number of its first line."""
+        self.done += len(self.taken)
+        self.taken = []
+        return self.done + 1
+
+    def read_again_after_first(self) -> None:
+        self.again.extend(reversed(self.taken[1:]))
+        del self.taken[1:]
+
+    def count(self) -> int:
+        """Lines read so far."""
+        return self.done + len(self.taken)
+
+
+def _csv_records(reader, lines: _Lines, rows: _Rows) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, fields)`` of each record ``reader`` yields; a malformed one goes to
+    ``rows.bad``, and the lines after its first are read again."""
     while True:
-        start = line_end + 1
+        start = lines.start()
         try:
             record = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            line_end = reader.line_num
             rows.bad(start, f"malformed CSV ({exc}); a quote inside a quoted field is written twice (\"\")")
+            lines.read_again_after_first()
             continue
-        line_end = reader.line_num
         yield start, record
 
 
@@ -324,7 +393,8 @@ def read_jsonl(path, *, text_column="text", labels_column="labels", label_sep: s
                              f"must be names, got {key!r}")
     rows = _Rows(name, skip_bad_rows)
     undecodable: list[int] | None = [] if skip_bad_rows else None
-    for number, line in enumerate(_decoded_lines(path, name, undecodable), 1):
+    number = 0
+    for number, line in enumerate(decoded_lines(path, name, undecodable), 1):
         if not line.strip():
             continue
         try:
@@ -356,17 +426,21 @@ def read_jsonl(path, *, text_column="text", labels_column="labels", label_sep: s
         rows.add(number, " ".join(parts), labels)
     if undecodable:
         rows.skipped.extend(undecodable)
+    rows.lines_read = number
     return rows.split("jsonl")
 
 
 def read_libmultilabel(path, *, skip_bad_rows: bool = False, with_labels: bool = True) -> RawSplit:
-    """Read LibMultiLabel's text layout: ``[id<TAB>]label label ...<TAB>text`` per line, no header.
+    """Read LibMultiLabel's text layout: ``[id<TAB>]label label ...<TAB>text`` per line, no header;
+    the first line decides whether there is an id, and every line must then have as many fields.
 
     With ``with_labels=False`` (prediction) a line may also be the text alone; labels are ignored."""
     name = os.fspath(path)
     rows = _Rows(name, skip_bad_rows)
     undecodable: list[int] | None = [] if skip_bad_rows else None
-    for number, line in enumerate(_decoded_lines(path, name, undecodable), 1):
+    width = first = None   # the layout, 2 or 3 fields, set by the first line that has one of them
+    number = 0
+    for number, line in enumerate(decoded_lines(path, name, undecodable), 1):
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
@@ -377,9 +451,17 @@ def read_libmultilabel(path, *, skip_bad_rows: bool = False, with_labels: bool =
         if len(fields) not in (2, 3):
             rows.bad(number, f"{len(fields)} tab-separated field(s); expected [id<TAB>]labels<TAB>text")
             continue
+        if width is None:
+            width, first = len(fields), number
+        if len(fields) != width:   # id<TAB>labels (text missing) would read the id as a label
+            layout = {2: "labels<TAB>text", 3: "id<TAB>labels<TAB>text"}
+            rows.bad(number, f"{len(fields)} tab-separated fields but line {first} has {width} "
+                             f"({layout[width]}); every line of a file has the same layout")
+            continue
         rows.add(number, fields[-1], fields[-2].split())
     if undecodable:
         rows.skipped.extend(undecodable)
+    rows.lines_read = number
     return rows.split("libmultilabel")
 
 
@@ -391,72 +473,37 @@ def read_feature_matrix(path):
     """
     name = os.fspath(path)
     suffix = _base_suffix(path)
+    with _open_binary(path) as f:
+        magic = f.read(6)
+    expected = b"PK\x03\x04" if suffix == ".npz" else b"\x93NUMPY"
+    if not magic.startswith(expected):
+        raise InputError(f"{name}: not a {'.npz (scipy.sparse.save_npz)' if suffix == '.npz' else '.npy (numpy.save)'} "
+                         f"file: it starts with {magic!r}; data.format=npz reads feature matrices only (a text "
+                         f"table is data.format=table)")
     try:
         if suffix == ".npz":
-            matrix = sp.load_npz(name).tocsr().astype(np.float32)
+            matrix = sp.load_npz(name).tocsr()
             matrix.sum_duplicates()
             matrix.sort_indices()
-            values = matrix.data
         else:
             with _open_binary(path) as f:
                 matrix = np.load(io.BytesIO(f.read()), allow_pickle=False)
             if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
                 raise InputError(f"{name}: expected a 2-d numeric (N, D) array, got shape {matrix.shape} "
                                  f"dtype {matrix.dtype}")
-            matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-            values = matrix
     except InputError:
         raise
     except (ValueError, OSError, EOFError, KeyError) as exc:
         raise InputError(f"{name}: cannot read a feature matrix ({'.npz: scipy.sparse.save_npz' if suffix == '.npz' else '.npy: numpy.save'} "
                          f"format expected): {exc}") from None
-    if not np.isfinite(values).all():
-        bad = np.argwhere(~np.isfinite(matrix.toarray() if sp.issparse(matrix) else matrix))[0]
-        raise InputError(f"{name}: non-finite value at row {bad[0]}, column {bad[1]}")
-    return matrix
+    return finite_float32(matrix, name)   # NaN, inf and values past float32's range (1e40) named
 
 
 def read_label_lines(path, *, label_sep: str = ",", skip_bad_rows: bool = False) -> list[list[str]]:
     """Labels for a feature matrix: one line per row, labels separated by ``label_sep``; an
     empty line is a row without labels."""
     name = os.fspath(path)
-    return [_split_labels(line.rstrip("\r\n"), label_sep) for line in _decoded_lines(path, name)]
-
-
-def read_label_names(path) -> list[str]:
-    """``data.label_names``: one label name per line, line ``i`` naming label id ``i``; names unique."""
-    name = os.fspath(path)
-    names = [line.rstrip("\r\n").strip() for line in _decoded_lines(path, name)]
-    while names and not names[-1]:
-        names.pop()
-    for i, n in enumerate(names):
-        if not n:
-            raise InputError(f"{name}: line {i + 1}: empty label name")
-    seen: dict[str, int] = {}
-    for i, n in enumerate(names):
-        if n in seen:
-            raise InputError(f"{name}: line {i + 1}: label name {n!r} repeats line {seen[n] + 1}")
-        seen[n] = i
-    return names
-
-
-def ids_to_names(labels: list[list[str]], names: list[str], where: str, line_of=lambda row: row + 1) -> list[list[str]]:
-    """Integer label ids (as strings) -> names from ``data.label_names``; a name already in
-    ``names`` passes through. Anything else raises, naming ``where`` and the line."""
-    known = set(names)
-    out = []
-    for row, labs in enumerate(labels):
-        mapped = []
-        for lab in labs:
-            if lab in known:
-                mapped.append(lab)
-            elif lab.isdigit() and int(lab) < len(names):
-                mapped.append(names[int(lab)])
-            else:
-                raise InputError(f"{where}: line {line_of(row)}: label {lab!r} is neither a label id in "
-                                 f"[0, {len(names)}) nor a name in data.label_names")
-        out.append(mapped)
-    return out
+    return [_split_labels(line.rstrip("\r\n"), label_sep) for line in decoded_lines(path, name)]
 
 
 def read_split(path, dcfg, *, key: str, labels_path=None, fmt: str | None = None,
@@ -469,6 +516,8 @@ def read_split(path, dcfg, *, key: str, labels_path=None, fmt: str | None = None
     """
     labels_column = dcfg.labels_column if with_labels else None
     fmt = fmt or detect_format(path, dcfg.format)[0]
+    if isinstance(dcfg.text_column, (list, tuple)) and not dcfg.text_column and fmt in ("table", "jsonl"):
+        raise InputError("config key 'data.text_column' is an empty list; name the column(s) holding the text")
     if dcfg.label_sep == "" and fmt != "libmultilabel":
         raise InputError("config key 'data.label_sep' is empty; on the command line YAML reads a bare | or "
                          "space as empty: quote it, e.g. data.label_sep=\"'|'\" or data.label_sep=\"' '\"")
@@ -489,74 +538,16 @@ def read_split(path, dcfg, *, key: str, labels_path=None, fmt: str | None = None
             if len(labels) != features.shape[0]:
                 raise InputError(f"{os.fspath(path)} has {features.shape[0]} rows but its labels file "
                                  f"{os.fspath(labels_path)} has {len(labels)} lines")
-        report = {"rows": len(labels), "empty_text": 0, "no_labels": sum(not l for l in labels),
+        report = {"rows": len(labels), "lines": 0, "empty_text": 0, "no_labels": sum(not l for l in labels),
                   "skipped": 0, "skipped_lines": []}
         return RawSplit(None, features, labels, report, "npz")
     raise InputError(f"{key}: format {fmt!r} is not a raw-input format")
 
 
-# ---------------------------------------------------------------------------------------
-# Label vocabulary
-
-
-class LabelVocab:
-    """Label names <-> label matrix columns.
-
-    Order: the names of ``data.label_names`` in file order when given (column ``i`` is id
-    ``i``, so integer ids are never renumbered); otherwise the order of first appearance in
-    the training file. Stored in checkpoints as the plain list :attr:`names`.
-
-    Example:
-        >>> vocab = LabelVocab.build([["b", "a"], ["a", "c"]])
-        >>> vocab.names
-        ['b', 'a', 'c']
-        >>> Y, unseen = vocab.encode([["a", "z"]])
-        >>> Y.toarray(), dict(unseen)
-        (array([[0., 1., 0.]], dtype=float32), {'z': 1})
-    """
-
-    def __init__(self, names: list[str]):
-        self.names = list(names)
-        self.index = {n: i for i, n in enumerate(self.names)}
-        if len(self.index) != len(self.names):
-            raise InputError("label names must be unique")
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @classmethod
-    def build(cls, labels: list[list[str]], names: list[str] | None = None) -> "LabelVocab":
-        """From the training labels (first appearance order), or the fixed ``names``."""
-        if names is not None:
-            return cls(names)
-        return cls(list(dict.fromkeys(lab for labs in labels for lab in labs)))
-
-    def encode(self, labels: list[list[str]]) -> tuple[sp.csr_matrix, Counter]:
-        """CSR ``(N, L)`` float32 {0, 1}; names not in the vocabulary are left out and counted
-        (returned as a ``Counter`` name -> rows)."""
-        index, unseen = self.index, Counter()
-        indptr = np.zeros(len(labels) + 1, dtype=np.int64)
-        cols: list[int] = []
-        for i, labs in enumerate(labels):
-            row = set()
-            for lab in labs:
-                j = index.get(lab)
-                if j is None:
-                    unseen[lab] += 1
-                else:
-                    row.add(j)
-            cols.extend(sorted(row))
-            indptr[i + 1] = len(cols)
-        cols_arr = np.asarray(cols, dtype=np.int32)
-        Y = sp.csr_matrix((np.ones(cols_arr.size, np.float32), cols_arr, indptr.astype(np.int32)),
-                          shape=(len(labels), len(self.names)))
-        return Y, unseen
-
-
 def describe(split: RawSplit, key: str) -> str:
     """One line about a split's counts (empty texts, rows without labels, skipped rows)."""
     r = split.report
-    parts = [f"{r['rows']:,} rows"]
+    parts = [f"{r['rows']:,} rows" + (f" read from {r['lines']:,} lines" if r.get("lines") else "")]
     if r.get("empty_text"):
         parts.append(f"{r['empty_text']:,} with empty text (kept: no features)")
     if r.get("no_labels"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from xmlc.cli import ExitStatus
 from xmlc.data import SYNTHETIC_PRESETS, read_xmc, synthetic_preset
+from xmlc.data.tables import detect_format
 from xmlc.eval.figures import long_tail, save_png
 from xmlc.stats import format_report, frequency_buckets, label_and_example_counts, label_report
 from xmlc._json import dumps
@@ -22,6 +23,12 @@ def _load(source: str):
         if name not in SYNTHETIC_PRESETS:
             raise SystemExit(f"unknown synthetic preset {name!r}; valid: {sorted(SYNTHETIC_PRESETS)}")
         return synthetic_preset(name)
+    if Path(source).is_file():
+        fmt, why = detect_format(source)
+        if fmt != "xmc":
+            raise ValueError(f"{source}: python -m xmlc.stats reads XMC / libsvm multilabel files only, and this "
+                             f"one reads as {fmt} ({why}); train on it and open the run's report "
+                             f"(python -m xmlc.report RUN) for its label statistics")
     return read_xmc(source)
 
 

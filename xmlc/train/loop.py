@@ -32,12 +32,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from xmlc import losses, stats
 from xmlc.checkpoint import CheckpointError, check_run_dir
 from xmlc.cli import ExitStatus, report_error
-from xmlc.config import Config, ConfigError, TrainConfig, apply_overrides, dump_config, load_config
+from xmlc.config import Config, ConfigError, TrainConfig, apply_overrides, dump_config, load_config, to_dict
 from xmlc.data import load_splits
 from xmlc.eval.summary import results_table
 from xmlc.optim import optimizer_state_report
@@ -49,7 +50,7 @@ from xmlc.train.distributed import DistEnv, any_process, launched_world_size, se
 from xmlc.train.evaluator import Evaluator
 from xmlc.train.final import refit_selected
 from xmlc.train.folds import crossfit_folds
-from xmlc.train.monitor import RunFiles
+from xmlc.train.monitor import RunDirLock, RunFiles, check_fresh_run_dir
 from xmlc.train.stops import Interrupted, NonFiniteLoss, RunStopped, StopOnSignal
 
 __all__ = ["main", "run", "fit", "finish", "check_config"]
@@ -87,6 +88,9 @@ def main(argv=None) -> int:
             run(cfg, resume=resume)
     except RunStopped as stopped:   # already reported, last.pt saved where it can be resumed
         return stopped.status
+    except KeyboardInterrupt:       # Ctrl-C before training started (reading the data): nothing to save
+        print("stopped by signal 2 (SIGINT) before training started; nothing was saved", file=sys.stderr)
+        return ExitStatus.for_signal(2)
     except Exception as exc:        # a user error: one line and its status; anything else: traceback
         return report_error(exc)
     return ExitStatus.OK
@@ -106,7 +110,24 @@ def resolve_config(args) -> tuple[Config, RunArtifact | None]:
                               f"resume from the run directory (its last.pt)")
     cfg = resume.config
     cfg.output.dir = str(path if path.is_dir() else path.parent)
-    return apply_overrides(cfg, args.overrides), resume
+    model = to_dict(cfg)["model"]
+    cfg = apply_overrides(cfg, args.overrides)
+    changed = [f"model.{k}={v!r} (was {model.get(k)!r})" for k, v in to_dict(cfg)["model"].items()
+               if model.get(k) != v]
+    if changed and not _weights_fit(cfg, resume):   # the override, not the checkpoint, is at fault
+        raise ConfigError(f"--resume: the override {', '.join(changed)} builds a model whose weights have other "
+                          f"shapes than those in {path}; a resumed run keeps its model: drop the override, "
+                          f"or start a new run")
+    return cfg, resume
+
+
+def _weights_fit(cfg: Config, resume: RunArtifact) -> bool:
+    """Whether the model ``cfg`` builds has the parameter names and shapes of ``resume``'s weights
+    (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        fresh = new_model(cfg.model, resume.num_features, resume.num_labels).state_dict()
+    shapes = {name: tuple(t.shape) for name, t in resume.weights.items() if torch.is_tensor(t)}
+    return {name: tuple(t.shape) for name, t in fresh.items()} == shapes
 
 
 # ---------------------------------------------------------------------------------------
@@ -130,12 +151,15 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
     """
     check_config(cfg, world_size=launched_world_size())
     check_run_dir(cfg.output.dir)
+    check_fresh_run_dir(cfg.output.dir, resumed=resume is not None, overwrite=cfg.output.overwrite)
     env = setup_distributed(cfg.train.device)
     say = _printer(env.rank == 0)
-    files = None
+    files = lock = None
     try:
+        lock = RunDirLock(cfg.output.dir) if env.rank == 0 else None   # one run at a time in output.dir
         seed_everything(cfg.train.seed)
-        splits = load_splits(cfg.data, seed=cfg.train.seed, features=cfg.features, say=say)
+        kept = {} if resume is None else {"run_labels": resume.label_names, "run_featurizer": resume.featurizer}
+        splits = load_splits(cfg.data, seed=cfg.train.seed, features=cfg.features, say=say, **kept)   # resumed: its own
         train_set, val_set, test_set = splits
         say(f"data: train {len(train_set):,} / val {len(val_set):,} / test "
             f"{len(test_set) if test_set is not None else 0:,} examples, {train_set.num_features:,} "
@@ -166,6 +190,8 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
     finally:
         if files is not None:
             files.close()
+        if lock is not None:
+            lock.release()
         leaving = sys.exc_info()[1]   # the exception on its way out, if any
         teardown_distributed(env, barrier=leaving is None or isinstance(leaving, RunStopped))
 

@@ -7,14 +7,22 @@ run time and at the last (``figures/*``), and at the end
 (``final/*``, also written as ``RUN_DIR/figures/*.png``).
 
 Only rank 0 writes; every logging function takes the writer :func:`open_writer` returned.
+:class:`RunDirLock` keeps a second run out of a directory in use, and :func:`check_fresh_run_dir`
+keeps a new run from mixing its files with a finished one's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:   # pragma: no cover - not POSIX: no lock
+    fcntl = None
 
 import numpy as np
 import torch
@@ -24,13 +32,76 @@ from xmlc.eval import figures
 from xmlc.eval import metrics
 from xmlc._json import dumps
 from xmlc.checkpoint import remove_partial_writes, rng_state
-from xmlc.config import Config, dump_config, to_dict
+from xmlc.config import Config, ConfigError, dump_config, to_dict
 from xmlc.run import RunArtifact, TrainingState
 
-__all__ = ["RunFiles", "figures_due", "open_writer", "log_run_start", "log_epoch", "log_final", "log_figures",
+__all__ = ["RunFiles", "RunDirLock", "check_fresh_run_dir", "figures_due",
+           "open_writer", "log_run_start", "log_epoch", "log_final", "log_figures",
            "write_final_figures", "remove_figures", "FIGURES_DIR"]
 
 FIGURES_DIR = "figures"   # RUN_DIR/figures/<name>.png
+LOCK_FILE = ".lock"       # RUN_DIR/.lock: the pid of the run using the directory
+RUN_OUTPUTS = ("last.pt", "best.pt", "metrics.json", "eval-*.json")   # what marks a directory as holding a run
+
+
+def check_fresh_run_dir(directory: str | Path, *, resumed: bool, overwrite: bool) -> None:
+    """A new run may start in ``directory`` only if no run's files are there, or with
+    ``output.overwrite`` (a resumed run continues its own); else a :class:`ConfigError`."""
+    directory = Path(directory)
+    if resumed or overwrite or not directory.is_dir():
+        return
+    found = sorted({p.name for pattern in RUN_OUTPUTS for p in directory.glob(pattern)})
+    if found:
+        raise ConfigError(f"config key 'output.dir': {directory} holds a run ({', '.join(found[:4])}); set "
+                          f"output.overwrite=true to replace it, continue it with --resume {directory}, or "
+                          f"choose another output.dir")
+
+
+def remove_run_outputs(directory: Path) -> None:
+    """Delete the checkpoints and metrics an earlier run left in ``directory`` (output.overwrite)."""
+    for pattern in RUN_OUTPUTS:
+        for old in directory.glob(pattern):
+            old.unlink()
+
+
+class RunDirLock:
+    """``directory`` held by this process while its run uses it: ``directory/.lock``, locked with
+    ``flock`` (the lock dies with the process, so a crash leaves none behind) and holding the pid.
+    A second run there fails at once with a :class:`ConfigError` naming the first one's pid.
+    :meth:`release` removes the file, and ``directory`` too if this lock made it and it is empty."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self.made = not self.dir.exists()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path, self.fd = self.dir / LOCK_FILE, None
+        while fcntl is not None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise ConfigError(f"config key 'output.dir': {self.dir} is in use by another run (pid {holder}, "
+                                  f"{self.path}); wait for it to end, or choose another output.dir") from None
+            if self.path.exists() and self.path.stat().st_ino == os.fstat(fd).st_ino:
+                break
+            os.close(fd)   # the holder removed the file between our open and lock: take the new one
+        if fcntl is not None:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+        if self.made:
+            try:
+                self.dir.rmdir()   # only an empty one: a run that failed before writing anything
+            except OSError:
+                pass
 
 
 class RunFiles:
@@ -64,7 +135,8 @@ class RunFiles:
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_partial_writes(self.dir)   # temp files of checkpoint writes a crash interrupted
         (self.dir / "config.yaml").write_text(dump_config(self.cfg))
-        if not resumed:
+        if not resumed:   # a new run replaces the one there (output.overwrite)
+            remove_run_outputs(self.dir)
             remove_figures(self.dir)
         if self.ocfg.tensorboard:
             self.writer = open_writer(self.dir, resumed=resumed, step=step)
