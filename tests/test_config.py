@@ -56,6 +56,8 @@ def test_int_accepted_for_float_but_not_float_for_int():
     ("optim.lr.x=1", r"'optim\.lr' is a value, not a section"),
     ("epochs", r"must look like section\.key=value"),
     ("train.refit=true", r"config key 'train\.refit' was removed: use train\.final=refit"),
+    ("data.label_sep=,", r"the value ',' is not valid YAML \(.*\); quote it to pass it as a string: "
+                         r"data\.label_sep=\"','\""),
     ("loss.ohem_keep_ratio=0.1", r"config key 'loss\.ohem_keep_ratio' was removed: renamed loss\.ohem"),
 ])
 def test_bad_overrides_name_the_key(override, pattern):
@@ -112,7 +114,8 @@ def test_shipped_configs_load(name):
 
 # (key, a value outside its range, the range the message must state)
 OUT_OF_RANGE = [
-    ("data.batch_size", "0", r">= 1"), ("data.batch_size", "-1", r">= 1"),
+    ("data.batch_size", "0", r"in \[1, 16777216\]"), ("data.batch_size", "-1", r"in \[1, 16777216\]"),
+    ("data.batch_size", "100000000000000000000", r"in \[1, 16777216\]"),
     ("data.val_fraction", "0", r"in \(0, 1\)"), ("data.val_fraction", "1", r"in \(0, 1\)"),
     ("data.synthetic", "huge", r"one of 'default', 'seed' \(the names in xmlc\.data\.SYNTHETIC_PRESETS\)"),
     ("model.name", "cnn", r"one of 'linear', 'mlp' \(the names in xmlc\.models\.MODELS\)"),

@@ -114,6 +114,13 @@ def test_each_figure_builds_and_renders(arrays):
     assert _is_png(figures.to_png(fig))
 
 
+def test_long_tail_of_one_label_marks_its_point():
+    [line] = figures.long_tail(np.array([5]), 10).axes[0].lines
+    assert line.get_marker() == "o" and list(line.get_ydata()) == [5]   # one point: no line, no area
+    [line] = figures.long_tail(np.array([5, 3]), 10).axes[0].lines
+    assert line.get_marker() in (None, "None", "")
+
+
 def test_figures_reject_mismatched_shapes(arrays):
     with pytest.raises(ValueError, match="buckets"):
         figures.predicted_vs_true(arrays["counts"], {"a": arrays["counts"]}, np.zeros(3, np.int64))

@@ -397,3 +397,21 @@ def table_files(draw, fmt: str) -> bytes:
 @pytest.mark.parametrize("fmt", ["table", "jsonl", "libmultilabel"])
 def test_table_readers_match_the_reference(tmp_path, fmt, data):
     event(check_table(tmp_path, data.draw(table_files(fmt)), fmt))
+
+
+@FUZZ
+@given(rows=st.lists(st.lists(st.sampled_from(["a", "b", "c|d", "10", "é", "x y"]), max_size=4), min_size=1,
+                     max_size=30),
+       data=st.data())
+def test_label_vocabulary_round_trips_under_reordering(rows, data):
+    """A run's vocabulary (its names, as a checkpoint keeps them) encodes the same rows in another
+    order to the same label sets by name: columns never change meaning with the row order."""
+    from xmlc.data.labels import LabelVocab
+
+    run = LabelVocab.build(rows)
+    order = data.draw(st.permutations(range(len(rows))))
+    again = LabelVocab.build([rows[i] for i in order], names=run.names)   # what resume/evaluate/predict do
+    Y, unseen = again.encode([rows[i] for i in order])
+    assert not unseen and again.names == run.names
+    for k, i in enumerate(order):
+        assert {run.names[j] for j in Y[k].indices} == set(rows[i])

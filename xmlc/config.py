@@ -155,7 +155,7 @@ class DataConfig:
     # Row normalisation of the features: l2 | l1 | none.
     normalize: Literal["l2", "l1", "none"] = "l2"
     # Global batch size (split evenly across processes under torchrun).
-    batch_size: PositiveInt = 256
+    batch_size: Annotated[int, Range(ge=1, le=2**24)] = 256
     # --- your own data (xmlc.data.tables; README "Your own data") ---
     # File format of train/val/test: auto (from the extension, else the first line; the run
     # says what it decided) | xmc | libmultilabel ([id<TAB>]labels<TAB>text) | table (.csv/.tsv)
@@ -497,7 +497,9 @@ def _parse_override(item: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override {item!r}: the value {raw!r} is not valid YAML ({problem}); "
+                          f"quote it to pass it as a string: {key}=\"'{raw}'\"") from None
     return key, value
 
 

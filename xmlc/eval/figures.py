@@ -461,7 +461,8 @@ def _tail_areas(ax, sorted_counts: np.ndarray, buckets: np.ndarray | None) -> No
             if sel.any():   # each area reaches to the next label's rank, so neighbours touch
                 ax.fill_between(rank, sorted_counts, ZERO_AT, where=sel | np.r_[False, sel[:-1]], color=color,
                                 alpha=0.4, lw=0, label=f"{name} ({int((buckets == i).sum()):,} labels)", step="mid")
-    ax.plot(rank[nonzero], sorted_counts[nonzero], color="k", lw=1)
+    few = int(nonzero.sum()) < 2   # one point draws no line and no area: mark it
+    ax.plot(rank[nonzero], sorted_counts[nonzero], color="k", lw=1, marker="o" if few else None, ms=5)
 
 
 def _pos_weight_scale(ax, positive_counts: np.ndarray, num_examples: int, power: float,
