@@ -28,16 +28,19 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from xmlc.eval.inputs import EvalInputs, eval_inputs
 from xmlc.kernels.ap import tie_counts
 
-__all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "METHODS"]
+__all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "expected_counts", "METHODS"]
 
-METHODS = ("f1", "fbeta", "rate", "prior")
+METHODS = ("f1", "fbeta", "rate", "f1_count", "prior")
 _FALLBACKS = ("global", "shrink")
-Method = Literal["f1", "fbeta", "rate", "prior"]
+#: "f1_count": the predicted count of a label may stray this share from its expected count.
+COUNT_BAND = 0.1
+Method = Literal["f1", "fbeta", "rate", "f1_count", "prior"]
 Fallback = Literal["global", "shrink"]
 
 
@@ -111,6 +114,8 @@ def fit_thresholds(
     min_positives: int = 5,
     fallback: Fallback = "global",
     pos_weight=None,
+    band: float = COUNT_BAND,
+    expected=None,
 ) -> torch.Tensor:
     """Fit one threshold per label on validation scores.
 
@@ -122,6 +127,10 @@ def fit_thresholds(
         min_positives: labels with fewer validation positives fall back (see module docstring).
         fallback: "global" or "shrink".
         pos_weight: ``(L,)`` for method "prior".
+        band: for "f1_count", the predicted count may differ from the expected one by this share.
+        expected: for "f1_count", ``(L,)`` expected positives per label in this validation set
+            (e.g. its rows times the label's rate in train + validation); default: the labels'
+            validation positives.
 
     Returns:
         ``(L,)`` float32 thresholds in probability space; predict with ``scores >= thresholds``.
@@ -143,6 +152,8 @@ def fit_thresholds(
     b2 = float(beta) ** 2 if method == "fbeta" else 1.0
 
     inputs = eval_inputs(scores, targets)
+    if method == "f1_count":
+        return torch.from_numpy(_f1_count_fit(inputs, band, expected, min_positives).astype(np.float32))
     n_pos = inputs.counts
     few = n_pos < min_positives
     need_global = bool(np.any(few | (n_pos == 0)))
@@ -151,6 +162,12 @@ def fit_thresholds(
     else:
         per_label, glob = _fbeta_fit(inputs, b2, need_global)
 
+    return torch.from_numpy(_fall_back(per_label, glob, n_pos, few, fallback, min_positives).astype(np.float32))
+
+
+def _fall_back(per_label, glob: float, n_pos, few, fallback: str, min_positives: int) -> np.ndarray:
+    """``per_label`` with the ``few``-positive labels (and NaN ones) given the global threshold
+    (``"global"``) or shrunk toward it (``"shrink"``)."""
     out = per_label.copy()
     if fallback == "global":
         out[few] = glob
@@ -159,7 +176,7 @@ def fit_thresholds(
         shrunk = (n_pos * np.nan_to_num(per_label) + m * glob) / (n_pos + m)
         out[few] = np.where(n_pos[few] > 0, shrunk[few], glob)
     out[np.isnan(out)] = glob
-    return torch.from_numpy(out.astype(np.float32))
+    return out
 
 
 def _check_fit_arguments(method, fallback, min_positives) -> None:
@@ -213,22 +230,48 @@ def _rate_thresholds(s: np.ndarray, n_pos: np.ndarray, chunk_bytes: int = 32 * 2
     return out
 
 
-def thresholds_for(ecfg, scores, labels, pos_weight) -> torch.Tensor:
+def thresholds_for(ecfg, scores, labels, pos_weight, train_rate=None) -> torch.Tensor:
     """Per-label probability thresholds (L,) as the ``eval`` config section says.
 
     Dispatches ``ecfg.calibration`` to :func:`fit_thresholds` (with ``ecfg.min_positives``);
-    0.5 everywhere for "none", and for "prior" without a ``pos_weight``.
+    0.5 everywhere for "none", and for "prior" without a ``pos_weight``. For "f1_count" the
+    expected count of a label is ``N_val`` times its rate in train + validation pooled
+    (:func:`expected_counts`) when ``train_rate`` is given, else its validation positives.
 
     Args:
         ecfg: the ``eval`` section (:class:`xmlc.config.EvalConfig`).
         scores: ``(N, L)`` validation probabilities.
         labels: ``(N, L)`` CSR {0, 1} targets.
         pos_weight: ``(L,)`` the loss's pos_weight, or None.
+        train_rate: ``(counts (L,), rows)`` of the training split, or None.
 
     Returns:
         ``(L,)`` float32 thresholds.
     """
     if ecfg.calibration == "none" or (ecfg.calibration == "prior" and pos_weight is None):
         return torch.full((scores.shape[1],), 0.5)
+    expected = None
+    if ecfg.calibration == "f1_count" and train_rate is not None:
+        expected = expected_counts(labels, *train_rate)
     return fit_thresholds(scores, labels, method=ecfg.calibration, min_positives=ecfg.min_positives,
-                                    pos_weight=None if pos_weight is None else pos_weight.cpu())
+                          pos_weight=None if pos_weight is None else pos_weight.cpu(), expected=expected)
+
+
+def expected_counts(labels, train_counts, train_rows: int) -> np.ndarray:
+    """Expected positives per label in a validation set: its rows times the label's rate in train
+    and validation pooled, ``N_val (n_train + n_val) / (N_train + N_val)``.
+
+    Args:
+        labels: ``(N_val, L)`` CSR {0, 1} validation targets.
+        train_counts: ``(L,)`` positives per label in the training split. train_rows: its rows.
+
+    Returns:
+        ``(L,)`` float64.
+
+    Example:
+        >>> expected_counts(sp.csr_matrix(np.array([[1, 0], [0, 0]])), np.array([8, 2]), 8)
+        array([1.8, 0.4])
+    """
+    y = sp.csr_matrix(labels)
+    n_val = np.asarray((y > 0).sum(axis=0)).ravel()
+    return y.shape[0] * (np.asarray(train_counts, dtype=np.float64) + n_val) / (train_rows + y.shape[0])
