@@ -274,9 +274,9 @@ class EvalConfig:
     ks: list[PositiveInt] = field(default_factory=lambda: [1, 3, 5])
     # Per-label thresholds fitted on validation at the end: f1_count (best F1 with the predicted
     # count within 10% of the expected one) | f1 | rate | prior | none (0.5 everywhere).
-    calibration: Literal["f1_count", "f1", "rate", "prior", "none"] = "f1"
+    calibration: Literal["f1_count", "f1", "rate", "prior", "none"] = "f1_count"
     # Labels with fewer validation positives than this get the global (micro-F1) threshold
-    # (f1_count: their expected count).
+    # (f1_count: one threshold per group of labels of about the same frequency).
     min_positives: NonNegativeInt = 5
 
 

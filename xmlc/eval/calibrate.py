@@ -11,13 +11,23 @@ Methods of :func:`fit_thresholds`:
       loop over labels.
     * ``"rate"``: per label, the P-th largest score, P = #validation positives, so the predicted
       count matches the true count (exactly, unless scores tie there).
+    * ``"f1_count"`` (the recipes' default): per label, the best-F1 threshold among those whose
+      predicted count on validation lies in ``[c, (1 + band) c]``, c the label's expected count
+      (its validation positives unless ``expected`` says otherwise). A weakly ranked label's
+      F1 optimum predicts far more than c (the F1-optimal threshold is half the best F1 for a
+      calibrated score); the band keeps F1 near its optimum, which is flat there, and the count
+      near the truth. The candidates are all cuts between distinct scores: one sort per label,
+      a cumulative sum, a masked argmax. Labels with fewer than ``min_positives`` validation
+      positives share one threshold per group of labels of about the same frequency
+      (``groups``; default ``floor(log2(c))``): the best micro-F1 cut of the group's pooled
+      scores with the group's count in the band.
     * ``"prior"``: the prior correction for BCE with ``pos_weight`` w: the weighted loss is
       minimised at ``logit(p) + ln w``, so a model trained with w = neg/pos over-predicts at 0.5.
       Thresholding at ``w / (1 + w)`` in probability space equals subtracting ``ln w`` from the
       logit and thresholding at 0.5 (:func:`prior_thresholds`). Needs no validation data.
 
 Labels with fewer than ``min_positives`` validation positives do not get their own threshold
-fitted on a handful of examples. ``fallback="global"`` (default) gives them the global
+fitted on a handful of examples ("f1_count": see above). ``fallback="global"`` (default) gives them the global
 threshold (the micro-F-beta-optimal one for "f1"/"fbeta", the micro rate-matching one for
 "rate"); ``fallback="shrink"`` uses ``(n * t_label + m * t_global) / (n + m)`` with n the
 label's positives and m = ``min_positives`` (labels with no positive get ``t_global``).
@@ -34,7 +44,7 @@ import torch
 from xmlc.eval.inputs import EvalInputs, eval_inputs
 from xmlc.kernels.ap import tie_counts
 
-__all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "expected_counts", "METHODS"]
+__all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "METHODS"]
 
 METHODS = ("f1", "fbeta", "rate", "f1_count", "prior")
 _FALLBACKS = ("global", "shrink")
@@ -116,21 +126,22 @@ def fit_thresholds(
     pos_weight=None,
     band: float = COUNT_BAND,
     expected=None,
+    groups=None,
 ) -> torch.Tensor:
     """Fit one threshold per label on validation scores.
 
     Args:
         scores: ``(N, L)`` validation probabilities (torch or numpy). Unused for "prior".
         targets: ``(N, L)`` {0,1} dense or scipy CSR. Unused for "prior".
-        method: "f1", "fbeta" (uses ``beta``), "rate" or "prior" (uses ``pos_weight``).
+        method: "f1", "fbeta" (uses ``beta``), "rate", "f1_count" or "prior" (uses ``pos_weight``).
         beta: F-beta's beta (> 0); beta > 1 favours recall.
         min_positives: labels with fewer validation positives fall back (see module docstring).
         fallback: "global" or "shrink".
         pos_weight: ``(L,)`` for method "prior".
-        band: for "f1_count", the predicted count may differ from the expected one by this share.
-        expected: for "f1_count", ``(L,)`` expected positives per label in this validation set
-            (e.g. its rows times the label's rate in train + validation); default: the labels'
-            validation positives.
+        band, expected, groups: for "f1_count": the share by which the predicted count may exceed
+            the expected one; ``(L,)`` expected positives in this validation set (default: the
+            validation positives); ``(L,)`` int groups within which the labels with fewer than
+            ``min_positives`` positives share a threshold (default: ``floor(log2(expected))``).
 
     Returns:
         ``(L,)`` float32 thresholds in probability space; predict with ``scores >= thresholds``.
@@ -153,15 +164,11 @@ def fit_thresholds(
 
     inputs = eval_inputs(scores, targets)
     if method == "f1_count":
-        return torch.from_numpy(_f1_count_fit(inputs, band, expected, min_positives).astype(np.float32))
+        return torch.from_numpy(_f1_count_fit(inputs, band, expected, groups, min_positives).astype(np.float32))
     n_pos = inputs.counts
     few = n_pos < min_positives
     need_global = bool(np.any(few | (n_pos == 0)))
-    if method == "rate":
-        per_label, glob = _rate_fit(inputs, need_global)
-    else:
-        per_label, glob = _fbeta_fit(inputs, b2, need_global)
-
+    per_label, glob = _rate_fit(inputs, need_global) if method == "rate" else _fbeta_fit(inputs, b2, need_global)
     return torch.from_numpy(_fall_back(per_label, glob, n_pos, few, fallback, min_positives).astype(np.float32))
 
 
@@ -230,48 +237,100 @@ def _rate_thresholds(s: np.ndarray, n_pos: np.ndarray, chunk_bytes: int = 32 * 2
     return out
 
 
-def thresholds_for(ecfg, scores, labels, pos_weight, train_rate=None) -> torch.Tensor:
+def thresholds_for(ecfg, scores, labels, pos_weight) -> torch.Tensor:
     """Per-label probability thresholds (L,) as the ``eval`` config section says.
 
     Dispatches ``ecfg.calibration`` to :func:`fit_thresholds` (with ``ecfg.min_positives``);
-    0.5 everywhere for "none", and for "prior" without a ``pos_weight``. For "f1_count" the
-    expected count of a label is ``N_val`` times its rate in train + validation pooled
-    (:func:`expected_counts`) when ``train_rate`` is given, else its validation positives.
+    0.5 everywhere for "none", and for "prior" without a ``pos_weight``.
 
     Args:
         ecfg: the ``eval`` section (:class:`xmlc.config.EvalConfig`).
         scores: ``(N, L)`` validation probabilities.
         labels: ``(N, L)`` CSR {0, 1} targets.
         pos_weight: ``(L,)`` the loss's pos_weight, or None.
-        train_rate: ``(counts (L,), rows)`` of the training split, or None.
 
     Returns:
         ``(L,)`` float32 thresholds.
     """
     if ecfg.calibration == "none" or (ecfg.calibration == "prior" and pos_weight is None):
         return torch.full((scores.shape[1],), 0.5)
-    expected = None
-    if ecfg.calibration == "f1_count" and train_rate is not None:
-        expected = expected_counts(labels, *train_rate)
     return fit_thresholds(scores, labels, method=ecfg.calibration, min_positives=ecfg.min_positives,
-                          pos_weight=None if pos_weight is None else pos_weight.cpu(), expected=expected)
+                          pos_weight=None if pos_weight is None else pos_weight.cpu())
 
 
-def expected_counts(labels, train_counts, train_rows: int) -> np.ndarray:
-    """Expected positives per label in a validation set: its rows times the label's rate in train
-    and validation pooled, ``N_val (n_train + n_val) / (N_train + N_val)``.
+def _f1_count_fit(inputs: EvalInputs, band: float, expected, groups, min_positives: int) -> np.ndarray:
+    """Per label the best-F1 threshold whose predicted count lies in ``[c, (1 + band) c]``, c the
+    expected count; labels with fewer than ``min_positives`` validation positives share one such
+    threshold per group (best micro-F1 over the group's entries, count within the band of the
+    group's expected count)."""
+    if not (isinstance(band, (int, float)) and 0 <= band < 1):
+        raise ValueError(f"band must be a number in [0, 1), got {band!r}")
+    n_pos, l = inputs.counts, inputs.scores.shape[1]
+    expected = n_pos.astype(np.float64) if expected is None else np.asarray(expected, dtype=np.float64)
+    if expected.shape != (l,) or not np.all(np.isfinite(expected) & (expected >= 0)):
+        raise ValueError(f"expected must be ({l},) finite counts >= 0, got shape {expected.shape}")
+    groups = _count_groups(expected) if groups is None else np.asarray(groups)
+    if groups.shape != (l,):
+        raise ValueError(f"groups must have shape ({l},), got {groups.shape}")
+    out = _count_f1_thresholds(inputs, *_count_band(expected, band))
+    few = n_pos < min_positives
+    for group in np.unique(groups[few]):
+        cols = np.flatnonzero(few & (groups == group))
+        out[cols] = _pooled_count_f1(inputs, cols, float(expected[cols].sum()), band)
+    return out
 
-    Args:
-        labels: ``(N_val, L)`` CSR {0, 1} validation targets.
-        train_counts: ``(L,)`` positives per label in the training split. train_rows: its rows.
 
-    Returns:
-        ``(L,)`` float64.
+def _count_groups(counts) -> np.ndarray:
+    """Labels of about the same frequency: ``floor(log2(count))`` (counts below 1 with 1)."""
+    return np.floor(np.log2(np.maximum(np.asarray(counts, dtype=np.float64), 1.0))).astype(np.int64)
 
-    Example:
-        >>> expected_counts(sp.csr_matrix(np.array([[1, 0], [0, 0]])), np.array([8, 2]), 8)
-        array([1.8, 0.4])
+
+def _count_band(expected: np.ndarray, band: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer bounds ``[lo, hi]`` of the predicted count per label: ``[c, (1 + band) c]``; the
+    nearest integer to c where no integer lies inside."""
+    lo = np.ceil(expected - 1e-9).astype(np.int64)
+    hi = np.floor(expected * (1 + band) + 1e-9).astype(np.int64)
+    empty = lo > hi
+    lo[empty] = hi[empty] = np.floor(expected[empty] + 0.5).astype(np.int64)
+    return lo, hi
+
+
+def _pooled_count_f1(inputs: EvalInputs, cols: np.ndarray, expected: float, band: float) -> float:
+    """One threshold for the labels ``cols`` pooled into one column (micro F1, pooled count)."""
+    n, g = inputs.scores.shape[0], cols.size
+    mine = np.isin(inputs.cols, cols)
+    rows = inputs.rows[mine] * g + np.searchsorted(cols, inputs.cols[mine])
+    pooled = EvalInputs(np.ascontiguousarray(inputs.scores[:, cols]).reshape(n * g, 1), rows,
+                        np.zeros(rows.size, np.int64), np.array([rows.size]))
+    return float(_count_f1_thresholds(pooled, *_count_band(np.array([expected]), band))[0])
+
+
+def _count_f1_thresholds(inputs: EvalInputs, lo: np.ndarray, hi: np.ndarray,
+                         chunk_bytes: int = 32 * 2**20) -> np.ndarray:
+    """Per label the threshold of the best-F1 cut "top k" with ``lo <= k <= hi`` on these scores.
+
+    Cuts only fall between distinct scores (ties are predicted together); a label with no such
+    cut inside its band takes the cut nearest the band. ``hi == 0``: above the label's top score.
     """
-    y = sp.csr_matrix(labels)
-    n_val = np.asarray((y > 0).sum(axis=0)).ravel()
-    return y.shape[0] * (np.asarray(train_counts, dtype=np.float64) + n_val) / (train_rows + y.shape[0])
+    s, n_pos = inputs.scores, inputs.counts
+    n, l = s.shape
+    out = np.full(l, np.inf)
+    positives = sp.csc_matrix((np.ones(inputs.rows.size, np.int32), (inputs.rows, inputs.cols)), shape=(n, l))
+    k = np.arange(1, n + 1)
+    chunk = max(1, chunk_bytes // max(1, 24 * n))
+    for c0 in range(0, l, chunk):
+        c1 = min(l, c0 + chunk)
+        block = s[:, c0:c1].T
+        order = np.argsort(-block, axis=1, kind="stable")
+        ranked = np.take_along_axis(block, order, 1)
+        tp = np.cumsum(np.take_along_axis(positives[:, c0:c1].toarray().T, order, 1), axis=1)
+        f1 = 2.0 * tp / (n_pos[c0:c1, None] + k)
+        cut = np.c_[ranked[:, :-1] > ranked[:, 1:], np.ones((c1 - c0, 1), bool)]
+        inside = cut & (k >= lo[c0:c1, None]) & (k <= hi[c0:c1, None])
+        best = np.argmax(np.where(inside, f1, -1.0), axis=1)   # first maximum: the fewest predictions
+        gap = np.minimum(np.abs(k - lo[c0:c1, None]), np.abs(k - hi[c0:c1, None]))
+        nearest = np.argmin(np.where(cut, gap, n + 1), axis=1)
+        pick = np.where(inside.any(1), best, nearest)
+        rows = np.arange(c1 - c0)
+        out[c0:c1] = np.where(hi[c0:c1] > 0, ranked[rows, pick], np.nextafter(ranked[:, 0], np.float32(np.inf)))
+    return out
