@@ -7,17 +7,18 @@ sparse features) once per loss setting, each through the real CLI
 time and peak RSS in the table are those of one training run. Every trained model is then
 read three (four) ways from its ``metrics.json`` (test split):
 
-* ``@0.5``: the default decision threshold;
-* ``prior``: the ln(pos_weight) correction (threshold ``w / (1 + w)``,
+* ``as trained (@0.5)``: the default decision threshold;
+* ``corrected (ln w)``: the ln(pos_weight) correction (threshold ``w / (1 + w)``,
   :func:`xmlc.eval.calibrate.prior_thresholds`); identical to @0.5 when no pos_weight was used;
-* ``calibrated``: per-label F1-optimal thresholds fitted on the validation split
-  (:func:`xmlc.eval.calibrate.fit_thresholds`, ``eval.min_positives`` positives at least, the
-  global threshold otherwise);
+* ``calibrated``: per-label thresholds fitted on the validation split as ``eval.calibration``
+  says (configs/seed.yaml: ``f1_count``, the best F1 with the predicted count within
+  [1, 1.1] x the validation count; :func:`xmlc.eval.calibrate.fit_thresholds`);
 * ``calibrated (rate)``, with ``--rate``: per-label thresholds predicting as many as the
   validation positives (``fit_thresholds(method="rate")``), from re-scoring each ``best.pt``.
 
 Prints one Markdown table. Usage::
 
+    python benchmarks/seed_scenario.py --only neg_pos  # the story: as trained -> corrected -> calibrated
     python benchmarks/seed_scenario.py                 # all settings, configs/seed.yaml epochs
     python benchmarks/seed_scenario.py --epochs 2 --only bce,neg_pos
     python benchmarks/seed_scenario.py --epochs 1 --rate model.hidden=[256] optim.lr=0.003 data.batch_size=128
@@ -32,6 +33,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # xmlc from this checkout (the runs use it via `python -m` in ROOT)
@@ -49,7 +52,9 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
 
 COLUMNS = [("auprc_micro", "micro AUPRC", "{:.3f}"), ("auprc_macro", "macro AUPRC", "{:.3f}"),
            ("f1_micro", "micro F1", "{:.3f}"), ("f1_macro", "macro F1", "{:.3f}"),
-           ("positive_rate_ratio", "pos. rate ratio", "{:.2f}"), ("p@5", "P@5", "{:.3f}")]
+           ("positive_rate_ratio", "pos. rate ratio", "{:.2f}"),
+           *[(f"positive_rate_ratio_{b}", f"ratio {b}", "{:.2f}") for b in ("head", "torso", "tail")],
+           ("expected_positive_ratio", "sum of scores / true", "{:.2f}"), ("p@5", "P@5", "{:.3f}")]
 
 
 def train(name: str, overrides: list[str], out_dir: Path, extra: list[str], reuse: bool = False) -> dict:
@@ -57,6 +62,7 @@ def train(name: str, overrides: list[str], out_dir: Path, extra: list[str], reus
     if reuse and (out_dir / name / "metrics.json").is_file():   # a finished run of this setting
         metrics = loads_with_nan((out_dir / name / "metrics.json").read_text())
         metrics["wall_s"] = float("nan")
+        metrics["calibration"] = yaml.safe_load((out_dir / name / "config.yaml").read_text())["eval"]["calibration"]
         return metrics
     cmd = [sys.executable, "-m", "xmlc.train", "--config", str(ROOT / "configs" / "seed.yaml"),
            f"output.dir={out_dir / name}", "output.overwrite=true", "output.tensorboard=false",
@@ -68,6 +74,7 @@ def train(name: str, overrides: list[str], out_dir: Path, extra: list[str], reus
         raise RuntimeError(f"setting {name!r} failed ({' '.join(cmd)}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     metrics = loads_with_nan((out_dir / name / "metrics.json").read_text())
     metrics["wall_s"] = wall
+    metrics["calibration"] = yaml.safe_load((out_dir / name / "config.yaml").read_text())["eval"]["calibration"]
     return metrics
 
 
@@ -108,14 +115,15 @@ def rate_views(out_dir: Path, names: list[str]) -> dict[str, dict]:
 
 
 def rows(desc: str, m: dict, rate: dict | None = None) -> list[str]:
-    """Table rows (@0.5, prior, F1-calibrated, optionally rate-calibrated) for one trained model."""
+    """Table rows (as trained @0.5, corrected by ln w, calibrated, optionally rate-calibrated) for one model."""
     lines = []
-    views = [("@0.5", m["test"]), ("prior (ln w)", m.get("test_prior")), ("calibrated (F1)", m["test_calibrated"])]
+    views = [("as trained (@0.5)", m["test"]), ("corrected (ln w)", m.get("test_prior")),
+             (f"calibrated ({m['calibration']})", m["test_calibrated"])]
     if rate is not None:
         views.append(("calibrated (rate)", m["test"] | {k: float(v) for k, v in rate.items()}))
     for view, metrics in views:
         if metrics is None:   # no pos_weight: ln(1) = 0, the prior correction is the 0.5 threshold
-            metrics, view = m["test"], "prior (= @0.5, w = 1)"
+            metrics, view = m["test"], "corrected (= @0.5, w = 1)"
         cells = [fmt.format(metrics[key]) for key, _, fmt in COLUMNS]
         lines.append(f"| {desc} | {view} | " + " | ".join(cells)
                      + f" | {m['epoch_time_s']:.0f} | {m['peak_rss_mb'] / 1024:.2f} |")

@@ -1,6 +1,7 @@
 """xmlc.eval.calibrate against a brute-force scikit-learn loop and a known pos_weight shift."""
 
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 import scipy.sparse as sp
 from sklearn.metrics import precision_recall_curve
 
-from xmlc.eval.calibrate import apply_thresholds, fit_thresholds, prior_thresholds
+from xmlc.eval.calibrate import COUNT_BAND, apply_thresholds, fit_thresholds, prior_thresholds
 from xmlc.eval.metrics import f1_score, positive_rate_ratio
 
 
@@ -142,3 +143,77 @@ def test_bad_arguments_are_named():
         apply_thresholds(torch.from_numpy(s), torch.zeros(3))
     with pytest.raises(ValueError, match="pos_weight"):
         prior_thresholds(torch.tensor([1.0, -1.0]))
+
+
+def test_f1_count_on_a_known_optimum():
+    # one label, 10 rows, positives ranked 1st and 5th: best F1 at top-1 (2/3); the band
+    # [0.95, 1.3] x 2 allows only top-2 (F1 1/2), so the threshold is the 2nd score
+    s = np.array([[0.95], [0.9], [0.8], [0.7], [0.6], [0.5], [0.4], [0.3], [0.2], [0.1]], np.float32)
+    t = np.zeros((10, 1), np.float32)
+    t[[0, 4], 0] = 1
+    assert fit_thresholds(s, t, method="f1", min_positives=1).item() == pytest.approx(0.95)
+    assert fit_thresholds(s, t, method="f1_count", min_positives=1).item() == pytest.approx(0.9)
+    # three labels: every combination of in-band cuts, the best micro F1 found by brute force
+    s3, t3 = data(n=60, l=3, seed=8)
+    band = (0.8, 1.5)
+    n = t3.sum(0)
+    options = []
+    for j in range(3):
+        cuts = np.unique(s3[:, j])
+        options.append([c for c in cuts if n[j] * band[0] - 1e-9 <= (s3[:, j] >= c).sum() <= n[j] * band[1] + 1e-9])
+    best = max(f1_score(s3, t3, np.array(combo)) for combo in itertools.product(*options))
+    th = fit_thresholds(s3, t3, method="f1_count", band=band, total_max=10.0, min_positives=1).numpy()
+    assert f1_score(s3, t3, th) == pytest.approx(best, abs=1e-9)
+    assert all(th[j] in options[j] for j in range(3))
+
+
+def in_band(predicted, expected, band):
+    """predicted in [low c, high c] in whole counts, or the nearest count to c where none is inside."""
+    lo, hi = np.ceil(expected * band[0] - 1e-9), np.floor(expected * band[1] + 1e-9)
+    return ((lo <= predicted) & (predicted <= hi)) | ((lo > hi) & (predicted == np.floor(expected + 0.5)))
+
+
+def test_f1_count_band_holds_on_validation_by_construction():
+    s, t = data(n=2000, l=40, seed=5)
+    t[:6, 39], t[6:, 39] = 1, 0                    # a label with 6 positives: pooled with its group
+    expected = t.sum(0) * np.linspace(0.8, 1.2, 40)   # any expected counts, e.g. from the training split
+    for band in ((1.0, 1.0), (0.95, 1.3), (0.5, 2.0)):
+        th = fit_thresholds(s, t, method="f1_count", band=band, min_positives=20, expected=expected).numpy()
+        predicted = (s >= th).sum(0)
+        own, few = t.sum(0) >= 20, t.sum(0) < 20
+        assert np.all(in_band(predicted[own], expected[own], band)), band
+        assert np.unique(th[few]).size == 1           # one group here (6 positives: log2 group 2)
+        assert in_band(predicted[few].sum(), expected[few].sum(), band)
+    # labels of different frequency groups share a threshold only within their group
+    groups = np.arange(40) % 2
+    th = fit_thresholds(s, t, method="f1_count", min_positives=10**6, groups=groups).numpy()
+    assert np.unique(th[groups == 0]).size == 1 and np.unique(th[groups == 1]).size == 1
+    for g in (0, 1):
+        k, c = (s[:, groups == g] >= th[groups == g]).sum(), t[:, groups == g].sum()
+        assert in_band(k, c, COUNT_BAND)
+
+
+def test_f1_count_keeps_f1_and_matches_counts_where_f1_over_predicts():
+    # weakly ranked labels: F1 thresholds over-predict on fresh data from the same model; the
+    # bands hold the count and cost little F1
+    fit, fresh = data(n=4000, l=30, seed=6), data(n=4000, l=30, seed=7)
+    f1 = fit_thresholds(*fit, method="f1", min_positives=20)
+    count = fit_thresholds(*fit, method="f1_count", min_positives=20)
+    assert positive_rate_ratio(*fresh, f1) > 1.1                    # measured 1.15
+    assert positive_rate_ratio(*fit, count) <= 1.1                  # the total's bound, on validation
+    assert 0.95 < positive_rate_ratio(*fresh, count) < 1.15         # measured 1.11
+    assert f1_score(*fresh, count) >= 0.99 * f1_score(*fresh, f1)
+    assert f1_score(*fresh, count, average="macro") >= 0.99 * f1_score(*fresh, f1, average="macro")
+
+
+def test_f1_count_bad_arguments_are_named():
+    s, y = np.random.default_rng(0).random((4, 3)), np.eye(4, 3)
+    assert fit_thresholds(s, y, method="f1_count", min_positives=0, expected=[1.2, 0.2, 3.2]).shape == (3,)
+    with pytest.raises(ValueError, match="expected"):
+        fit_thresholds(s, y, method="f1_count", expected=[1.0, -1.0, 0.0])
+    with pytest.raises(ValueError, match="band"):
+        fit_thresholds(s, y, method="f1_count", band=(1.1, 1.5))
+    with pytest.raises(ValueError, match="total_max"):
+        fit_thresholds(s, y, method="f1_count", total_max=0.5)
+    with pytest.raises(ValueError, match="groups"):
+        fit_thresholds(s, y, method="f1_count", groups=[0, 1])

@@ -224,7 +224,9 @@ def _image_tags(run):
 
 def test_training_run_writes_figures_png_tensorboard_and_report(files, tmp_path, capsys):
     run = tmp_path / "run"
-    _train(files, run, "train.epochs=1")
+    label_names = tmp_path / "labels.txt"
+    label_names.write_text("".join(f"tag_{j}\n" for j in range(12)))
+    _train(files, run, "train.epochs=1", f"data.label_names={label_names}", "eval.calibration=f1_count")
     names = [*figures.FIGURE_NAMES, "long_tail"]
     for name in names:
         assert _is_png((run / "figures" / f"{name}.png").read_bytes()), name
@@ -239,6 +241,17 @@ def test_training_run_writes_figures_png_tensorboard_and_report(files, tmp_path,
     page = (run / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == len(names)
     assert "test_calibrated" in page and "auprc_macro" in page and "Validation per epoch" in page
+    # calibration: per-bucket and expected ratios in metrics.json, TensorBoard and the page; labels by name
+    results = json.loads((run / "metrics.json").read_text())
+    for key in ("positive_rate_ratio_head", "positive_rate_ratio_tail", "expected_positive_ratio"):
+        assert key in results["test_calibrated"] and key in page
+    listed = results["test_calibrated_labels"]["over"] + results["test_calibrated_labels"]["under"]
+    assert listed and all(e["label"].startswith("tag_") and e["predicted"] != e["true"] for e in listed)
+    assert "Labels that over-predict most" in page and f"<td>{listed[0]['label']}</td>" in page
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    assert "final/test_calibrated/positive_rate_ratio_head" in acc.Tags()["scalars"]
 
 
 @pytest.mark.parametrize("share, steps", [(1.0, [2, 4, 6, 8]), (0.0, [2, 8])])

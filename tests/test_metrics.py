@@ -224,10 +224,15 @@ def test_evaluate_all_names_and_values():
     buckets = np.arange(s.shape[1]) % 3
     prop = np.full(s.shape[1], 0.5)
     out = evaluate_all(torch.from_numpy(s), sp.csr_matrix(t), buckets=buckets, propensities=prop, prefix="val/")
-    expected = {"auprc_micro", "auprc_macro", "f1_micro", "f1_macro", "positive_rate_ratio", "num_labels_no_positive"}
+    expected = {"auprc_micro", "auprc_macro", "f1_micro", "f1_macro", "positive_rate_ratio", "expected_positive_ratio",
+                "num_labels_no_positive"}
     expected |= {f"{m}@{k}" for m in ("p", "ndcg", "psp") for k in (1, 3, 5)}
-    expected |= {f"{m}_{b}" for m in ("auprc_macro", "positive_rate_ratio") for b in ("head", "torso", "tail")}
+    expected |= {f"{m}_{b}" for m in ("auprc_macro", "positive_rate_ratio", "expected_positive_ratio")
+                 for b in ("head", "torso", "tail")}
     assert set(out) == {"val/" + k for k in expected}
+    assert out["val/expected_positive_ratio"] == pytest.approx(s.sum() / t.sum(), rel=1e-6)
+    assert out["val/expected_positive_ratio_torso"] == pytest.approx(s[:, buckets == 1].sum() / t[:, buckets == 1].sum(),
+                                                                     rel=1e-6)
     assert out["val/auprc_macro"] == pytest.approx(float(average_precision(s, t)), abs=1e-6)
     assert out["val/auprc_micro"] == pytest.approx(float(average_precision(s, t, average="micro")), abs=1e-6)
     assert out["val/p@3"] == pytest.approx(precision_at_k(s, t, 3))

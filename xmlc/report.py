@@ -35,7 +35,10 @@ SPLITS = ("val", "val_calibrated", "test", "test_calibrated", "test_prior", "tes
 # metrics shown first, in this order; every other number of a split follows
 FIRST_METRICS = ("auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", "f1_macro",
                  "positive_rate_ratio", "positive_rate_ratio_head", "positive_rate_ratio_torso",
-                 "positive_rate_ratio_tail")
+                 "positive_rate_ratio_tail", "expected_positive_ratio", "expected_positive_ratio_head",
+                 "expected_positive_ratio_torso", "expected_positive_ratio_tail")
+# metrics.json's lists of the labels that over- and under-predict most at the calibrated thresholds
+LABEL_LISTS = ("test_calibrated_labels", "val_calibrated_labels")
 TIMINGS = (("epochs", "epochs trained"), ("best_epoch", "best epoch"), ("selected_epoch", "selected epoch (shipped)"),
            ("steps", "optimizer steps"),
            ("epoch_time_s", "mean epoch time (s)"), ("train_examples_per_s", "training examples / s"),
@@ -132,6 +135,23 @@ def _timings_table(results: dict) -> str:
     return _table(["", "value"], rows) if rows else "<p>no timings in metrics.json.</p>"
 
 
+def _labels_tables(results: dict) -> list[str]:
+    """The labels that over- and under-predict most at the calibrated thresholds, by name."""
+    key = next((k for k in LABEL_LISTS if isinstance(results.get(k), dict)), None)
+    if key is None:
+        return []
+    parts = [f"<p>From <code>{key}</code> in metrics.json: per label, true and predicted positives at the "
+             "calibrated thresholds, and expected positives (the sum of the label's probabilities). "
+             "Ranked by predicted minus true.</p>"]
+    for side, title in (("over", "Labels that over-predict most"), ("under", "Labels that under-predict most")):
+        entries = [e for e in results[key].get(side) or [] if isinstance(e, dict)]
+        rows = [[html.escape(str(e.get("label"))), html.escape(str(e.get("bucket") or "")), _number(e.get("true")),
+                 _number(e.get("predicted")), _number(e.get("expected"))] for e in entries]
+        parts += [f"<h3>{title}</h3>",
+                  _table(["label", "bucket", "true", "predicted", "expected"], rows) if rows else "<p>none.</p>"]
+    return parts
+
+
 def _history_table(history: list[dict]) -> str:
     keys = [k for k in ("epoch", "step", "auprc_macro", "auprc_micro", "p@1", "f1_micro", "positive_rate_ratio",
                         "calibrated/f1_micro", "calibrated/positive_rate_ratio") if k in history[0]]
@@ -187,9 +207,16 @@ def build_report(run_dir) -> str:
         parts += ["<h2>Metrics</h2>",
                   "<p>Columns: <code>val</code>/<code>test</code> at threshold 0.5, <code>*_calibrated</code> at the "
                   "per-label thresholds fitted on validation, <code>test_prior</code> at the ln(pos_weight) "
-                  "correction. <code>positive_rate_ratio</code> = predicted / true positives (1 is right). &ndash;: "
+                  "correction. <code>positive_rate_ratio</code> = predicted / true positives (1 is right; per frequency "
+                  "bucket in <code>_head</code>, <code>_torso</code>, <code>_tail</code>); "
+                  "<code>expected_positive_ratio</code> = the sum of the probabilities / true positives (the "
+                  "calibration of the probabilities themselves). &ndash;: "
                   "undefined for this split (<code>null</code> in metrics.json), e.g. an empty frequency bucket.</p>",
-                  _metrics_table(results), "<h2>Timings and sizes</h2>", _timings_table(results)]
+                  _metrics_table(results)]
+        labels = _labels_tables(results)
+        if labels:
+            parts += ["<h2>Calibration by label</h2>", *labels]
+        parts += ["<h2>Timings and sizes</h2>", _timings_table(results)]
     if history:
         parts += ["<h2>Validation per epoch</h2>", _history_table(history)]
     parts.append("<h2>Figures</h2>")

@@ -11,23 +11,36 @@ Methods of :func:`fit_thresholds`:
       loop over labels.
     * ``"rate"``: per label, the P-th largest score, P = #validation positives, so the predicted
       count matches the true count (exactly, unless scores tie there).
+    * ``"f1_count"`` (the recipes' default): the thresholds of the best micro F1 on validation
+      subject to counts: each label's predicted count in ``[0.95 c, 1.3 c]`` (``band``; c its
+      expected count: its validation positives unless ``expected`` says otherwise) and the
+      total at most ``1.07 sum(c)`` (``total_max``). Per-label F1 thresholds of weakly ranked
+      labels predict far more than c (for calibrated scores the F1-optimal threshold is half
+      the best F1); the bounds hold the count and the micro-F1 allocation (every label cut where
+      a prediction's precision falls to half the micro F1; Dinkelbach's iteration) keeps F1.
+      Candidates: every cut between distinct scores within a label's band (one partial sort
+      per label, a cumulative sum), chosen by segmented maxima, no loop over labels. Labels
+      with fewer than ``min_positives`` validation positives share one threshold per group of
+      labels of about the same frequency (``groups``; default ``floor(log2(c))``): the group's
+      entries pooled act as one label, its count in the band.
     * ``"prior"``: the prior correction for BCE with ``pos_weight`` w: the weighted loss is
       minimised at ``logit(p) + ln w``, so a model trained with w = neg/pos over-predicts at 0.5.
       Thresholding at ``w / (1 + w)`` in probability space equals subtracting ``ln w`` from the
       logit and thresholding at 0.5 (:func:`prior_thresholds`). Needs no validation data.
 
 Labels with fewer than ``min_positives`` validation positives do not get their own threshold
-fitted on a handful of examples. ``fallback="global"`` (default) gives them the global
-threshold (the micro-F-beta-optimal one for "f1"/"fbeta", the micro rate-matching one for
+fitted on a handful of examples ("f1_count": see above). ``fallback="global"`` (default) gives
+them the global threshold (the micro-F-beta-optimal one for "f1"/"fbeta", the micro rate-matching one for
 "rate"); ``fallback="shrink"`` uses ``(n * t_label + m * t_global) / (n + m)`` with n the
 label's positives and m = ``min_positives`` (labels with no positive get ``t_global``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from xmlc.eval.inputs import EvalInputs, eval_inputs
@@ -35,9 +48,13 @@ from xmlc.kernels.ap import tie_counts
 
 __all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "METHODS"]
 
-METHODS = ("f1", "fbeta", "rate", "prior")
+METHODS = ("f1", "fbeta", "rate", "f1_count", "prior")
 _FALLBACKS = ("global", "shrink")
-Method = Literal["f1", "fbeta", "rate", "prior"]
+#: "f1_count": a label's predicted count on validation lies in [low, high] x its expected count.
+COUNT_BAND = (0.95, 1.3)
+#: "f1_count": the predicted count of all labels together is at most this x the expected total.
+TOTAL_MAX = 1.07
+Method = Literal["f1", "fbeta", "rate", "f1_count", "prior"]
 Fallback = Literal["global", "shrink"]
 
 
@@ -111,17 +128,25 @@ def fit_thresholds(
     min_positives: int = 5,
     fallback: Fallback = "global",
     pos_weight=None,
+    band: tuple[float, float] = COUNT_BAND,
+    total_max: float = TOTAL_MAX,
+    expected=None,
+    groups=None,
 ) -> torch.Tensor:
     """Fit one threshold per label on validation scores.
 
     Args:
         scores: ``(N, L)`` validation probabilities (torch or numpy). Unused for "prior".
         targets: ``(N, L)`` {0,1} dense or scipy CSR. Unused for "prior".
-        method: "f1", "fbeta" (uses ``beta``), "rate" or "prior" (uses ``pos_weight``).
+        method: "f1", "fbeta" (uses ``beta``), "rate", "f1_count" or "prior" (uses ``pos_weight``).
         beta: F-beta's beta (> 0); beta > 1 favours recall.
         min_positives: labels with fewer validation positives fall back (see module docstring).
         fallback: "global" or "shrink".
         pos_weight: ``(L,)`` for method "prior".
+        band, total_max, expected, groups: for "f1_count": a label's predicted count as a multiple
+            of its expected one, (low, high), and the total's upper bound; ``(L,)`` expected positives in this
+            validation set (default: the validation positives); ``(L,)`` int groups within which
+            labels with < ``min_positives`` positives share a threshold (default: log2 of expected).
 
     Returns:
         ``(L,)`` float32 thresholds in probability space; predict with ``scores >= thresholds``.
@@ -143,14 +168,19 @@ def fit_thresholds(
     b2 = float(beta) ** 2 if method == "fbeta" else 1.0
 
     inputs = eval_inputs(scores, targets)
+    if method == "f1_count":
+        fitted = _f1_count_fit(inputs, band, total_max, expected, groups, min_positives)
+        return torch.from_numpy(fitted.astype(np.float32))
     n_pos = inputs.counts
     few = n_pos < min_positives
     need_global = bool(np.any(few | (n_pos == 0)))
-    if method == "rate":
-        per_label, glob = _rate_fit(inputs, need_global)
-    else:
-        per_label, glob = _fbeta_fit(inputs, b2, need_global)
+    per_label, glob = _rate_fit(inputs, need_global) if method == "rate" else _fbeta_fit(inputs, b2, need_global)
+    return torch.from_numpy(_fall_back(per_label, glob, n_pos, few, fallback, min_positives).astype(np.float32))
 
+
+def _fall_back(per_label, glob: float, n_pos, few, fallback: str, min_positives: int) -> np.ndarray:
+    """``per_label`` with the ``few``-positive labels (and NaN ones) given the global threshold
+    (``"global"``) or shrunk toward it (``"shrink"``)."""
     out = per_label.copy()
     if fallback == "global":
         out[few] = glob
@@ -159,7 +189,7 @@ def fit_thresholds(
         shrunk = (n_pos * np.nan_to_num(per_label) + m * glob) / (n_pos + m)
         out[few] = np.where(n_pos[few] > 0, shrunk[few], glob)
     out[np.isnan(out)] = glob
-    return torch.from_numpy(out.astype(np.float32))
+    return out
 
 
 def _check_fit_arguments(method, fallback, min_positives) -> None:
@@ -231,4 +261,142 @@ def thresholds_for(ecfg, scores, labels, pos_weight) -> torch.Tensor:
     if ecfg.calibration == "none" or (ecfg.calibration == "prior" and pos_weight is None):
         return torch.full((scores.shape[1],), 0.5)
     return fit_thresholds(scores, labels, method=ecfg.calibration, min_positives=ecfg.min_positives,
-                                    pos_weight=None if pos_weight is None else pos_weight.cpu())
+                          pos_weight=None if pos_weight is None else pos_weight.cpu())
+
+
+def _f1_count_fit(inputs: EvalInputs, band, total_max: float, expected, groups, min_positives: int) -> np.ndarray:
+    """The thresholds of the best micro F1 on these scores with each label's predicted count in
+    ``[band[0] c, band[1] c]`` (c its expected count) and the total at most ``total_max`` x the
+    expected total; labels with fewer than ``min_positives`` positives act as one label per group,
+    with the group's pooled count in the band."""
+    if not (len(band) == 2 and 0 <= band[0] <= 1 <= band[1]):
+        raise ValueError(f"band must be (low, high) with 0 <= low <= 1 <= high, got {band!r}")
+    if not (isinstance(total_max, (int, float)) and total_max >= 1):
+        raise ValueError(f"total_max must be a number >= 1, got {total_max!r}")
+    n_pos, l = inputs.counts, inputs.scores.shape[1]
+    expected = n_pos.astype(np.float64) if expected is None else np.asarray(expected, dtype=np.float64)
+    if expected.shape != (l,) or not np.all(np.isfinite(expected) & (expected >= 0)):
+        raise ValueError(f"expected must be ({l},) finite counts >= 0, got shape {expected.shape}")
+    groups = _count_groups(expected) if groups is None else np.asarray(groups)
+    if groups.shape != (l,):
+        raise ValueError(f"groups must have shape ({l},), got {groups.shape}")
+    few = n_pos < min_positives
+    own = np.flatnonzero(~few)
+    pooled = [np.flatnonzero(few & (groups == g)) for g in np.unique(groups[few])]
+    cuts = [_cut_candidates(_columns(inputs, own), *_count_band(expected[own], band))]
+    for i, cols in enumerate(pooled):
+        c = _cut_candidates(_columns(inputs, cols, pooled=True), *_count_band(expected[cols].sum(keepdims=True), band))
+        cuts.append(c._replace(unit=c.unit + own.size + i))
+    chosen = _best_micro_f1(_Cuts(*map(np.concatenate, zip(*cuts))), own.size + len(pooled), int(n_pos.sum()),
+                            total_max * expected.sum())
+    out = np.empty(l)
+    out[own] = chosen[:own.size]
+    for i, cols in enumerate(pooled):
+        out[cols] = chosen[own.size + i]
+    return out
+
+
+class _Cuts(NamedTuple):
+    """Candidate cuts "predict the top k" of each unit (a label, or a group of labels pooled)."""
+
+    unit: np.ndarray        # (C,) int64
+    k: np.ndarray           # (C,) predicted count
+    tp: np.ndarray          # (C,) true positives among them
+    threshold: np.ndarray   # (C,) the score of the k-th (predict ``score >= threshold``)
+
+
+def _best_micro_f1(cuts: _Cuts, num_units: int, total_pos: int, total_max: float) -> np.ndarray:
+    """One cut per unit maximising micro F1 ``2 sum(tp) / (sum(k) + total_pos)`` with ``sum(k) <=
+    total_max``: each unit takes its cut of largest ``tp - lam k`` (ties: the fewest predictions).
+    Dinkelbach's iteration sets ``lam`` to half the micro F1 of the previous choice until the choice
+    repeats (finitely many steps, F1 rising at each); where the sum exceeds ``total_max``, the
+    smallest ``lam`` that brings it under (bisection; the sum falls as ``lam`` rises). Returns each
+    unit's threshold."""
+    order = np.lexsort((cuts.k, cuts.unit))
+    unit, k, tp, threshold = (a[order] for a in cuts)
+    starts = np.flatnonzero(np.r_[True, unit[1:] != unit[:-1]])
+    seg = np.cumsum(np.r_[False, unit[1:] != unit[:-1]])
+
+    def choose(lam: float) -> np.ndarray:
+        value = tp - lam * k
+        best = np.maximum.reduceat(value, starts)
+        return np.minimum.reduceat(np.where(value == best[seg], np.arange(unit.size), unit.size), starts)
+
+    lam, pick = 0.0, None
+    for _ in range(100):
+        first = choose(lam) if unit.size else np.zeros(0, np.int64)
+        if pick is not None and np.array_equal(first, pick):
+            break
+        pick, lam = first, tp[first].sum() / (k[first].sum() + total_pos)
+    if unit.size and k[pick].sum() > total_max:
+        a, b = lam, 1.0   # at lam = 1 a prediction never pays: the fewest predictions
+        for _ in range(50):
+            mid = (a + b) / 2
+            a, b = (a, mid) if k[choose(mid)].sum() <= total_max else (mid, b)
+        pick = choose(b)
+    out = np.full(num_units, np.inf)
+    out[unit[starts]] = threshold[pick]
+    return out
+
+
+def _columns(inputs: EvalInputs, cols: np.ndarray, *, pooled: bool = False) -> EvalInputs:
+    """The labels ``cols`` (sorted) of ``inputs``; with ``pooled`` all their entries as one column."""
+    if not pooled and cols.size == inputs.scores.shape[1]:
+        return inputs
+    mine = np.isin(inputs.cols, cols)
+    at = np.searchsorted(cols, inputs.cols[mine])
+    scores = inputs.scores[:, cols]
+    if not pooled:
+        return EvalInputs(scores, inputs.rows[mine], at, np.bincount(at, minlength=cols.size))
+    n, g = scores.shape
+    rows = inputs.rows[mine] * g + at
+    return EvalInputs(scores.reshape(n * g, 1), rows, np.zeros(rows.size, np.int64), np.array([rows.size]))
+
+
+def _count_groups(counts) -> np.ndarray:
+    """Labels of about the same frequency: ``floor(log2(count))`` (counts below 1 with 1)."""
+    return np.floor(np.log2(np.maximum(np.asarray(counts, dtype=np.float64), 1.0))).astype(np.int64)
+
+
+def _count_band(expected: np.ndarray, band) -> tuple[np.ndarray, np.ndarray]:
+    """Integer bounds ``[lo, hi]`` of the predicted count per label: ``[band[0] c, band[1] c]``;
+    the nearest integer to c where no integer lies inside."""
+    lo = np.ceil(expected * band[0] - 1e-9).astype(np.int64)
+    hi = np.floor(expected * band[1] + 1e-9).astype(np.int64)
+    empty = lo > hi
+    lo[empty] = hi[empty] = np.floor(expected[empty] + 0.5).astype(np.int64)
+    return lo, hi
+
+
+def _cut_candidates(inputs: EvalInputs, lo: np.ndarray, hi: np.ndarray, chunk_bytes: int = 32 * 2**20) -> _Cuts:
+    """Per label every cut "top k" with ``lo <= k <= hi`` on these scores (unit = the column).
+
+    Cuts only fall between distinct scores (ties are predicted together); a label with no such
+    cut inside its band gets the cut nearest the band, one with ``hi == 0`` a threshold above its
+    top score. Only the top ``max(hi) + 2`` scores of each label are sorted.
+    """
+    s, (n, l) = inputs.scores, inputs.scores.shape
+    positives = sp.csc_matrix((np.ones(inputs.rows.size, np.int32), (inputs.rows, inputs.cols)), shape=(n, l))
+    chunk, parts = max(1, chunk_bytes // max(1, 24 * n)), []
+    for c0 in range(0, l, chunk):
+        c1 = min(l, c0 + chunk)
+        block, top = -s[:, c0:c1].T, min(n, int(hi[c0:c1].max(initial=0)) + 2)
+        order = np.argpartition(block, top - 1, axis=1)[:, :top] if top < n else np.tile(np.arange(n), (c1 - c0, 1))
+        order = np.take_along_axis(order, np.argsort(np.take_along_axis(block, order, 1), axis=1, kind="stable"), 1)
+        ranked = -np.take_along_axis(block, order, 1)
+        tp = np.cumsum(np.take_along_axis(positives[:, c0:c1].toarray().T, order, 1), axis=1)
+        k = np.arange(1, top + 1)
+        cut = np.c_[ranked[:, :-1] > ranked[:, 1:], np.full((c1 - c0, 1), top == n)]   # beyond the top: unknown
+        inside = cut & (k >= lo[c0:c1, None]) & (k <= hi[c0:c1, None])
+        gap = np.minimum(np.abs(k - lo[c0:c1, None]), np.abs(k - hi[c0:c1, None]))
+        nearest = np.argmin(np.where(cut, gap, n + 1), axis=1)
+        lone = ~inside.any(1)
+        inside[np.flatnonzero(lone), nearest[lone]] = True
+        r, c = np.nonzero(inside & (hi[c0:c1, None] > 0))
+        none = np.flatnonzero(hi[c0:c1] <= 0)
+        parts.append(_Cuts(np.r_[r, none] + c0, np.r_[c + 1, np.zeros(none.size, np.int64)],
+                           np.r_[tp[r, c], np.zeros(none.size, tp.dtype)],
+                           np.r_[ranked[r, c], np.nextafter(ranked[none, 0], np.float32(np.inf))]))
+    if not parts:
+        return _Cuts(*[np.zeros(0, np.int64)] * 3, np.zeros(0))
+    return _Cuts(*map(np.concatenate, zip(*parts)))

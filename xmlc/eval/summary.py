@@ -18,7 +18,8 @@ from xmlc.eval.metrics import (_average_precision, _decision_counts, _f1_from_co
                                _rate_ratios_by_bucket, _topk_hits)
 from xmlc.stats import BUCKET_NAMES
 
-__all__ = ["evaluate_all", "threshold_metrics", "metrics_report", "TABLE_METRICS", "metrics_table", "results_table"]
+__all__ = ["evaluate_all", "threshold_metrics", "metrics_report", "label_calibration", "TABLE_METRICS", "metrics_table",
+           "results_table"]
 
 
 def evaluate_all(
@@ -36,8 +37,10 @@ def evaluate_all(
 
     Keys (each with ``prefix`` prepended): ``auprc_micro``, ``auprc_macro``, ``p@k``, ``ndcg@k``
     for k in ``ks``, ``psp@k`` (only with ``propensities``), ``f1_micro``, ``f1_macro``,
-    ``positive_rate_ratio``, ``num_labels_no_positive``, and with ``buckets``
-    ``auprc_macro_{head,torso,tail}`` and ``positive_rate_ratio_{head,torso,tail}``.
+    ``positive_rate_ratio`` (predicted / true positives at ``thresholds``),
+    ``expected_positive_ratio`` (the sum of the scores / true positives), ``num_labels_no_positive``,
+    and with ``buckets`` ``auprc_macro_{head,torso,tail}``, ``positive_rate_ratio_{head,torso,tail}``
+    and ``expected_positive_ratio_{head,torso,tail}``.
 
     Args:
         scores: ``(N, L)`` probabilities. targets: ``(N, L)`` {0,1} dense or CSR.
@@ -88,7 +91,19 @@ def _evaluate_all(inputs: EvalInputs, thresholds, ks, buckets, propensities, emp
         for i, name in enumerate(BUCKET_NAMES):
             out[f"auprc_macro_{name}"] = _nanmean(per_label[b == i])
     out |= _threshold_metrics(inputs, thresholds, buckets, empty)
+    out |= _expected_ratios(inputs, buckets)
     out["num_labels_no_positive"] = int((inputs.counts == 0).sum())
+    return out
+
+
+def _expected_ratios(inputs: EvalInputs, buckets) -> dict[str, float]:
+    """Expected positives (the sum of the probabilities) / true positives, over all labels and per
+    bucket: how well the probabilities themselves are calibrated, whatever the thresholds."""
+    expected = inputs.scores.sum(axis=0, dtype=np.float64)
+    out = {"expected_positive_ratio": _rate_ratio(expected, inputs.counts)}
+    if buckets is not None:
+        ratios = _rate_ratios_by_bucket(expected, inputs.counts, _buckets_np(buckets, inputs.scores.shape[1]))
+        out |= {f"expected_positive_ratio_{name}": ratios[name] for name in BUCKET_NAMES}
     return out
 
 
@@ -162,8 +177,52 @@ def metrics_report(scores, targets, thresholds: dict | None = None, *, ks: Seque
     return report
 
 
+def label_calibration(scores, targets, thresholds, *, names=None, buckets=None, top: int = 10) -> dict:
+    """The labels that over- and under-predict most at ``thresholds``, by name.
+
+    A label's excess is its predicted minus its true positives; the ``top`` largest excesses are
+    ``"over"``, the ``top`` most negative ``"under"`` (labels with no excess are in neither).
+
+    Args:
+        scores: ``(N, L)`` probabilities. targets: ``(N, L)`` {0,1} dense or CSR.
+        thresholds: scalar or ``(L,)``.
+        names: ``L`` label names (default: the column index). buckets: ``(L,)`` 0 head, 1 torso, 2 tail.
+        top: how many labels each list holds at most.
+
+    Returns:
+        ``{"over": [...], "under": [...]}``, each entry ``{"label", "bucket" (or None), "true",
+        "predicted", "expected"}``: the label's name, bucket, true and predicted positives, and
+        its expected positives (the sum of its scores).
+
+    Example:
+        >>> import torch
+        >>> s = torch.tensor([[0.9, 0.6], [0.4, 0.8]])
+        >>> label_calibration(s, torch.tensor([[1, 0], [0, 1]]), 0.5, names=["a", "b"])["over"]
+        [{'label': 'b', 'bucket': None, 'true': 1, 'predicted': 2, 'expected': 1.4...}]
+    """
+    inputs = eval_inputs(scores, targets)
+    l = inputs.scores.shape[1]
+    if names is not None and len(names) != l:
+        raise ValueError(f"names must hold {l} label names, got {len(names)}")
+    b = None if buckets is None else _buckets_np(buckets, l)
+    predicted, _ = _decision_counts(inputs, thresholds)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    expected = inputs.scores.sum(axis=0, dtype=np.float64)
+    excess = predicted - inputs.counts
+    index = np.arange(l)
+
+    def entry(j: int) -> dict:
+        return {"label": str(j if names is None else names[j]), "bucket": None if b is None else BUCKET_NAMES[b[j]],
+                "true": int(inputs.counts[j]), "predicted": int(predicted[j]), "expected": float(expected[j])}
+
+    over = [entry(j) for j in np.lexsort((index, -excess))[:top] if excess[j] > 0]   # ties: by index
+    under = [entry(j) for j in np.lexsort((index, excess))[:top] if excess[j] < 0]
+    return {"over": over, "under": under}
+
+
 TABLE_METRICS = ("auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", "f1_macro",
-                 "positive_rate_ratio")
+                 "positive_rate_ratio", *[f"positive_rate_ratio_{b}" for b in BUCKET_NAMES],
+                 "expected_positive_ratio")
 
 
 def metrics_table(columns: list[tuple[str, dict]], title: str = "metric") -> str:

@@ -11,7 +11,7 @@ import torch
 
 from xmlc.config import EvalConfig
 from xmlc.eval.calibrate import prior_thresholds, thresholds_for
-from xmlc.eval.summary import metrics_report, threshold_metrics
+from xmlc.eval.summary import label_calibration, metrics_report, threshold_metrics
 from xmlc.inference import predict_scores
 from xmlc.run import LabelStats
 from xmlc.train.distributed import DistEnv
@@ -37,6 +37,7 @@ class Evaluator:
     env: DistEnv
     amp: bool = True
     val_members: torch.Tensor | None = None   # train.final: crossfit: the member that scores each validation row
+    label_names: list | None = None            # for the labels that over- and under-predict most
 
     def scores(self, model, loader, labels, members: torch.Tensor | None = None) -> torch.Tensor:
         """(N, L) probabilities of every row of ``loader``'s split (gathered under DDP); the
@@ -60,13 +61,16 @@ class Evaluator:
 
     def test(self, model, loader, labels, thresholds: torch.Tensor) -> tuple[dict, torch.Tensor]:
         """Metrics at 0.5 ("test"), at ``thresholds`` ("test_calibrated") and, with a pos_weight, at
-        the ln(pos_weight) logit correction ("test_prior", for comparison); and the scores (N, L)."""
+        the ln(pos_weight) logit correction ("test_prior", for comparison); the labels that over-
+        and under-predict most at ``thresholds`` ("test_calibrated_labels",
+        :func:`xmlc.eval.summary.label_calibration`); and the scores (N, L)."""
         scores, pos_weight = self.scores(model, loader, labels), self.label_stats.pos_weight
         named = {"test_calibrated": thresholds}
         if pos_weight is not None:
             named["test_prior"] = prior_thresholds(pos_weight.cpu())
         report = self.report(scores, labels, named)
-        return {"test": report.pop("at_0.5"), **report}, scores
+        by_label = label_calibration(scores, labels, thresholds, names=self.label_names, buckets=self.label_stats.buckets)
+        return {"test": report.pop("at_0.5"), **report, "test_calibrated_labels": by_label}, scores
 
     def figure_inputs(self, thresholds: torch.Tensor) -> dict:
         """What :func:`xmlc.eval.figures.run_figures` needs besides scores and labels."""

@@ -318,7 +318,9 @@ def log_epoch(writer, step: int, val_metrics: dict, scores, labels, epoch_time: 
 
 
 def log_final(writer, cfg: Config, results: dict) -> None:
-    """Every config key as an hparam beside the final calibrated metrics (test, else validation)."""
+    """Every config key as an hparam beside the final calibrated metrics (test, else validation),
+    and the final positive-rate and expected-positive ratios (all, per bucket) as scalars under
+    ``final/<split>/``."""
     split = "test_calibrated" if "test_calibrated" in results else "val_calibrated"
     hparams = {}
     for section, values in to_dict(cfg).items():
@@ -327,6 +329,10 @@ def log_final(writer, cfg: Config, results: dict) -> None:
     final = {f"hparams/{split}/{k}": v for k, v in results[split].items()
              if isinstance(v, (int, float)) and math.isfinite(v)}
     writer.add_hparams(hparams, final, run_name="hparams")
+    for name, value in results[split].items():   # the calibration of the shipped decisions, by bucket
+        if name.startswith(("positive_rate_ratio", "expected_positive_ratio")) and value is not None \
+                and math.isfinite(value):
+            writer.add_scalar(f"final/{split}/{name}", value)
 
 
 def log_figures(writer, figs: dict, step: int, *, prefix: str = "figures") -> None:
