@@ -67,8 +67,8 @@ def run_dir(files, tmp_path_factory):
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("data.batch_size=-1", "config key 'data.batch_size' must be >= 1, got -1"),
-    ("data.batch_size=0", "config key 'data.batch_size' must be >= 1, got 0"),
+    ("data.batch_size=-1", "config key 'data.batch_size' must be in [1, 16777216], got -1"),
+    ("data.batch_size=0", "config key 'data.batch_size' must be in [1, 16777216], got 0"),
     ("model.hidden=[0]", "config key 'model.hidden[0]' must be >= 1, got 0"),
     ("loss.name=hinge", "config key 'loss.name' must be one of 'bce', 'focal', 'asymmetric'"),
     ("optim.lr=0", "config key 'optim.lr' must be > 0, got 0"),
