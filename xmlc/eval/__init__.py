@@ -8,8 +8,8 @@ from xmlc.eval.inputs import EvalInputs, eval_inputs
 from xmlc.eval.metrics import (average_precision, binned_average_precision, f1_score, ndcg_at_k,
                                positive_rate_ratio, positive_rate_ratio_by_bucket, precision_at_k,
                                predicted_counts, psp_at_k)
-from xmlc.eval.summary import (TABLE_METRICS, evaluate_all, metrics_report, metrics_table, results_table,
-                               threshold_metrics)
+from xmlc.eval.summary import (TABLE_METRICS, evaluate_all, label_calibration, metrics_report, metrics_table,
+                               results_table, threshold_metrics)
 
 __all__ = [
     "EvalInputs",
@@ -26,6 +26,7 @@ __all__ = [
     "evaluate_all",
     "threshold_metrics",
     "metrics_report",
+    "label_calibration",
     "TABLE_METRICS",
     "metrics_table",
     "results_table",

@@ -14,7 +14,7 @@ Methods of :func:`fit_thresholds`:
     * ``"f1_count"`` (the recipes' default): the thresholds of the best micro F1 on validation
       subject to counts: each label's predicted count in ``[0.95 c, 1.3 c]`` (``band``; c its
       expected count: its validation positives unless ``expected`` says otherwise) and the
-      total at most ``1.07 sum(c)`` (``total_max``). Per-label F1 thresholds of weakly ranked
+      total at most ``1.08 sum(c)`` (``total_max``). Per-label F1 thresholds of weakly ranked
       labels predict far more than c (for calibrated scores the F1-optimal threshold is half
       the best F1); the bounds hold the count and the micro-F1 allocation (every label cut where
       a prediction's precision falls to half the micro F1; Dinkelbach's iteration) keeps F1.
@@ -53,7 +53,7 @@ _FALLBACKS = ("global", "shrink")
 #: "f1_count": a label's predicted count on validation lies in [low, high] x its expected count.
 COUNT_BAND = (0.95, 1.3)
 #: "f1_count": the predicted count of all labels together is at most this x the expected total.
-TOTAL_MAX = 1.07
+TOTAL_MAX = 1.08
 Method = Literal["f1", "fbeta", "rate", "f1_count", "prior"]
 Fallback = Literal["global", "shrink"]
 
