@@ -301,6 +301,10 @@ class EvalConfig:
     min_positives: NonNegativeInt = 5
     # Number of (score, target) entries subsampled for the TensorBoard PR curve.
     pr_curve_samples: PositiveInt = 100_000
+    # Beside the run, after training (timed apart from it): none | linear (a one-vs-rest logistic
+    # regression on the same features and splits, thresholds and metrics; xmlc/baseline.py), written
+    # under "baseline" in metrics.json. `python -m xmlc.baseline` fits it on its own.
+    baseline: Literal["none", "linear"] = "none"
 
 
 @dataclass
