@@ -2,6 +2,7 @@
 file of its own, merged into a run's metrics.json), ``eval.baseline: linear`` in a run, the report."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -97,6 +98,8 @@ def test_equals_a_hand_written_sklearn_pipeline(table, tmp_path):
     for metric, value in theirs.items():
         assert ours[metric] == pytest.approx(value, abs=1e-6), metric
     assert result.final == "none" and result.fit_rows == len(train) and result.num_constant_labels == 0
+    assert result.num_few_positives == 0 and xbaseline.run_baseline(
+        train, val, None, dataclasses.replace(cfg.eval, min_positives=10**6)).num_few_positives == len(LABELS)
     assert result.fit_time_s > 0 and result.peak_rss_mb > 0 and result.coef_mb == train.num_features * 5 * 4 / 2**20
 
 

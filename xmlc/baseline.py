@@ -140,13 +140,14 @@ class BaselineResult:
     rss_growth_mb: float     # that peak less the resident memory when the baseline started
     coef_mb: float
     num_constant_labels: int
+    num_few_positives: int   # labels with fewer than eval.min_positives validation positives (global threshold)
 
     def to_dict(self) -> dict:
         """The ``"baseline"`` entry of ``metrics.json``."""
         return {"model": DESCRIPTION, **self.metrics, "final": self.final, "fit_rows": self.fit_rows,
                 "fit_time_s": self.fit_time_s, "eval_time_s": self.eval_time_s, "peak_rss_mb": self.peak_rss_mb,
                 "rss_growth_mb": self.rss_growth_mb, "coef_mb": self.coef_mb,
-                "num_constant_labels": self.num_constant_labels}
+                "num_constant_labels": self.num_constant_labels, "num_few_positives": self.num_few_positives}
 
 
 def run_baseline(train: XMCData, val: XMCData, test: XMCData | None, ecfg: EvalConfig, *, seed: int = 0,
@@ -192,8 +193,9 @@ def run_baseline(train: XMCData, val: XMCData, test: XMCData | None, ecfg: EvalC
             test_report = metrics_report(model.scores(test.features), test.labels, {"calibrated": thresholds}, **report)
             metrics |= {"test": test_report["at_0.5"], "test_calibrated": test_report["calibrated"]}
             eval_time += time.perf_counter() - start
+    few = int((stats.label_counts(val.labels, val.num_labels) < ecfg.min_positives).sum())
     return BaselineResult(metrics, thresholds.numpy(), "refit" if refit else "none", fit_rows, fit_time, eval_time,
-                          memory.peak_mb, memory.growth_mb, _coef_mb(train), model.num_constant)
+                          memory.peak_mb, memory.growth_mb, _coef_mb(train), model.num_constant, few)
 
 
 def _coef_mb(data: XMCData) -> float:

@@ -48,7 +48,8 @@ BASELINE_TIMINGS = (("fit_time_s", "fit time (s)"), ("fit_rows", "rows fitted on
                     ("eval_time_s", "evaluation time (s)"), ("process", "process (own, or the run's)"),
                     ("peak_rss_mb", "peak resident memory (MiB)"),
                     ("rss_growth_mb", "resident memory added (MiB)"), ("coef_mb", "coefficients (MiB)"),
-                    ("num_constant_labels", "labels with a constant score"))
+                    ("num_constant_labels", "labels with a constant score"),
+                    ("num_few_positives", "labels under eval.min_positives (global threshold)"))
 FIGURE_CAPTIONS = {
     "predicted_vs_true": "Predicted against true positives per label (one dot per label). Above the "
                          "diagonal: the model predicts the label more often than it occurs.",
