@@ -279,6 +279,10 @@ class EvalConfig:
     # Labels with fewer validation positives than this get the global (micro-F1) threshold
     # (f1_count: one threshold per group of labels of about the same frequency).
     min_positives: NonNegativeInt = 5
+    # Beside the run, after training (timed apart from it): none | linear (a one-vs-rest logistic
+    # regression on the same features and splits, thresholds and metrics; xmlc/baseline.py), written
+    # under "baseline" in metrics.json. `python -m xmlc.baseline` fits it on its own.
+    baseline: Literal["none", "linear"] = "none"
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 The page holds the run's figures (``RUN_DIR/figures/*.png``, embedded as base64, so the file
 can be attached to a ticket or mailed on its own), the metrics tables and timings from
-``metrics.json``, the per-epoch validation history (from ``last.pt`` when present) and the
+``metrics.json`` (with the linear baseline's columns when it holds ``"baseline"``,
+:mod:`xmlc.baseline`), the per-epoch validation history (from ``last.pt`` when present) and the
 resolved ``config.yaml``. Nothing is recomputed: a run directory is all it needs. Written to
 ``RUN_DIR/report.html`` unless ``--out`` says otherwise; prints where it went.
 
@@ -41,10 +42,17 @@ FIRST_METRICS = ("auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", 
 LABEL_LISTS = ("test_calibrated_labels", "val_calibrated_labels")
 TIMINGS = (("epochs", "epochs trained"), ("best_epoch", "best epoch"), ("selected_epoch", "selected epoch (shipped)"),
            ("steps", "optimizer steps"),
-           ("epoch_time_s", "mean epoch time (s)"), ("train_examples_per_s", "training examples / s"),
+           ("epoch_time_s", "mean epoch time (s)"), ("train_time_s", "training time, all epochs (s)"),
+           ("train_examples_per_s", "training examples / s"),
            ("peak_rss_mb", "peak resident memory (MiB)"), ("num_train", "training examples"),
            ("num_val", "validation examples"), ("num_test", "test examples"),
            ("num_features", "features"), ("num_labels", "labels"))
+BASELINE_TIMINGS = (("fit_time_s", "fit time (s)"), ("fit_rows", "rows fitted on"), ("final", "train.final"),
+                    ("eval_time_s", "evaluation time (s)"), ("process", "process (own, or the run's)"),
+                    ("peak_rss_mb", "peak resident memory (MiB)"),
+                    ("rss_growth_mb", "resident memory added (MiB)"), ("coef_mb", "coefficients (MiB)"),
+                    ("num_constant_labels", "labels with a constant score"),
+                    ("num_few_positives", "labels under eval.min_positives (global threshold)"))
 FIGURE_CAPTIONS = {
     "predicted_vs_true": "Predicted against true positives per label (one dot per label). Above the "
                          "diagonal: the model predicts the label more often than it occurs.",
@@ -108,14 +116,38 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _metrics_table(results: dict) -> str:
-    splits = [s for s in SPLITS if isinstance(results.get(s), dict)]
-    if not splits:
+    columns = [(s, results[s]) for s in SPLITS if isinstance(results.get(s), dict)]
+    columns[_after_test(columns):_after_test(columns)] = _baseline_columns(results)
+    if not columns:
         return "<p>metrics.json holds no split metrics.</p>"
-    names = [m for m in FIRST_METRICS if any(m in results[s] for s in splits)]
-    names += sorted({k for s in splits for k, v in results[s].items()
+    names = [m for m in FIRST_METRICS if any(m in c for _, c in columns)]
+    names += sorted({k for _, c in columns for k, v in c.items()
                      if (v is None or isinstance(v, (int, float))) and k not in names})
-    rows = [[html.escape(m), *[_number(results[s][m]) if m in results[s] else "" for s in splits]] for m in names]
-    return _table(["metric", *splits], rows)
+    rows = [[html.escape(m), *[_number(c[m]) if m in c else "" for _, c in columns]] for m in names]
+    return _table(["metric", *[name for name, _ in columns]], rows)
+
+
+def _after_test(columns: list) -> int:
+    """Where the baseline's columns go: after the run's test (else validation) columns."""
+    names = [name for name, _ in columns]
+    for split in ("test_calibrated", "test", "val_calibrated", "val"):
+        if split in names:
+            return names.index(split) + 1
+    return len(columns)
+
+
+def _baseline_columns(results: dict) -> list[tuple[str, dict]]:
+    """The baseline's test (else validation) columns, and ``ours - linear`` at calibrated thresholds."""
+    base = results.get("baseline")
+    if not isinstance(base, dict):
+        return []
+    split = "test" if isinstance(base.get("test"), dict) else "val"
+    columns = [(f"linear {s}", base[s]) for s in (split, f"{split}_calibrated") if isinstance(base.get(s), dict)]
+    ours, theirs = results.get(f"{split}_calibrated"), base.get(f"{split}_calibrated")
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        delta = {m: v - theirs[m] for m, v in ours.items() if isinstance(v, float) and isinstance(theirs.get(m), float)}
+        columns.append((f"ours - linear ({split}_calibrated)", delta))
+    return columns
 
 
 def _timings_table(results: dict) -> str:
@@ -125,6 +157,10 @@ def _timings_table(results: dict) -> str:
         if isinstance(info, dict) and info:
             rows += [[html.escape(f"{phase}: {k}"), _number(v)] for k, v in info.items()
                      if v is None or isinstance(v, (int, float))]
+    base = results.get("baseline")
+    if isinstance(base, dict):
+        rows += [[html.escape(f"linear baseline: {label}"), _number(base[key])] for key, label in BASELINE_TIMINGS
+                 if base.get(key) is not None]
     state = results.get("optimizer_state")
     if isinstance(state, dict) and state.get("total_mb") is not None:
         rows.append(["optimizer state (MiB)", _number(state["total_mb"])])
@@ -207,7 +243,9 @@ def build_report(run_dir) -> str:
         parts += ["<h2>Metrics</h2>",
                   "<p>Columns: <code>val</code>/<code>test</code> at threshold 0.5, <code>*_calibrated</code> at the "
                   "per-label thresholds fitted on validation, <code>test_prior</code> at the ln(pos_weight) "
-                  "correction. <code>positive_rate_ratio</code> = predicted / true positives (1 is right; per frequency "
+                  "correction. <code>linear *</code>: the one-vs-rest logistic regression baseline on the same splits "
+                  "(<code>eval.baseline: linear</code> or <code>python -m xmlc.baseline</code>), and <code>ours - "
+                  "linear</code> the difference. <code>positive_rate_ratio</code> = predicted / true positives (1 is right; per frequency "
                   "bucket in <code>_head</code>, <code>_torso</code>, <code>_tail</code>); "
                   "<code>expected_positive_ratio</code> = the sum of the probabilities / true positives (the "
                   "calibration of the probabilities themselves). &ndash;: "

@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from xmlc import losses, stats
+from xmlc.baseline import comparison_table, linear_baseline
 from xmlc.checkpoint import CheckpointError, check_run_dir
 from xmlc.cli import ExitStatus, report_error
 from xmlc.config import Config, ConfigError, TrainConfig, apply_overrides, dump_config, load_config, to_dict
@@ -280,7 +281,8 @@ def report_stop(stopped: RunStopped, tr: Training, files: RunFiles, say) -> None
 def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg: Config, env: DistEnv, *, prior,
            epoch_times: list[float], say) -> dict:
     """The final phase: best weights, thresholds fitted on validation, the optional refit, test,
-    then the outputs (:meth:`RunFiles.finish`) and the table; returns the metrics."""
+    with ``eval.baseline: linear`` the baseline on the same splits (:mod:`xmlc.baseline`; rank 0),
+    then the outputs (:meth:`RunFiles.finish`) and the tables; returns the metrics."""
     train_set, val_set, test_set = splits
     optimizer_state = optimizer_state_report(tr.optimizer, tr.model)   # before the refit drops it
     if tr.best_model is not None:
@@ -308,21 +310,27 @@ def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg
     if tr.folds is not None:
         results["crossfit"] = tr.folds.summary()
     results["optimizer_state"] = optimizer_state
+    if cfg.eval.baseline == "linear" and env.rank == 0:   # after run_summary: the run's time and memory are its own
+        results["baseline"] = linear_baseline(splits, cfg, run_results=results, say=say)
     files.finish(tr, thresholds, results, final_scores=final_scores,
                  figure_inputs=ev.figure_inputs(thresholds))
     say(results_table(results))
+    if "baseline" in results:
+        say(comparison_table(results))
     say(files.describe())
     return results
 
 
 def run_summary(p: Progress, metric: str, splits, epoch_times: list[float], *, rows_per_epoch: int) -> dict:
     """The run-level entries of ``metrics.json``: selection, steps, speed, memory and sizes
-    (``rows_per_epoch``: the rows an epoch trains on, train + validation under crossfit)."""
+    (``rows_per_epoch``: the rows an epoch trains on, train + validation under crossfit;
+    ``train_time_s``: the mean epoch's training time x epochs, validation excluded)."""
     train_set, val_set, test_set = splits
     epoch_time = float(np.mean(epoch_times)) if epoch_times else None
     return {"best_epoch": p.best_epoch, "best_metric": {metric: p.best_value}, "selected_epoch": p.selected_epoch,
             "epochs": p.epoch,
             "steps": p.step, "epoch_time_s": epoch_time,
+            "train_time_s": epoch_time * p.epoch if epoch_times else None,
             "train_examples_per_s": rows_per_epoch / epoch_time if epoch_times else None,
             "peak_rss_mb": peak_rss_mb(), "num_train": len(train_set), "num_val": len(val_set),
             "num_test": len(test_set) if test_set is not None else 0,
