@@ -156,7 +156,7 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
             tr.best_model = files.best_model(env.device)
             say(f"resumed from {files.dir} at epoch {tr.progress.epoch + 1}, step {tr.progress.step}")
         files.open(label_stats, resumed=resume is not None, step=tr.progress.step)
-        evaluator = Evaluator(cfg.eval, label_stats, env, amp=cfg.train.amp,
+        evaluator = Evaluator(cfg.eval, label_stats, env,
                               val_members=None if folds is None else folds.val_members)
         val_loader = make_eval_loader(val_set, seed=cfg.train.seed, env=env)
         epoch_times = fit(tr, val_loader, val_set.labels, evaluator, files, tcfg=cfg.train,
