@@ -17,7 +17,7 @@ Each round times the paths back to back (the order alternating between rounds); 
 gives median seconds per epoch and the median of the per-round ratios (DataLoader / each).
 Prints one Markdown table.
 
-    python benchmarks/bench_loader.py [--rows 16384 --rounds 7 --threads 1]
+    python benchmarks/bench_loader.py [--rows 16384 --rounds 7 --threads 1 --cases batches,epoch]
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=16_384)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cases", default="batches,epoch", help="batches (iterate only), epoch (train_one_epoch)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(ROOT / "configs" / "seed.yaml")
@@ -86,7 +87,8 @@ def main() -> None:
     print("| what | DataLoader (s/epoch) | DeviceLoader, auto = scipy gather on CPU (s/epoch) | DataLoader / "
           "DeviceLoader (median of rounds) | DeviceLoader, torch gather (s/epoch) | DataLoader / torch gather |")
     print("|---|---:|---:|---:|---:|---:|")
-    for what, fn in (("batches only", only_batches), ("train_one_epoch", epoch)):
+    cases = {"batches": ("batches only", only_batches), "epoch": ("train_one_epoch", epoch)}
+    for what, fn in (cases[c] for c in args.cases.split(",")):
         times = {name: [] for name in made}
         for r in range(args.rounds + 1):
             sampler.set_epoch(r)

@@ -23,6 +23,12 @@ returns NaN for it under ``average="none"``; ``"zero"`` counts it as 0 (torchmet
 Either way :func:`xmlc.eval.summary.evaluate_all` reports how many there were
 (``num_labels_no_positive``).
 
+Two engines, one set of steps: scores in a tensor on an accelerator stay there and every metric
+runs with torch ops on that device (:mod:`xmlc.kernels.ap_torch`; only ``(L,)`` or ``(N, k)``
+results come back); numpy arrays and CPU tensors take the host engine (:mod:`xmlc.kernels.ap`,
+faster on the CPU). Both give the same numbers (``tests/test_metrics.py``); P@k and nDCG@k may
+differ where scores tie inside the top k (``torch.topk`` breaks ties per device).
+
 Metric math lives once. Every metric starts from :func:`xmlc.eval.inputs.eval_inputs`
 (validation, the positive entries). Exact AP, micro and macro, is one call of the kernel
 :func:`xmlc.kernels.ap.ap_per_label` (whose counts step, :func:`xmlc.kernels.ap.tie_counts`,
