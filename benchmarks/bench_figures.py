@@ -68,7 +68,7 @@ def main() -> None:
     model = new_model(cfg.model, train_set.num_features, train_set.num_labels)
     loss_fn = losses.build_loss(cfg.loss, pos_weight=label_stats.pos_weight, weight=label_stats.label_weight)
     tr = start_training(cfg, env, train_set, model, loss_fn)
-    evaluator = Evaluator(cfg.eval, label_stats, env, amp=False)
+    evaluator = Evaluator(cfg.eval, label_stats, env)
     val_loader = make_eval_loader(val_set, seed=cfg.train.seed, env=env)
     print(f"{Path(args.config).name} {' '.join(args.overrides)}: train {len(train_set):,} / val {len(val_set):,} "
           f"examples, {train_set.num_labels:,} labels; torch threads 1")

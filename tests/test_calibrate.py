@@ -217,3 +217,33 @@ def test_f1_count_bad_arguments_are_named():
         fit_thresholds(s, y, method="f1_count", total_max=0.5)
     with pytest.raises(ValueError, match="groups"):
         fit_thresholds(s, y, method="f1_count", groups=[0, 1])
+
+
+def _thresholds_both_engines(s, t, device, **kw):
+    from xmlc.eval.calibrate import _fit
+    from xmlc.eval.inputs import eval_inputs
+    args = (kw["method"], kw.get("b2", 1.0), kw["min_positives"], kw["fallback"])
+    host = _fit(eval_inputs(torch.from_numpy(s), t), *args)
+    dev = _fit(eval_inputs(torch.from_numpy(s).to(device), sp.csr_matrix(t), engine="torch"), *args)
+    return host, dev
+
+
+@pytest.mark.parametrize("fallback", ["global", "shrink"])
+@pytest.mark.parametrize("method, b2", [("f1", 1.0), ("fbeta", 4.0), ("rate", 1.0)])
+@pytest.mark.parametrize("levels", [None, 25])
+def test_torch_engine_fits_the_same_thresholds(method, b2, fallback, levels):
+    """Exactly the same float32 thresholds (ties between candidates go to the higher score on
+    both engines), including the global fallback for labels with few positives."""
+    s, t = data(levels=levels)
+    t[:, 5] = 0
+    host, dev = _thresholds_both_engines(s, t, "cpu", method=method, b2=b2, min_positives=8, fallback=fallback)
+    assert torch.equal(host, dev)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", ["f1", "rate"])
+def test_thresholds_of_cuda_scores_equal_the_host_engine(method):
+    s, t = data(levels=25)
+    host, dev = _thresholds_both_engines(s, t, "cuda", method=method, min_positives=8, fallback="global")
+    assert torch.equal(host, dev)
+    assert torch.equal(fit_thresholds(torch.from_numpy(s).cuda(), t, method=method, min_positives=8), host)

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 from xmlc.train.distributed import DistEnv, ResumableSampler, steps_per_epoch
 
@@ -41,3 +42,19 @@ def test_docstring_example():
 
     result = doctest.testmod(distributed)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("n, world_size", [(0, 1), (1, 3), (17, 2), (64, 8), (5, 8)])
+def test_order_is_the_distributed_samplers_order(n, world_size):
+    """ResumableSampler.order (the DeviceLoader's epoch order) = DistributedSampler's iteration,
+    padding and sharding included, from the first batch not skipped."""
+    from torch.utils.data import DistributedSampler
+    rows = list(range(n))
+    for rank in range(world_size):
+        for epoch, skip in [(0, 0), (3, 0), (3, 1)]:
+            ours = ResumableSampler(rows, DistEnv(rank=rank, world_size=world_size), seed=7, batch_size=2)
+            torch_sampler = DistributedSampler(rows, num_replicas=world_size, rank=rank, shuffle=True, seed=7)
+            ours.set_epoch(epoch, skip_batches=skip)
+            torch_sampler.set_epoch(epoch)
+            assert ours.order().tolist() == list(torch_sampler)[2 * skip:] == list(ours)
+            assert len(ours) == ours.order().numel()

@@ -213,3 +213,57 @@ def test_positives_in_any_order():
     for pooled in (False, True):
         assert_counts_equal(kap.tie_counts(s, rows[shuffle], cols[shuffle], pooled=pooled),
                             kap.tie_counts(s, rows, cols, pooled=pooled))
+
+
+# ---------------------------------------------------------------------------------------
+# The torch engine (xmlc.kernels.ap_torch): the same counts on any device
+
+
+def _torch_args(s, t, device="cpu"):
+    rows, cols = positives(t)
+    return (torch.from_numpy(s).to(device), torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device))
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_torch_counts_equal_the_host_engine(monkeypatch, case, pooled):
+    """Every count, label and score equal, in the same order; small row blocks as well as one."""
+    import xmlc.kernels.ap_torch as kat
+    s, t = CASES[case]()
+    want = kap.tie_counts(s, *positives(t), pooled=pooled)
+    for block in (1 << 20, 97):
+        monkeypatch.setattr(kat, "_block_entries", lambda device, block=block: block)
+        got = kat.tie_counts_torch(*_torch_args(s, t), pooled=pooled)
+        assert_counts_equal(tuple(x.numpy() for x in got), want)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_torch_ap_equals_sklearn(case):
+    from xmlc.kernels.ap_torch import ap_per_label_torch
+    s, t = CASES[case]()
+    np.testing.assert_allclose(ap_per_label_torch(*_torch_args(s, t)).numpy(), sk_per_label(s, t), rtol=1e-12)
+    micro = average_precision_score(t.ravel(), s.ravel())
+    assert ap_per_label_torch(*_torch_args(s, t), pooled=True).item() == pytest.approx(micro, rel=1e-12)
+
+
+def test_torch_kth_largest_and_topk():
+    from xmlc.kernels.ap_torch import kth_largest_torch, topk_torch
+    s, t = tied_data(n=50, l=9, levels=5)
+    k = torch.tensor([0, 1, 2, 5, 50, 3, 0, 7, 1])
+    got = kth_largest_torch(torch.from_numpy(s), k).numpy()
+    want = [np.sort(s[:, j])[::-1][k[j] - 1] if k[j] else np.nan for j in range(9)]
+    np.testing.assert_array_equal(got, want)
+    idx, hit = topk_torch(*_torch_args(s, t), 3)
+    np.testing.assert_array_equal(idx.numpy(), torch.topk(torch.from_numpy(s), 3, dim=1).indices.numpy())
+    np.testing.assert_array_equal(hit.numpy(), np.take_along_axis(t, idx.numpy(), 1) > 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("pooled", [False, True])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_torch_counts_on_cuda_equal_the_host_engine(case, pooled):
+    from xmlc.kernels.ap_torch import tie_counts_torch
+    s, t = CASES[case]()
+    got = tie_counts_torch(*_torch_args(s, t, "cuda"), pooled=pooled)
+    assert got.pos_ge.is_cuda
+    assert_counts_equal(tuple(x.cpu().numpy() for x in got), kap.tie_counts(s, *positives(t), pooled=pooled))

@@ -98,3 +98,69 @@ def test_item_access_and_subset():
     assert same(sub.labels, data.labels[[4, 2]]) and len(sub) == 2
     with pytest.raises(ValueError, match="rows"):
         XMCData(data.features[:3], data.labels, data.num_features, data.num_labels)
+
+
+# ---------------------------------------------------------------------------------------
+# DeviceLoader: the same batches, gathered on the device
+
+
+def _device_and_dataloader(data, batch_size, sampler, device="cpu", engine="auto"):
+    from xmlc.data.loader import DeviceLoader
+    return (list(DeviceLoader(data, batch_size, sampler=sampler, device=device, engine=engine)),
+            list(make_loader(data, batch_size, shuffle=False, sampler=sampler)))
+
+
+def _assert_same_batches(got, want):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        for name in ("indices", "offsets", "weights", "targets", "row_ids", "dense"):
+            x, y = getattr(a, name), getattr(b, name)
+            if y is None:
+                assert x is None, name
+                continue
+            assert x.dtype == y.dtype and x.shape == y.shape, name
+            assert torch.equal(x.cpu(), y), name
+
+
+@pytest.mark.parametrize("engine", ["torch", "scipy"])
+@pytest.mark.parametrize("window", [1, 3, 32])
+@pytest.mark.parametrize("dense", [False, True])
+def test_device_loader_equals_dataloader_for_the_same_order(monkeypatch, window, dense, engine):
+    """Features, offsets, weights, targets and row ids equal the DataLoader's, batch by batch,
+    across window boundaries, with a short last batch, empty rows and rows without labels."""
+    from xmlc.data.loader import DeviceLoader
+    from xmlc.train.distributed import DistEnv, ResumableSampler
+    monkeypatch.setattr(DeviceLoader, "BATCHES_PER_WINDOW", window)
+    data = small_data(n=203)
+    features, labels = data.features.tolil(), data.labels.tolil()
+    features[7, :], labels[11, :] = 0, 0          # a row without features, one without labels
+    features, labels = features.tocsr(), labels.tocsr()
+    data = XMCData(features.toarray() if dense else features, labels, data.num_features, data.num_labels)
+    sampler = ResumableSampler(data, DistEnv(), seed=4, batch_size=16)
+    for epoch, skip in [(0, 0), (1, 0), (1, 5)]:   # a new permutation per epoch; a resumed epoch
+        sampler.set_epoch(epoch, skip_batches=skip)
+        got, want = _device_and_dataloader(data, 16, sampler, engine=engine)
+        _assert_same_batches(got, want)
+        assert len(got) == len(sampler) // 16 + 1
+
+
+def test_device_loader_takes_any_sampler_and_drops_explicit_zero_labels():
+    data = small_data(n=50)
+    labels = data.labels.copy()
+    labels.data[::4] = 0                          # stored zeros are not positives
+    data = XMCData(data.features, labels, data.num_features, data.num_labels)
+    for engine in ("torch", "scipy"):
+        got, want = _device_and_dataloader(data, 8, list(range(49, -1, -3)), engine=engine)
+        _assert_same_batches(got, want)
+    with pytest.raises(ValueError, match="engine"):
+        _device_and_dataloader(data, 8, [0], device="meta", engine="scipy")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_loader_on_cuda_equals_dataloader():
+    from xmlc.train.distributed import DistEnv, ResumableSampler
+    data = small_data(n=1000)
+    sampler = ResumableSampler(data, DistEnv(), seed=0, batch_size=64)
+    got, want = _device_and_dataloader(data, 64, sampler, device="cuda")
+    assert got[0].targets.is_cuda and got[0].indices.is_cuda
+    _assert_same_batches(got, want)

@@ -255,3 +255,57 @@ def test_metrics_report_at_half_and_at_named_thresholds():
     decided = threshold_metrics(s, t, thr, buckets)
     assert decided == {k: v for k, v in report["fitted"].items() if k in decided}
     assert decided["f1_micro"] == f1_score(s, t, thr)
+
+
+# ---------------------------------------------------------------------------------------
+# The torch engine: the metrics computed with torch ops where the scores are
+
+
+def _report_both_engines(s, t, device="cpu"):
+    """evaluate_all's steps on the host engine and on the torch engine (scores on ``device``)."""
+    from xmlc.eval.inputs import eval_inputs
+    from xmlc.eval.summary import _evaluate_all
+    l = s.shape[1]
+    buckets, prop = np.arange(l) % 3, np.linspace(0.2, 1.0, l)
+    thr = np.random.default_rng(1).uniform(0.2, 0.8, l).astype(np.float32)
+    scores = torch.from_numpy(s)
+    host = _evaluate_all(eval_inputs(scores, t), thr, [1, 3, 5], buckets, prop, "ignore")
+    inputs = eval_inputs(scores.to(device), sp.csr_matrix(t), engine="torch")
+    assert inputs.on_device and inputs.scores.device.type == torch.device(device).type
+    return host, _evaluate_all(inputs, thr, [1, 3, 5], buckets, prop, "ignore")
+
+
+@pytest.mark.parametrize("data", [tied_data, model_data])
+def test_torch_engine_equals_numpy_engine_and_sklearn(data):
+    """Every entry of evaluate_all (AUPRC micro/macro/buckets, P@k, nDCG, PSP, F1, rate ratios)
+    equal on both engines, and the AUPRC equal to scikit-learn's."""
+    s, t = data()
+    host, dev = _report_both_engines(s, t)
+    assert set(host) == set(dev)
+    for name in host:
+        assert dev[name] == pytest.approx(host[name], abs=1e-12, nan_ok=True), name
+    ref = sk_per_label(s, t)   # the per-label APs are reported as float32, as on the host
+    assert dev["auprc_macro"] == pytest.approx(np.nanmean(ref), abs=1e-6)
+    assert dev["auprc_micro"] == pytest.approx(average_precision_score(t.ravel(), s.ravel()), abs=1e-6)
+
+
+def test_auto_engine_follows_the_scores_device():
+    from xmlc.eval.inputs import eval_inputs
+    s, t = tied_data(n=20, l=4)
+    assert not eval_inputs(torch.from_numpy(s), t).on_device       # CPU tensors: numpy engine
+    assert not eval_inputs(s, t, engine="torch").on_device         # numpy arrays stay numpy
+    with pytest.raises(ValueError, match="engine"):
+        eval_inputs(s, t, engine="gpu")
+    with pytest.raises(ValueError, match="NaN"):
+        eval_inputs(torch.full((2, 2), float("nan")), np.zeros((2, 2)), engine="torch")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_metrics_of_cuda_scores_equal_the_host_engine():
+    """Continuous scores (no ties, so top-k order is unique): every metric equal within float64
+    rounding; the public functions pick the torch engine for CUDA tensors by themselves."""
+    s, t = model_data()
+    host, dev = _report_both_engines(s, t, "cuda")
+    for name in host:
+        assert dev[name] == pytest.approx(host[name], abs=1e-12, nan_ok=True), name
+    assert average_precision(torch.from_numpy(s).cuda(), t) == pytest.approx(host["auprc_macro"], abs=1e-12)

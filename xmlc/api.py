@@ -115,7 +115,7 @@ class Classifier:
         data = XMCData(X, sp.csr_matrix((n, len(self.label_names)), dtype=np.float32), self.num_features,
                        len(self.label_names))
         loader = make_loader(data, batch_size or EVAL_BATCH_SIZE, shuffle=False)
-        return predict_scores(self.model, loader, n, device=self.device, amp=self.config.train.amp)
+        return predict_scores(self.model, loader, n, device=self.device)
 
     def predict(self, x, *, top_k: int = 5, batch_size: int | None = None) -> list[dict]:
         """Per row ``{"top_k": [(name, probability), ...] best first, "predicted": [names at the

@@ -60,7 +60,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, *, batch_
     xdata.check_labelled(data, f"--data ({data_path})")
     loader = xdata.make_loader(data, batch_size or xdata.EVAL_BATCH_SIZE, shuffle=False,
                                pin_memory=device.type == "cuda")
-    scores = check_finite_scores(predict_scores(model, loader, len(data), device=device, amp=cfg.train.amp))
+    scores = check_finite_scores(predict_scores(model, loader, len(data), device=device))
     label_stats, thresholds = run.label_stats, {}
     if run.thresholds is not None:
         thresholds["calibrated"] = run.thresholds

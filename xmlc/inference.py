@@ -31,9 +31,14 @@ def check_finite_scores(scores: torch.Tensor, first_row: int = 0) -> torch.Tenso
 
 
 @torch.no_grad()
-def predict_scores(model: nn.Module, loader, num_rows: int, *, device: torch.device, amp: bool = True,
-                   world_size: int = 1, members: torch.Tensor | None = None) -> torch.Tensor:
-    """Probabilities (sigmoid of logits) for every row of the loader's data set: (N, L) float32, CPU.
+def predict_scores(model: nn.Module, loader, num_rows: int, *, device: torch.device, world_size: int = 1,
+                   members: torch.Tensor | None = None, on_device: bool = False) -> torch.Tensor:
+    """Probabilities (sigmoid of logits) for every row of the loader's data set: (N, L) float32.
+
+    Scoring runs in float32 on every device (``train.amp`` covers the training steps only), so
+    the scores of a checkpoint, and the metrics and thresholds computed from them, do not depend
+    on the device beyond float32 rounding: bf16 logits would keep 8 significant bits, tie
+    thousands of scores and move AUPRC in the fourth decimal.
 
     Under DDP (``world_size`` > 1, the process group initialised) each process scores its shard
     and the shards are all-gathered, so every process returns the scores of the whole split.
@@ -43,30 +48,42 @@ def predict_scores(model: nn.Module, loader, num_rows: int, *, device: torch.dev
         loader: yields :class:`xmlc.data.Batch` with ``row_ids`` (rows of the data set).
         num_rows: ``N``, rows of the whole data set.
         device: where ``model`` lives.
-        amp: bf16 autocast on CUDA (ignored on CPU).
         world_size: processes in the group; 1 means no gather.
         members: (N,) int64 or None: for an ensemble, row ``i`` scored by member ``members[i]``
             alone instead of the member mean (``train.final: crossfit``'s out-of-fold scores).
+        on_device: return the scores on ``device`` (for metrics computed there) instead of the CPU.
 
     Returns:
-        ``(N, L)`` float32 CPU tensor; row ``i`` holds the probabilities of data set row ``i``.
+        ``(N, L)`` float32 tensor on the CPU (or ``device``); row ``i`` holds the probabilities
+        of data set row ``i``.
     """
     model.eval()
-    amp = amp and device.type == "cuda"
-    rows, probs = [], []
+    members = None if members is None else members.to(device)
+    scores, rows, probs = None, [], []
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(batch)
-        probs.append(probabilities(logits, None if members is None else members[batch.row_ids.cpu()]))
-        rows.append(batch.row_ids)
-    rows, probs = torch.cat(rows), torch.cat(probs)
-    if world_size > 1:   # DistributedSampler pads shards to equal length
-        all_rows = [torch.empty_like(rows) for _ in range(world_size)]
-        all_probs = [torch.empty_like(probs) for _ in range(world_size)]
-        dist.all_gather(all_rows, rows)
-        dist.all_gather(all_probs, probs)
-        rows, probs = torch.cat(all_rows), torch.cat(all_probs)
-    scores = torch.empty((num_rows, probs.shape[1]), dtype=torch.float32)
-    scores[rows.cpu()] = probs.cpu()
+        p = probabilities(model(batch), None if members is None else members[batch.row_ids])
+        if world_size > 1:
+            rows.append(batch.row_ids)
+            probs.append(p)
+            continue
+        if scores is None:
+            scores = torch.empty((num_rows, p.shape[1]), dtype=torch.float32, device=device)
+        scores[batch.row_ids] = p
+    if world_size > 1:
+        scores = _gathered(torch.cat(rows), torch.cat(probs), num_rows, world_size)
+    if scores is None:   # no rows: the label count is unknown, so is the width
+        raise ValueError("predict_scores: the loader yielded no batch")
+    return scores if on_device else scores.cpu()
+
+
+def _gathered(rows: torch.Tensor, probs: torch.Tensor, num_rows: int, world_size: int) -> torch.Tensor:
+    """Every process's (rows, probabilities) all-gathered into the (N, L) scores of the split
+    (``DistributedSampler`` pads shards to equal length: a padded row is written twice, equally)."""
+    all_rows = [torch.empty_like(rows) for _ in range(world_size)]
+    all_probs = [torch.empty_like(probs) for _ in range(world_size)]
+    dist.all_gather(all_rows, rows)
+    dist.all_gather(all_probs, probs)
+    scores = torch.empty((num_rows, probs.shape[1]), dtype=torch.float32, device=probs.device)
+    scores[torch.cat(all_rows)] = torch.cat(all_probs)
     return scores

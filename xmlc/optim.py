@@ -172,12 +172,11 @@ def clip_grad_norm_(parameters, max_norm: float | None) -> torch.Tensor:
             grads.append(p.grad)
     if not grads:
         return torch.tensor(0.0)
-    device = grads[0].device
-    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g).to(device) for g in grads]))
+    # foreach kernels on CUDA (a launch or two for every gradient at once), a loop on the CPU
+    total = nn.utils.get_total_norm(grads)
     if max_norm is not None and max_norm < math.inf:
         coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            g.mul_(coef.to(g.device, g.dtype))
+        torch._foreach_mul_(grads, coef)
     return total
 
 

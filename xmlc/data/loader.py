@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Literal, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,7 +19,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from xmlc.data.container import XMCData
 
-__all__ = ["Batch", "SparseDataset", "collate_batches", "make_loader", "EVAL_BATCH_SIZE"]
+__all__ = ["Batch", "SparseDataset", "collate_batches", "make_loader", "DeviceLoader", "EVAL_BATCH_SIZE"]
 
 #: Rows per batch when scoring (validation, test, evaluate, predict): no gradients are kept, so
 #: a larger batch than training's costs only the (B, L) scores.
@@ -182,3 +183,166 @@ def make_loader(
         generator=torch.Generator().manual_seed(int(seed)),
     )
 
+
+
+# ---------------------------------------------------------------------------------------
+# Batches gathered on the training device
+
+
+class _DeviceCSR(NamedTuple):
+    """A CSR matrix on a device, and its row lengths on the host (to size gathers without a sync)."""
+
+    indptr: torch.Tensor         # (N + 1,) int64
+    indices: torch.Tensor        # (nnz,) int64
+    values: torch.Tensor | None  # (nnz,) float32, or None (labels: every stored entry is a 1)
+    lengths: np.ndarray          # (N,) int64, host
+
+
+def _csr_on(matrix: sp.csr_matrix, device: torch.device, *, values: bool) -> _DeviceCSR:
+    indptr = np.asarray(matrix.indptr, dtype=np.int64)
+    return _DeviceCSR(torch.from_numpy(indptr).to(device),
+                      torch.from_numpy(np.asarray(matrix.indices, dtype=np.int64)).to(device),
+                      torch.from_numpy(np.asarray(matrix.data, dtype=np.float32)).to(device) if values else None,
+                      np.diff(indptr))
+
+
+def _gather_rows(csr: _DeviceCSR, rows: torch.Tensor, nnz: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(offsets (W,) of each of ``rows`` in the gathered entries, their lengths (W,), positions (nnz,)
+    of those entries in ``csr``): index arithmetic on ``indptr``; ``nnz`` is known on the host, so
+    nothing waits on the device."""
+    starts = csr.indptr[rows]
+    lengths = csr.indptr[rows + 1] - starts
+    offsets = torch.cumsum(lengths, 0) - lengths
+    shift = torch.repeat_interleave(starts - offsets, lengths, output_size=nnz)
+    return offsets, lengths, torch.arange(nnz, device=rows.device).add_(shift)
+
+
+def _batch_bounds(lengths: np.ndarray, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """(K + 1,) host: batch k of ``rows`` holds entries ``[b[k], b[k + 1])`` of their gather."""
+    return np.r_[0, np.cumsum(np.add.reduceat(lengths[rows], np.arange(0, rows.size, batch_size)))]
+
+
+class _Window(NamedTuple):
+    """Consecutive batches of an epoch gathered at once: per batch only views and two small ops remain."""
+
+    rows: torch.Tensor             # (W,) row ids, in order
+    x_offsets: torch.Tensor | None  # (W,) start of each row in x_indices (None: dense features)
+    x_indices: torch.Tensor | None  # (nnz_x,)
+    x_values: torch.Tensor | None   # (nnz_x,)
+    x_bounds: np.ndarray | None     # (K + 1,) host: batch k's entries are [x_bounds[k], x_bounds[k + 1])
+    y_keys: torch.Tensor           # (nnz_y,) row-in-its-batch * L + label of each positive
+    y_bounds: np.ndarray           # (K + 1,) host
+    dense: torch.Tensor | None     # (W, D) dense features, or None
+
+
+class DeviceLoader:
+    """Batches gathered on ``device`` from a split that lives there: the :class:`Batch` objects
+    :func:`make_loader` yields for the same rows (equal tensors), without per-step host work.
+
+    The features and labels are copied to ``device`` once. Each epoch takes its row order from
+    ``sampler`` (``sampler.order()``, a CPU int64 tensor, where it has one; else its iteration),
+    copies it to the device once, and gathers :data:`BATCHES_PER_WINDOW` batches at a time
+    (index arithmetic on ``indptr``; sizes from host-side row lengths, so nothing waits on the
+    device); a batch is then slices of that window, its offsets, and its dense ``(B, L)``
+    target filled on the device. Memory: the split once, plus one window.
+
+    Args:
+        data: the data set.
+        batch_size: rows per batch ``B``; the last batch of an epoch may be shorter.
+        sampler: the rows of each epoch, in order (e.g. :class:`xmlc.train.distributed.ResumableSampler`).
+        device: where the split lives and batches are built.
+        engine: how a window is gathered: ``"torch"``, index arithmetic on the device copy;
+            ``"scipy"`` (CPU only), scipy's row slicing of the matrices in place; ``"auto"``:
+            scipy on the CPU (faster there: ``benchmarks/bench_loader.py``), torch elsewhere.
+    """
+
+    #: batches gathered together (one gather of index arithmetic per this many steps)
+    BATCHES_PER_WINDOW = 32
+
+    def __init__(self, data: XMCData, batch_size: int, *, sampler, device: torch.device,
+                 engine: Literal["auto", "scipy", "torch"] = "auto"):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if engine not in ("auto", "scipy", "torch") or (engine == "scipy" and torch.device(device).type != "cpu"):
+            raise ValueError(f"engine must be 'auto', 'torch', or 'scipy' on the CPU; got {engine!r} on {device}")
+        self.batch_size, self.sampler, self.device = batch_size, sampler, torch.device(device)
+        self.num_labels = data.num_labels
+        labels = data.labels.tocsr()
+        if labels.nnz and not np.all(labels.data != 0):   # explicit zeros are not positives
+            labels = labels.copy()
+            labels.eliminate_zeros()
+        features = data.features
+        self.dense = (torch.from_numpy(np.asarray(features, dtype=np.float32)).to(self.device)
+                      if isinstance(features, np.ndarray) else None)
+        features = None if self.dense is not None else features.tocsr()
+        # "auto": on the CPU the split stays the CSR matrices it is (scipy's compiled row gather
+        # beats torch's index arithmetic there); elsewhere it is copied to the device once.
+        scipy_gather = engine == "scipy" or (engine == "auto" and self.device.type == "cpu")
+        self.host = (features, labels) if scipy_gather else None
+        on_device = self.host is None
+        self.y = _csr_on(labels, self.device, values=False) if on_device else None
+        self.x = _csr_on(features, self.device, values=True) if on_device and features is not None else None
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def _order(self) -> torch.Tensor:
+        order = self.sampler.order() if hasattr(self.sampler, "order") else torch.as_tensor(list(self.sampler))
+        return order.to(torch.int64)
+
+    def __iter__(self):
+        order = self._order()
+        rows_host = order.numpy()
+        order = order.to(self.device)
+        B, K = self.batch_size, self.BATCHES_PER_WINDOW
+        for w0 in range(0, rows_host.size, B * K):
+            window = self._window(order[w0:w0 + B * K], rows_host[w0:w0 + B * K])
+            for k in range(window.y_bounds.size - 1):
+                yield self._batch(window, k)
+
+    def _window(self, rows: torch.Tensor, rows_host: np.ndarray) -> _Window:
+        if self.host is not None:
+            return self._host_window(rows, rows_host)
+        B, L = self.batch_size, self.num_labels
+        y_bounds = _batch_bounds(self.y.lengths, rows_host, B)
+        _, lengths, at = _gather_rows(self.y, rows, int(y_bounds[-1]))
+        row_in_batch = torch.arange(rows.numel(), device=self.device).remainder_(B).mul_(L)
+        y_keys = torch.repeat_interleave(row_in_batch, lengths, output_size=int(y_bounds[-1]))
+        y_keys += self.y.indices.index_select(0, at)
+        if self.dense is not None:
+            return _Window(rows, None, None, None, None, y_keys, y_bounds, self.dense.index_select(0, rows))
+        x_bounds = _batch_bounds(self.x.lengths, rows_host, B)
+        x_offsets, _, at = _gather_rows(self.x, rows, int(x_bounds[-1]))
+        return _Window(rows, x_offsets, self.x.indices.index_select(0, at), self.x.values.index_select(0, at),
+                       x_bounds, y_keys, y_bounds, None)
+
+    def _host_window(self, rows: torch.Tensor, rows_host: np.ndarray) -> _Window:
+        """The CPU's window: scipy's row gather (compiled, a copy per row) on the host matrices."""
+        B, L = self.batch_size, self.num_labels
+        features, labels = self.host
+        starts = np.r_[np.arange(0, rows_host.size, B), rows_host.size]
+        y = labels[rows_host]
+        y_keys = np.repeat(np.arange(rows_host.size, dtype=np.int64) % B * L, np.diff(y.indptr))
+        y_keys += y.indices
+        y_keys = torch.from_numpy(y_keys)
+        if self.dense is not None:
+            return _Window(rows, None, None, None, None, y_keys, y.indptr[starts], self.dense.index_select(0, rows))
+        x = features[rows_host]
+        return _Window(rows, torch.from_numpy(x.indptr[:-1].astype(np.int64)),
+                       torch.from_numpy(x.indices.astype(np.int64)), torch.from_numpy(x.data.astype(np.float32)),
+                       x.indptr[starts], y_keys, y.indptr[starts], None)
+
+    def _batch(self, w: _Window, k: int) -> Batch:
+        r0 = k * self.batch_size
+        r1 = min(r0 + self.batch_size, w.rows.numel())
+        ya, ye = w.y_bounds[k:k + 2].tolist()
+        targets = torch.zeros((r1 - r0) * self.num_labels, dtype=torch.float32, device=self.device)
+        targets.index_fill_(0, w.y_keys[ya:ye], 1.0)
+        if w.dense is not None:
+            return Batch(indices=torch.empty(0, dtype=torch.int64, device=self.device),
+                         offsets=torch.zeros(r1 - r0, dtype=torch.int64, device=self.device),
+                         weights=torch.empty(0, dtype=torch.float32, device=self.device),
+                         targets=targets.view(r1 - r0, -1), row_ids=w.rows[r0:r1], dense=w.dense[r0:r1])
+        a, e = w.x_bounds[k:k + 2].tolist()
+        return Batch(indices=w.x_indices[a:e], offsets=w.x_offsets[r0:r1] - a, weights=w.x_values[a:e],
+                     targets=targets.view(r1 - r0, -1), row_ids=w.rows[r0:r1])

@@ -45,6 +45,7 @@ import torch
 
 from xmlc.eval.inputs import EvalInputs, eval_inputs
 from xmlc.kernels.ap import tie_counts
+from xmlc.kernels.ap_torch import best_fbeta_torch, kth_largest_torch, tie_counts_torch
 
 __all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "METHODS"]
 
@@ -167,10 +168,15 @@ def fit_thresholds(
         raise ValueError(f"beta must be a number > 0, got {beta!r}")
     b2 = float(beta) ** 2 if method == "fbeta" else 1.0
 
-    inputs = eval_inputs(scores, targets)
-    if method == "f1_count":
-        fitted = _f1_count_fit(inputs, band, total_max, expected, groups, min_positives)
+    if method == "f1_count":   # host engine: its search runs on numpy arrays
+        fitted = _f1_count_fit(eval_inputs(scores, targets, engine="numpy"), band, total_max, expected, groups,
+                               min_positives)
         return torch.from_numpy(fitted.astype(np.float32))
+    return _fit(eval_inputs(scores, targets), method, b2, min_positives, fallback)
+
+
+def _fit(inputs: EvalInputs, method: str, b2: float, min_positives: int, fallback: str) -> torch.Tensor:
+    """:func:`fit_thresholds` ("f1", "fbeta", "rate") on validated inputs, on either engine."""
     n_pos = inputs.counts
     few = n_pos < min_positives
     need_global = bool(np.any(few | (n_pos == 0)))
@@ -204,6 +210,8 @@ def _check_fit_arguments(method, fallback, min_positives) -> None:
 def _fbeta_fit(inputs: EvalInputs, b2: float, need_global: bool) -> tuple[np.ndarray, float]:
     """Per label the F-beta-optimal threshold (NaN without positives), and the global
     (micro-F-beta-optimal) one when ``need_global`` (else ``inf``)."""
+    if inputs.on_device:
+        return _fbeta_fit_torch(inputs, b2, need_global)
     # F-beta at a positive's score: TP = pos_ge, predicted = all_ge, positives = n_pos
     n_pos = inputs.counts
     per = tie_counts(inputs.scores, inputs.rows, inputs.cols)
@@ -217,10 +225,29 @@ def _fbeta_fit(inputs: EvalInputs, b2: float, need_global: bool) -> tuple[np.nda
     return per_label, glob
 
 
+def _fbeta_fit_torch(inputs: EvalInputs, b2: float, need_global: bool) -> tuple[np.ndarray, float]:
+    """:func:`_fbeta_fit` with torch ops on the scores' device: the same thresholds."""
+    s, (rows, cols) = inputs.scores, inputs.positions
+    per = tie_counts_torch(s, rows, cols)
+    positives = torch.from_numpy(inputs.counts).to(s.device)
+    per_label = best_fbeta_torch(per, positives, b2, s.shape[1]).cpu().numpy()
+    glob = np.inf
+    if need_global and inputs.rows.size:
+        pooled = tie_counts_torch(s, rows, cols, pooled=True)
+        total = torch.tensor([inputs.rows.size], device=s.device)
+        glob = float(best_fbeta_torch(pooled, total, b2, 1)[0])
+    return per_label, glob
+
+
 def _rate_fit(inputs: EvalInputs, need_global: bool) -> tuple[np.ndarray, float]:
     """Per label the rate-matching threshold (NaN without positives), and the global
     (micro rate-matching) one when ``need_global`` (else ``inf``)."""
     s, n_pos = inputs.scores, inputs.counts
+    if inputs.on_device:
+        per_label = kth_largest_torch(s, torch.from_numpy(n_pos).to(s.device)).cpu().numpy()
+        total = int(n_pos.sum())
+        glob = float(torch.kthvalue(s.reshape(-1), s.numel() - total + 1).values) if need_global and total else np.inf
+        return per_label, glob
     per_label = _rate_thresholds(s, n_pos)
     total = int(n_pos.sum())
     glob = np.inf

@@ -138,7 +138,7 @@ def reliability_bins(scores, targets, *, num_bins: int = 24, pos_weight=None,
     """
     if not (isinstance(num_bins, int) and num_bins >= 2):
         raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}")
-    pos = eval_inputs(scores, targets)
+    pos = eval_inputs(scores, targets, engine="numpy")
     s_np = pos.scores
     n, l = s_np.shape
     stride = 1 if max_cells is None or n * l <= max_cells else math.ceil(n * l / max(max_cells, l))
@@ -512,7 +512,7 @@ def run_figures(scores, targets, *, train_counts, buckets, thresholds, pos_weigh
     Returns:
         ``{name: Figure}`` with the keys of :data:`FIGURE_NAMES`.
     """
-    inputs = eval_inputs(scores, targets)
+    inputs = eval_inputs(scores, targets, engine="numpy")
     s, true = inputs.scores, inputs.counts
     decisions = {"at 0.5": predicted_counts(s, 0.5),
                  f"calibrated thresholds ({calibration})": predicted_counts(s, thresholds)}

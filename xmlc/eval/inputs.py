@@ -22,10 +22,12 @@ import torch
 
 from xmlc.stats import BUCKET_NAMES
 
-__all__ = ["EvalInputs", "eval_inputs", "Average", "Empty"]
+__all__ = ["EvalInputs", "eval_inputs", "Average", "Empty", "Engine"]
 
 Average = Literal["macro", "micro", "none"]
 Empty = Literal["ignore", "zero"]
+Engine = Literal["auto", "numpy", "torch"]
+_ENGINES = ("auto", "numpy", "torch")
 _AVERAGES = ("macro", "micro", "none")
 _EMPTY = ("ignore", "zero")
 _ROW_CHUNK = 2048
@@ -40,24 +42,37 @@ class EvalInputs(NamedTuple):
     """Scores and the positive entries of their targets, validated once (:func:`eval_inputs`).
 
     Attributes:
-        scores: ``(N, L)`` float32 numpy array, no NaN (a view of the caller's array when possible).
+        scores: ``(N, L)`` float32, no NaN: a numpy array (the host engine, a view of the caller's
+            array when possible), or a tensor on its device (the torch engine).
         rows, cols: ``(P,)`` int64 row and column of each positive entry, in row-major order.
         counts: ``(L,)`` int64 positives per label.
+        positions: the torch engine's ``(rows, cols)`` as int64 tensors on the scores' device;
+            None for the host engine.
     """
 
-    scores: np.ndarray
+    scores: np.ndarray | torch.Tensor
     rows: np.ndarray
     cols: np.ndarray
     counts: np.ndarray
+    positions: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def on_device(self) -> bool:
+        """Whether the metrics run on the torch engine (the scores stay a tensor on their device)."""
+        return self.positions is not None
 
 
-def eval_inputs(scores, targets) -> EvalInputs:
+def eval_inputs(scores, targets, *, engine: Engine = "auto") -> EvalInputs:
     """Validate ``scores`` and ``targets`` and extract the positives: the first step of every metric.
 
     Args:
         scores: ``(N, L)`` torch tensor or numpy array (converted to float32; NaN raises).
         targets: ``(N, L)`` {0, 1} torch tensor, numpy array or scipy sparse matrix (never
             densified).
+        engine: ``"numpy"``, the host engine (:mod:`xmlc.kernels.ap`; CPU tensors are read in
+            place); ``"torch"``, the scores stay a tensor and the metrics run with torch ops on its
+            device (:mod:`xmlc.kernels.ap_torch`); ``"auto"``: torch for a tensor on an
+            accelerator, numpy otherwise (numpy's sort and counting beat torch's on the CPU).
 
     Returns:
         :class:`EvalInputs`.
@@ -67,11 +82,27 @@ def eval_inputs(scores, targets) -> EvalInputs:
         >>> inputs.rows, inputs.cols, inputs.counts
         (array([0, 1, 1]), array([0, 0, 1]), array([2, 1]))
     """
-    s = _scores_np(scores)
-    if s.size and np.isnan(s.min()):  # NaN propagates through min; no (N, L) temporary
-        raise ValueError("scores contain NaN")
-    rows, cols = _positive_entries(targets, s.shape)
-    return EvalInputs(s, rows, cols, np.bincount(cols, minlength=s.shape[1]).astype(np.int64))
+    _check_choice("engine", engine, _ENGINES)
+    on_device = isinstance(scores, torch.Tensor) and (engine == "torch" or (
+        engine == "auto" and scores.device.type != "cpu"))
+    s = _scores_tensor(scores) if on_device else _scores_np(scores)
+    if s.numel() if on_device else s.size:   # NaN propagates through min; no (N, L) temporary
+        if (torch.isnan(s.min()) if on_device else np.isnan(s.min())):
+            raise ValueError("scores contain NaN")
+    rows, cols = _positive_entries(targets, tuple(s.shape))
+    counts = np.bincount(cols, minlength=s.shape[1]).astype(np.int64)
+    positions = (torch.from_numpy(rows).to(s.device), torch.from_numpy(cols).to(s.device)) if on_device else None
+    return EvalInputs(s, rows, cols, counts, positions)
+
+
+def _scores_tensor(scores: torch.Tensor) -> torch.Tensor:
+    """Scores as a 2-D float32 tensor on their own device."""
+    scores = scores.detach()
+    if scores.dtype != torch.float32:
+        scores = scores.float()
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D (N, L), got shape {tuple(scores.shape)}")
+    return scores
 
 
 def _scores_np(scores) -> np.ndarray:

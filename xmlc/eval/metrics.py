@@ -23,6 +23,12 @@ returns NaN for it under ``average="none"``; ``"zero"`` counts it as 0 (torchmet
 Either way :func:`xmlc.eval.summary.evaluate_all` reports how many there were
 (``num_labels_no_positive``).
 
+Two engines, one set of steps: scores in a tensor on an accelerator stay there and every metric
+runs with torch ops on that device (:mod:`xmlc.kernels.ap_torch`; only ``(L,)`` or ``(N, k)``
+results come back); numpy arrays and CPU tensors take the host engine (:mod:`xmlc.kernels.ap`,
+faster on the CPU). Both give the same numbers (``tests/test_metrics.py``); P@k and nDCG@k may
+differ where scores tie inside the top k (``torch.topk`` breaks ties per device).
+
 Metric math lives once. Every metric starts from :func:`xmlc.eval.inputs.eval_inputs`
 (validation, the positive entries). Exact AP, micro and macro, is one call of the kernel
 :func:`xmlc.kernels.ap.ap_per_label` (whose counts step, :func:`xmlc.kernels.ap.tie_counts`,
@@ -46,6 +52,7 @@ from xmlc.eval.inputs import (_AVERAGES, _EMPTY, _ROW_CHUNK, Average, Empty, Eva
                               _check_k, _check_num_bins, _dense_targets, _propensities_np, _scores_np,
                               _thresholds_np, eval_inputs)
 from xmlc.kernels.ap import ap_per_label, binned_counts
+from xmlc.kernels.ap_torch import ap_per_label_torch, topk_torch
 from xmlc.stats import BUCKET_NAMES
 
 __all__ = [
@@ -126,8 +133,11 @@ def average_precision(
 
 
 def _average_precision(inputs: EvalInputs, average: str, empty: str) -> float | torch.Tensor:
-    ap = ap_per_label(inputs.scores, inputs.rows, inputs.cols, pooled=average == "micro")
-    return _as_result(_reduce_ap(torch.from_numpy(ap), average, empty))
+    if inputs.on_device:
+        ap = ap_per_label_torch(inputs.scores, *inputs.positions, pooled=average == "micro").cpu()
+    else:
+        ap = torch.from_numpy(ap_per_label(inputs.scores, inputs.rows, inputs.cols, pooled=average == "micro"))
+    return _as_result(_reduce_ap(ap, average, empty))
 
 
 def _as_result(value: torch.Tensor) -> float | torch.Tensor:
@@ -178,6 +188,8 @@ def _topk_hits(inputs: EvalInputs, k: int) -> np.ndarray:
     scores, pos = inputs.scores, inputs
     n, l = scores.shape
     k = min(k, l)
+    if inputs.on_device:
+        return topk_torch(scores, *inputs.positions, k)[1].cpu().numpy()
     pos_keys = np.sort(pos.rows * l + pos.cols)
     out = np.empty((n, k), dtype=bool)
     st = torch.from_numpy(scores)
@@ -245,20 +257,29 @@ def ndcg_at_k(scores, targets, k: int) -> float:
     return _ndcg(_topk_hits(inputs, k), np.bincount(inputs.rows, minlength=inputs.scores.shape[0]), k)
 
 
-def _psp(inputs: EvalInputs, k: int, prop: np.ndarray) -> float:
+def _psp_numerator(inputs: EvalInputs, k: int, inv: np.ndarray) -> float:
+    """Sum over examples of ``1 / p_l`` over the positives among their k top-scored labels."""
     scores, pos = inputs.scores, inputs
     n, l = scores.shape
-    inv = 1.0 / prop.astype(np.float64)
-    k_ = min(k, l)
+    if inputs.on_device:
+        idx, hit = topk_torch(scores, *inputs.positions, k)
+        return float(inv[idx.cpu().numpy().ravel()][hit.cpu().numpy().ravel()].sum())
     pos_keys = np.sort(pos.rows * l + pos.cols)
     num = 0.0
     st = torch.from_numpy(scores)
     for r0 in range(0, n, _ROW_CHUNK):
-        idx = torch.topk(st[r0:r0 + _ROW_CHUNK], k_, dim=1).indices.numpy()
+        idx = torch.topk(st[r0:r0 + _ROW_CHUNK], k, dim=1).indices.numpy()
         keys = (np.arange(r0, r0 + idx.shape[0])[:, None] * l + idx).ravel()
         loc = np.searchsorted(pos_keys, keys).clip(max=max(pos_keys.size - 1, 0))
         hit = pos_keys[loc] == keys if pos_keys.size else np.zeros(keys.size, bool)
         num += float(inv[idx.ravel()][hit].sum())
+    return num
+
+
+def _psp(inputs: EvalInputs, k: int, prop: np.ndarray) -> float:
+    pos = inputs
+    inv = 1.0 / prop.astype(np.float64)
+    num = _psp_numerator(inputs, min(k, inputs.scores.shape[1]), inv)
     # best achievable: each example's k positives with the largest 1/propensity
     w = inv[pos.cols]
     order = np.lexsort((-w, pos.rows))
@@ -323,11 +344,26 @@ def _decision_counts(inputs: EvalInputs, thresholds) -> tuple[np.ndarray, np.nda
     scores, pos = inputs.scores, inputs
     l = scores.shape[1]
     thr = _thresholds_np(thresholds, l)
+    if inputs.on_device:
+        return _decision_counts_torch(inputs, torch.from_numpy(thr).to(scores.device))
     predicted = predicted_counts(scores, thresholds)
     ps = scores[pos.rows, pos.cols]
     hit = ps >= (thr[pos.cols] if thr.size > 1 else thr[0])
     tp = np.bincount(pos.cols[hit], minlength=l)
     return predicted, tp
+
+
+def _decision_counts_torch(inputs: EvalInputs, thr: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_decision_counts` with torch ops on the scores' device (``thr`` (1,) or (L,) there)."""
+    scores, (rows, cols) = inputs.scores, inputs.positions
+    n, l = scores.shape
+    predicted = torch.zeros(l, dtype=torch.int64, device=scores.device)
+    step = max(1, (1 << 24) // max(l, 1))
+    for r0 in range(0, n, step):
+        predicted += (scores[r0:r0 + step] >= thr).sum(0)
+    hit = scores[rows, cols] >= (thr[cols] if thr.numel() > 1 else thr)
+    tp = torch.bincount(cols[hit], minlength=l)
+    return predicted.cpu().numpy(), tp.cpu().numpy()
 
 
 def _f1_from_counts(predicted, tp, n_pos, average: str, empty: str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from xmlc.eval.inputs import (_EMPTY, Empty, EvalInputs, _buckets_np, _check_choice, _check_k, _propensities_np,
                               eval_inputs)
@@ -96,10 +97,18 @@ def _evaluate_all(inputs: EvalInputs, thresholds, ks, buckets, propensities, emp
     return out
 
 
+def _score_sums(inputs: EvalInputs) -> np.ndarray:
+    """(L,) float64 sums of the scores per label, on either engine (numpy or a device tensor)."""
+    s = inputs.scores
+    if isinstance(s, torch.Tensor):
+        return s.sum(0, dtype=torch.float64).cpu().numpy()
+    return s.sum(axis=0, dtype=np.float64)
+
+
 def _expected_ratios(inputs: EvalInputs, buckets) -> dict[str, float]:
     """Expected positives (the sum of the probabilities) / true positives, over all labels and per
     bucket: how well the probabilities themselves are calibrated, whatever the thresholds."""
-    expected = inputs.scores.sum(axis=0, dtype=np.float64)
+    expected = _score_sums(inputs)
     out = {"expected_positive_ratio": _rate_ratio(expected, inputs.counts)}
     if buckets is not None:
         ratios = _rate_ratios_by_bucket(expected, inputs.counts, _buckets_np(buckets, inputs.scores.shape[1]))
@@ -207,7 +216,7 @@ def label_calibration(scores, targets, thresholds, *, names=None, buckets=None, 
     b = None if buckets is None else _buckets_np(buckets, l)
     predicted, _ = _decision_counts(inputs, thresholds)
     predicted = np.asarray(predicted, dtype=np.int64)
-    expected = inputs.scores.sum(axis=0, dtype=np.float64)
+    expected = _score_sums(inputs)
     excess = predicted - inputs.counts
     index = np.arange(l)
 

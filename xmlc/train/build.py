@@ -43,7 +43,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     sampler: ResumableSampler
-    loader: torch.utils.data.DataLoader
+    loader: xdata.DeviceLoader
     progress: Progress = field(default_factory=Progress)
     best_model: dict | None = None   # weights of the selected epoch so far
     folds: Folds | None = None       # train.final: crossfit: which member leaves out which row
@@ -80,7 +80,7 @@ def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn
     """
     batch_size = cfg.data.batch_size // env.world_size
     sampler = ResumableSampler(dataset, env, seed=cfg.train.seed, batch_size=batch_size)
-    loader = make_loader(dataset, batch_size, sampler, seed=cfg.train.seed, env=env)
+    loader = make_loader(dataset, batch_size, sampler, env=env)
     total_steps = steps_per_epoch(len(dataset), cfg.data.batch_size, env.world_size) * cfg.train.epochs
     optimizer = build_optimizer(cfg.optim, model)
     scheduler = build_scheduler(cfg.optim, optimizer, total_steps=total_steps)
@@ -91,22 +91,22 @@ def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn
         scheduler.load_state_dict(resume.training.scheduler)
         progress = Progress(**vars(resume.progress))
         set_rng_state(resume.training.rng)
+    if folds is not None:   # looked up by the row ids of batches, on the device
+        folds = folds._replace(held_out_by=folds.held_out_by.to(env.device))
     return Training(model, data_parallel(model, env), loss_fn, optimizer, scheduler, sampler, loader, progress,
                     folds=folds)
 
 
-def make_loader(dataset, batch_size: int, sampler, *, seed: int, env: DistEnv):
-    """A loader over ``sampler``'s rows, in the training process, pinned memory on CUDA."""
-    # xdata.make_loader seeds the loader's own generator, so creating iterators never draws
-    # from the global RNG (dropout masks stay the same across a mid-epoch resume).
-    return xdata.make_loader(dataset, batch_size, shuffle=False, seed=seed,
-                             pin_memory=env.device.type == "cuda", sampler=sampler)
+def make_loader(dataset, batch_size: int, sampler, *, env: DistEnv) -> xdata.DeviceLoader:
+    """Batches of ``sampler``'s rows gathered on this process's device, where ``dataset`` is
+    copied once (:class:`xmlc.data.DeviceLoader`)."""
+    return xdata.DeviceLoader(dataset, batch_size, sampler=sampler, device=env.device)
 
 
-def make_eval_loader(dataset, *, seed: int, env: DistEnv):
+def make_eval_loader(dataset, *, seed: int, env: DistEnv) -> xdata.DeviceLoader:
     """This process's shard of ``dataset`` in order, in batches of :data:`xmlc.data.EVAL_BATCH_SIZE`."""
-    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=False)
-    return make_loader(dataset, xdata.EVAL_BATCH_SIZE, sampler, seed=seed, env=env)
+    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=False, seed=seed)
+    return make_loader(dataset, xdata.EVAL_BATCH_SIZE, sampler, env=env)
 
 
 def seed_everything(seed: int) -> None:

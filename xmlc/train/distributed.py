@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from itertools import islice
 from typing import NamedTuple
 
 import torch
@@ -91,8 +90,22 @@ class ResumableSampler(DistributedSampler):
         super().set_epoch(epoch)
         self.skip = skip_batches * self.batch_size
 
+    def order(self) -> torch.Tensor:
+        """(n,) int64 CPU: this process's rows of the current epoch from the first batch not
+        skipped, as iterating yields them (``DistributedSampler``'s order, in tensor ops)."""
+        n = len(self.dataset)
+        if self.shuffle:
+            rows = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            rows = torch.arange(n)
+        if self.drop_last:
+            rows = rows[:self.total_size]
+        elif n:   # pad to equal shards by repeating the order, as DistributedSampler does
+            rows = rows.repeat(math.ceil(self.total_size / n))[:self.total_size]
+        return rows[self.rank:self.total_size:self.num_replicas][self.skip:]
+
     def __iter__(self):
-        return islice(super().__iter__(), self.skip, None)
+        return iter(self.order().tolist())
 
     def __len__(self) -> int:
         return max(super().__len__() - self.skip, 0)

@@ -106,7 +106,8 @@ def native_bf16(device: torch.device) -> bool:
     """Whether ``train.amp`` turns bf16 autocast on for training steps on ``device``: on CUDA, and
     on CPUs with native bf16 matrix products (AVX512-BF16 or AMX; measured in
     ``benchmarks/bench_train.py --cases tricks``). Other CPUs emulate bf16, slower than float32, so
-    they train in float32. Scoring (validation, test, predict) stays float32 on CPU."""
+    they train in float32. Scoring (validation, test, predict) is float32 on every device
+    (:func:`xmlc.inference.predict_scores`)."""
     if device.type == "cuda":
         return True
     if device.type != "cpu":

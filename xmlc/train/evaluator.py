@@ -25,7 +25,7 @@ class Validation(NamedTuple):
     metrics: dict             # metrics at 0.5
     calibrated: dict          # threshold metrics at ``thresholds``
     thresholds: torch.Tensor  # (L,) fitted on ``scores``
-    scores: torch.Tensor      # (N, L)
+    scores: torch.Tensor      # (N, L), on the training device
 
 
 @dataclass
@@ -35,15 +35,15 @@ class Evaluator:
     ecfg: EvalConfig
     label_stats: LabelStats
     env: DistEnv
-    amp: bool = True
     val_members: torch.Tensor | None = None   # train.final: crossfit: the member that scores each validation row
     label_names: list | None = None            # for the labels that over- and under-predict most
 
     def scores(self, model, loader, labels, members: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, L) probabilities of every row of ``loader``'s split (gathered under DDP); the
-        member mean, or with ``members`` (N,) row i scored by member ``members[i]``."""
-        return predict_scores(model, loader, labels.shape[0], device=self.env.device, amp=self.amp,
-                              world_size=self.env.world_size, members=members)
+        """(N, L) probabilities of every row of ``loader``'s split (gathered under DDP), on the
+        training device, where the metrics are computed (:func:`xmlc.eval.inputs.eval_inputs`);
+        the member mean, or with ``members`` (N,) row i scored by member ``members[i]``."""
+        return predict_scores(model, loader, labels.shape[0], device=self.env.device,
+                              world_size=self.env.world_size, members=members, on_device=True)
 
     def report(self, scores, labels, thresholds: dict | None = None) -> dict:
         """:func:`xmlc.eval.summary.metrics_report` with ``eval.ks`` and the training split's buckets."""
@@ -63,7 +63,7 @@ class Evaluator:
         """Metrics at 0.5 ("test"), at ``thresholds`` ("test_calibrated") and, with a pos_weight, at
         the ln(pos_weight) logit correction ("test_prior", for comparison); the labels that over-
         and under-predict most at ``thresholds`` ("test_calibrated_labels",
-        :func:`xmlc.eval.summary.label_calibration`); and the scores (N, L)."""
+        :func:`xmlc.eval.summary.label_calibration`); and the scores (N, L) on the training device."""
         scores, pos_weight = self.scores(model, loader, labels), self.label_stats.pos_weight
         named = {"test_calibrated": thresholds}
         if pos_weight is not None:

@@ -35,11 +35,12 @@ class Folds(NamedTuple):
         return self.held_out_by[self.held_out_by >= 0]
 
     def keep(self, row_ids: torch.Tensor) -> torch.Tensor | None:
-        """(M, B) bool: which rows of a batch (its ``row_ids``, CPU) each member trains on; None: all."""
+        """(M, B) bool: which rows of a batch (its ``row_ids``, on ``held_out_by``'s device) each
+        member trains on; None: all."""
         held = self.held_out_by[row_ids]
         if bool((held < 0).all()):
             return None
-        return held[None, :] != torch.arange(self.members)[:, None]
+        return held[None, :] != torch.arange(self.members, device=held.device)[:, None]
 
     def summary(self) -> dict:
         """The ``crossfit`` entry of ``metrics.json``."""

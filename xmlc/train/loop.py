@@ -181,8 +181,8 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
             tr.best_model = files.best_model(env.device)
             say(f"resumed from {files.dir} at epoch {tr.progress.epoch + 1}, step {tr.progress.step}")
         files.open(label_stats, resumed=resume is not None, step=tr.progress.step)
-        evaluator = Evaluator(cfg.eval, label_stats, env, amp=cfg.train.amp,
-                              val_members=None if folds is None else folds.val_members, label_names=train_set.label_names)
+        evaluator = Evaluator(cfg.eval, label_stats, env, label_names=train_set.label_names,
+                              val_members=None if folds is None else folds.val_members)
         val_loader = make_eval_loader(val_set, seed=cfg.train.seed, env=env)
         epoch_times = fit(tr, val_loader, val_set.labels, evaluator, files, tcfg=cfg.train,
                           grad_clip=cfg.optim.grad_clip, env=env, say=say)
