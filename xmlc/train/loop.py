@@ -44,7 +44,8 @@ from xmlc.optim import optimizer_state_report
 from xmlc.run import LabelStats, Progress, RunArtifact
 from xmlc.train import selection
 from xmlc.train._malloc import reuse_large_blocks
-from xmlc.train.build import Training, make_eval_loader, new_model, seed_everything, start_training
+from xmlc.train.build import (Training, make_eval_loader, new_model, resolve_epochs, seed_everything,
+                              start_training)
 from xmlc.train.distributed import DistEnv, any_process, launched_world_size, setup_distributed, teardown_distributed
 from xmlc.train.evaluator import Evaluator
 from xmlc.train.final import refit_selected
@@ -150,6 +151,9 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
             fit_set, folds = crossfit_folds(train_set, val_set, cfg.model.ensemble, seed=cfg.train.seed)
             say(f"crossfit: {len(fit_set):,} training rows; each of the {cfg.model.ensemble} members leaves out "
                 f"~{len(val_set) / cfg.model.ensemble:,.0f} validation rows and scores them")
+        if cfg.train.epochs == "auto":
+            cfg = resolve_epochs(cfg, len(fit_set))
+            say(f"train.epochs: auto -> {cfg.train.epochs} ({len(fit_set):,} rows, batch {cfg.data.batch_size})")
         tr = start_training(cfg, env, fit_set, model, loss_fn, resume=resume, folds=folds)
         files = RunFiles(cfg, train_set, label_stats, write=env.rank == 0)
         if resume is not None:
