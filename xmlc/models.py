@@ -9,6 +9,10 @@ one lookup into a ``(D, M * H)`` table, then batched matmuls (:class:`MemberLine
 sparse product and the CPU dropout mask are kernels (:mod:`xmlc.kernels.bag`,
 :mod:`xmlc.kernels.dropout`), each beside its plain reference.
 
+:class:`WideDeep` (``wide_deep``, the text recipe) puts a linear part beside a bag of embeddings
+shared by the ensemble's heads, so its memory grows with D (L + H), not with D x H x M; its sizes
+follow from D, L and M (:func:`auto_hidden`).
+
 Models are built from the ``model`` config section through the :data:`MODELS` registry;
 register your own encoder with ``MODELS["mine"] = my_builder`` where
 ``my_builder(cfg, num_features, num_labels) -> nn.Module``.

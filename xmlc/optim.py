@@ -218,6 +218,9 @@ def build_optimizer(ocfg, model: nn.Module) -> torch.optim.Optimizer:
     ``model`` (the input tables of :class:`xmlc.models.SparseLinear`) is switched to sparse
     gradients, which :class:`AdamW` updates row by row; off switches them back to dense.
     Call it before wrapping the model in DistributedDataParallel (which reads that flag).
+    A table whose ``nn.EmbeddingBag`` carries ``sgd_lr`` (the linear part of
+    :class:`xmlc.models.WideDeep`) gets its own group, stepped by plain SGD at that rate (the
+    schedule scales it like the others), without weight decay or optimizer state.
     """
     setting = getattr(ocfg, "sparse", "auto")
     for module in model.modules():
