@@ -22,13 +22,16 @@ fitting, threshold fitting (and refit); peak memory = the process's peak RSS.
 
 ``--featurise-rows N`` instead measures featurising a generated table of N short texts
 (xmlc's reader + tf-idf, the hashing option, and plain sklearn ``TfidfVectorizer`` on the
-same list of strings): peak RSS and time.
+same list of strings): peak RSS and time. ``--train-hashed N`` trains ``configs/text.yaml`` for
+one epoch on such a table hashed to 2^20 columns (``features.method=hashing``) and prints the
+model's sizes and the run's peak RSS.
 
 Usage::
 
     python benchmarks/text_data.py                                  # GoEmotions, all systems
     python benchmarks/text_data.py --xmlc-overrides model.ensemble=1 train.final=none train.epochs=10
     python benchmarks/text_data.py --featurise-rows 1000000
+    python benchmarks/text_data.py --train-hashed 1000000
     python benchmarks/text_data.py --only xmlc --keep-run runs/goemotions   # keep the run (4-7 GB) for predict
 """
 
@@ -249,6 +252,45 @@ def featurise(path: str, how: str) -> dict:
     return {"seconds": time.perf_counter() - start, "shape": X.shape, "nnz": X.nnz}
 
 
+def train_hashed(path: str, columns: int) -> dict:
+    """One epoch of configs/text.yaml on the table at ``path`` hashed to ``columns`` features."""
+    from xmlc.config import load_config
+    from xmlc.models import auto_hidden
+    from xmlc.train import run
+    from xmlc.train._malloc import reuse_large_blocks
+
+    reuse_large_blocks()
+    out = tempfile.mkdtemp(prefix="xmlc-hashed-")
+    cfg = load_config(ROOT / "configs" / "text.yaml", [
+        f"data.train={path}", "features.method=hashing", f"features.max_features={columns}",
+        "train.epochs=1", "output.tensorboard=false", "output.figures=false", f"output.dir={out}"])
+    start = time.perf_counter()
+    try:
+        results = run(cfg)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    D, L, M = results["num_features"], results["num_labels"], cfg.model.ensemble
+    return {"seconds": time.perf_counter() - start, "D": D, "L": L, "M": M, "H": auto_hidden(D, L, M),
+            "rows": results["num_train"], "epoch_s": results["epoch_time_s"], "rss_run": results["peak_rss_mb"],
+            "val_p1": results["val"]["p@1"], "optimizer_mb": results["optimizer_state"]["total_mb"]}
+
+
+def print_train_hashed(rows: int) -> None:
+    """Generate ``rows`` texts, train one epoch on them hashed to 2^20 columns, print one table row."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "table.csv"
+        make_table(path, rows)
+        r = in_child(train_hashed, str(path), 2**20)
+    D, L, M, H = r["D"], r["L"], r["M"], r["H"]
+    weights = D * (L + H) + M * H * L
+    print(f"configs/text.yaml, features.method=hashing features.max_features={D}, one epoch, "
+          f"{rows:,} generated rows ({r['rows']:,} train)\n")
+    print("| D | L | M | H (auto) | weights D(L+H)+MHL | weights MB | optimizer state MB | epoch s | run s "
+          "| peak RSS MB | val P@1 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {D:,} | {L} | {M} | {H} | {weights:,} | {4 * weights / 2**20:,.0f} | {r['optimizer_mb']:,.0f} "
+          f"| {r['epoch_s']:.0f} | {r['seconds']:.0f} | {r['peak_mb']:,.0f} | {100 * r['val_p1']:.2f} |")
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -257,6 +299,8 @@ def main() -> None:
     parser.add_argument("--xmlc-overrides", nargs="*", default=[], help="extra section.key=value for the xmlc run")
     parser.add_argument("--only", nargs="*", default=["xmlc", "sklearn", "sklearn-xmlc-features", "libmultilabel"])
     parser.add_argument("--featurise-rows", type=int, help="measure featurising a generated table of this many rows")
+    parser.add_argument("--train-hashed", type=int, metavar="N", help="train configs/text.yaml one epoch on a "
+                        "generated table of N rows hashed to 2^20 columns; print sizes and peak RSS")
     parser.add_argument("--keep-run", metavar="DIR", help="write the xmlc run into DIR and keep it (default: a "
                         "temporary directory, removed afterwards)")
     args = parser.parse_args()
@@ -274,6 +318,9 @@ def main() -> None:
                 print(f"| {label} | {r['shape'][1]:,} | {r['nnz']:,} | {r['seconds']:.1f} | {r['peak_mb']:,.0f} |")
         return
 
+    if args.train_hashed:
+        print_train_hashed(args.train_hashed)
+        return
     rows = []
     if "xmlc" in args.only:
         rows.append((f"**xmlc** configs/text.yaml {' '.join(args.xmlc_overrides)}".strip(), in_child(run_xmlc, args.xmlc_overrides, args.keep_run)))

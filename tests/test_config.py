@@ -40,7 +40,7 @@ def test_override_values_are_yaml():
 
 def test_int_accepted_for_float_but_not_float_for_int():
     assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
-    with pytest.raises(ConfigError, match=r"'train\.epochs' expects int, got 1\.5"):
+    with pytest.raises(ConfigError, match=r"'train\.epochs' expects 'auto' \| int, got 1\.5"):
         load_config(None, ["train.epochs=1.5"])
 
 
@@ -50,8 +50,8 @@ def test_int_accepted_for_float_but_not_float_for_int():
     ("optim.lr=fast", r"'optim\.lr' expects float, got 'fast'"),
     ("train.amp=1", r"'train\.amp' expects bool, got 1"),
     ("model.norm=group", r"'model\.norm' must be one of 'layer', 'batch', 'none'; got 'group'"),
-    ("model.hidden=[64, x]", r"'model\.hidden\[1\]' expects int"),
-    ("model.hidden=64", r"'model\.hidden' expects list\[int\], got 64"),
+    ("model.hidden=[64, x]", r"'model\.hidden' expects 'auto' \| list\[int\], got \[64, 'x'\]"),
+    ("model.hidden=64", r"'model\.hidden' expects 'auto' \| list\[int\], got 64"),
     ("optim=1", r"'optim' is a section"),
     ("optim.lr.x=1", r"'optim\.lr' is a value, not a section"),
     ("epochs", r"must look like section\.key=value"),
@@ -68,7 +68,7 @@ def test_bad_overrides_name_the_key(override, pattern):
 @pytest.mark.parametrize("text, pattern", [
     ("optim:\n  learning_rate: 0.1\n", r"unknown config key 'optim\.learning_rate'; valid keys here: lr"),
     ("trainer:\n  epochs: 1\n", r"unknown config key 'trainer'"),
-    ("train:\n  epochs: ten\n", r"'train\.epochs' expects int, got 'ten'"),
+    ("train:\n  epochs: ten\n", r"'train\.epochs' expects 'auto' \| int, got 'ten'"),
     ("model:\n  activation: gelu\n", r"'model\.activation' was removed: the hidden layers use relu.*bad\.yaml"),
     ("loss:\n  pos_weight: sqrt\n", r"'loss\.pos_weight' must be one of 'none', 'neg_pos'"),
     ("data: 3\n", r"section 'data' must be a mapping"),
@@ -118,7 +118,7 @@ OUT_OF_RANGE = [
     ("data.batch_size", "100000000000000000000", r"in \[1, 16777216\]"),
     ("data.val_fraction", "0", r"in \(0, 1\)"), ("data.val_fraction", "1", r"in \(0, 1\)"),
     ("data.synthetic", "huge", r"one of 'default', 'seed' \(the names in xmlc\.data\.SYNTHETIC_PRESETS\)"),
-    ("model.name", "cnn", r"one of 'linear', 'mlp' \(the names in xmlc\.models\.MODELS\)"),
+    ("model.name", "cnn", r"one of 'linear', 'mlp', 'wide_deep' \(the names in xmlc\.models\.MODELS\)"),
     ("model.hidden[0]", "[0]", r">= 1"), ("model.hidden[1]", "[8, -2]", r">= 1"),
     ("model.hidden", "[]", r"non-empty list"),
     ("model.dropout", "1", r"in \[0, 1\)"), ("model.dropout", "-0.1", r"in \[0, 1\)"),

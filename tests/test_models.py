@@ -1,5 +1,7 @@
 """xmlc.models: EmbeddingBag encoders agree with their dense equivalents; registry."""
 
+import types
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -8,8 +10,9 @@ from torch import nn
 
 from xmlc import data as xdata
 from xmlc.config import ModelConfig
-from xmlc.models import (MLP, MODELS, Dropout, Ensemble, MemberBatchNorm, MemberLayerNorm, MemberLinear, SparseLinear,
-                         build_model, ensemble_loss, init_output_bias, probabilities)
+from xmlc.models import (MLP, MODELS, WIDE_LR_PER_LABEL, Dropout, Ensemble, MemberBatchNorm, MemberLayerNorm,
+                         MemberLinear, SparseLinear, WideDeep, auto_hidden, build_model, ensemble_loss,
+                         init_output_bias, probabilities)
 
 
 def _sparse_batch(n=6, d=20, seed=0):
@@ -292,3 +295,77 @@ def test_prior_output_bias_sets_every_ensemble_member():
     init_output_bias(model, prior)
     for member_bias in model.output_bias:
         torch.testing.assert_close(member_bias, torch.log(prior / (1 - prior)))
+
+
+# ---------------------------------------------------------------------------------------
+# Wide & deep
+
+
+def test_wide_deep_maps_batches_to_logits_and_shares_one_table():
+    model = build_model(ModelConfig(name="wide_deep", hidden=[8], ensemble=3), num_features=40, num_labels=5)
+    assert isinstance(model, WideDeep) and model.members == 3
+    assert model.wide.weight.shape == (40, 5) and model.input.weight.shape == (40, 8)   # one table each, any M
+    assert model.head.weight.shape == (3, 8, 5)
+    assert float(model.wide.weight.detach().abs().sum()) == 0.0   # the linear part starts at zero
+    indices, offsets = torch.tensor([3, 17, 39, 5, 0]), torch.tensor([0, 3])
+    assert model(indices, offsets, torch.ones(5)).shape == (3, 2, 5)
+    single = build_model(ModelConfig(name="wide_deep", hidden=[8]), num_features=40, num_labels=5)
+    assert single(indices, offsets, torch.ones(5)).shape == (2, 5)
+
+
+def test_wide_deep_members_equal_separate_models_on_the_same_table():
+    """M heads over one shared table compute what M one-head models holding that table and each
+    head compute one by one (eval: no dropout)."""
+    torch.manual_seed(0)
+    shared = WideDeep(30, 4, 6, members=3, dropout=0.5, input_dropout=0.3)
+    with torch.no_grad():
+        shared.wide.weight.normal_()
+    shared.eval()
+    indices, offsets, values = torch.tensor([1, 7, 29, 3, 3, 12]), torch.tensor([0, 2, 5]), torch.rand(6)
+    together = shared(indices, offsets, values)
+    for m in range(3):
+        one = WideDeep(30, 4, 6).eval()
+        state = {k: v for k, v in shared.state_dict().items() if not k.startswith("head.")}
+        state |= {"head.weight": shared.head.weight[m:m + 1], "head.bias": shared.head.bias[m:m + 1]}
+        one.load_state_dict(state)
+        torch.testing.assert_close(one(indices, offsets, values), together[m])
+
+
+def test_wide_deep_dense_input_equals_sparse_rows():
+    torch.manual_seed(0)
+    model = WideDeep(12, 3, 4, members=2).eval()
+    with torch.no_grad():
+        model.wide.weight.normal_()
+    dense = torch.zeros(2, 12)
+    dense[0, [1, 5]] = torch.tensor([0.5, 2.0])
+    dense[1, 11] = 1.0
+    sparse = model(torch.tensor([1, 5, 11]), torch.tensor([0, 2]), torch.tensor([0.5, 2.0, 1.0]))
+    batch = types.SimpleNamespace(indices=None, dense=dense)   # a loader's batch of dense rows
+    torch.testing.assert_close(model(batch), sparse)
+
+
+def test_wide_deep_prior_bias_and_gradients_reach_both_parts():
+    model = build_model(ModelConfig(name="wide_deep", hidden=[4], ensemble=2), num_features=20, num_labels=3)
+    init_output_bias(model, torch.tensor([0.5, 0.1, 0.9]))
+    torch.testing.assert_close(model.wide.bias[0], torch.log(torch.tensor([1.0, 1 / 9, 9.0])))
+    model(torch.tensor([2, 3, 19]), torch.tensor([0, 1]), torch.ones(3)).sum().backward()
+    assert model.wide.weight.grad[[2, 3, 19]].abs().sum() > 0 and model.wide.weight.grad[4].abs().sum() == 0
+    assert model.input.weight.grad is not None and model.head.weight.grad is not None
+    assert model.wide.bag.sgd_lr == WIDE_LR_PER_LABEL * 3
+
+
+@pytest.mark.parametrize("D, L, M", [(58_338, 28, 5), (47_236, 101, 5), (1_836, 159, 5), (500, 983, 5),
+                                     (2**20, 100, 5), (100, 3, 1), (10**6, 10**4, 5)])
+def test_auto_hidden_keeps_the_deep_part_within_twice_a_linear_model(D, L, M):
+    H = auto_hidden(D, L, M)
+    assert H % 8 == 0 and 16 <= H <= 512
+    if 16 < H < 512:   # the rule binds: table + heads at most 2 D L, and within one step of 8 of it
+        assert D * H + M * H * L <= 2 * D * L < D * (H + 8) + M * (H + 8) * L
+    model = build_model(ModelConfig(name="wide_deep", hidden="auto", ensemble=M), num_features=min(D, 2000),
+                        num_labels=min(L, 50))
+    assert model.input.weight.shape[1] == auto_hidden(min(D, 2000), min(L, 50), M)
+
+
+def test_auto_hidden_for_the_mlp_too():
+    model = build_model(ModelConfig(name="mlp", hidden="auto"), num_features=1000, num_labels=20)
+    assert model.input.out_features == auto_hidden(1000, 20, 1)

@@ -133,3 +133,29 @@ def test_cuda_sparse_step_matches_cpu():
         results.append([p.detach().cpu() for p in model.parameters()])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_sgd_table_sparse_step_equals_dense_step_on_touched_rows():
+    """The wide part of ``wide_deep`` (``bag.sgd_lr``) steps by plain SGD: with a row-sparse
+    gradient the touched rows move as with the dense gradient, the others not at all."""
+    torch.manual_seed(0)
+    models = [build_model(ModelConfig(name="wide_deep", hidden=[4], ensemble=2), num_features=30, num_labels=3)
+              for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    indices, offsets, values = torch.tensor([2, 5, 5, 17]), torch.tensor([0, 2]), torch.rand(4)
+    before = models[0].wide.weight.detach().clone()
+    for model, sparse in zip(models, (True, False)):
+        optimizer = build_optimizer(_optim(sparse=sparse, lr=0.01, weight_decay=0.0), model)
+        sgd = [g for g in optimizer.param_groups if g.get("sgd")]
+        assert len(sgd) == 1 and sgd[0]["params"][0] is model.wide.weight and sgd[0]["lr"] == model.wide.bag.sgd_lr
+        model.wide.weight.data.normal_(generator=torch.Generator().manual_seed(1))
+        model(indices, offsets, values).sum().backward()
+        assert model.wide.weight.grad.is_sparse == sparse
+        grad = model.wide.weight.grad.to_dense().clone()
+        start = model.wide.weight.detach().clone()
+        optimizer.step()
+        torch.testing.assert_close(model.wide.weight.detach(), start - sgd[0]["lr"] * grad)
+    torch.testing.assert_close(models[0].wide.weight, models[1].wide.weight)
+    torch.testing.assert_close(models[0].input.weight, models[1].input.weight)   # Adam, sparse == dense rows
+    untouched = [i for i in range(30) if i not in (2, 5, 17)]
+    assert before.shape == (30, 3) and bool((models[0].wide.weight.grad.to_dense()[untouched] == 0).all())

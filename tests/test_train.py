@@ -15,10 +15,11 @@ import torch
 from xmlc import data as xdata, losses
 from xmlc import evaluate as xevaluate, predict as xpredict
 from xmlc.train import loop as xtrain
-from xmlc.run import Progress
+from xmlc.models import auto_hidden
+from xmlc.run import Progress, RunArtifact
 from xmlc.train.selection import end_epoch, patience_ran_out
 from xmlc.config import Config, from_dict
-from xmlc.train.build import new_model
+from xmlc.train.build import AUTO_EPOCHS, AUTO_STEPS, auto_epochs, new_model
 from xmlc.train.distributed import DistEnv
 from xmlc.train.epoch import native_bf16, train_one_epoch
 from xmlc.train.folds import crossfit_folds
@@ -602,3 +603,26 @@ def test_amp_on_cpu_trains_in_bf16_where_native(amp):
                            stop=NoStop())
     assert dtypes == [torch.bfloat16 if amp and native else torch.float32] * 4
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_auto_epochs_take_about_a_fixed_number_of_steps():
+    assert auto_epochs(43_410, 128) == 3 and auto_epochs(4_050, 128) == AUTO_EPOCHS[1]
+    assert auto_epochs(10**6, 128) == AUTO_EPOCHS[0] and auto_epochs(0, 128) == AUTO_EPOCHS[1]
+    assert auto_epochs(AUTO_STEPS * 128 // 5, 128) == 5
+
+
+def test_wide_deep_auto_run_records_the_resolved_epochs_and_loads_back(files, tmp_path):
+    """configs/text.yaml's model (wide_deep, hidden auto) with train.epochs=auto through the CLI:
+    the run trains the resolved number of epochs, writes it to config.yaml and best.pt, and
+    best.pt rebuilds the same model (hidden auto resolves to the same width from D, L, M)."""
+    out = tmp_path / "wd"
+    overrides = [o for o in tiny(files, out, "model.name=wide_deep", "model.hidden=auto", "model.ensemble=2",
+                                 "model.output_bias=prior", "output.tensorboard=false", "output.figures=false")
+                 if not o.startswith(("train.epochs", "model.hidden=[16]"))] + ["train.epochs=auto", "train.patience=0"]
+    assert xtrain.main(overrides) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["epochs"] == 10 and result["steps"] == 10 * 4   # 240 rows: at most 10 passes of 4 steps
+    assert "epochs: 10" in (out / "config.yaml").read_text()
+    artifact = RunArtifact.load(out, in_run_dir="best.pt")
+    model = artifact.build_model()
+    assert model.input.weight.shape == (artifact.num_features, auto_hidden(artifact.num_features, 12, 2))

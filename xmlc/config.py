@@ -187,7 +187,8 @@ class ModelConfig:
     # Encoder name in xmlc.models.MODELS: linear | mlp (add your own to the registry).
     name: Annotated[str, OneOf(_models, "xmlc.models.MODELS")] = "mlp"
     # Hidden layer sizes of the MLP; the first layer is an EmbeddingBag over the features.
-    hidden: Annotated[list[PositiveInt], NonEmpty()] = field(default_factory=lambda: [512])
+    # auto: one layer sized from D, L and the ensemble by xmlc.models.auto_hidden.
+    hidden: Union[Literal["auto"], Annotated[list[PositiveInt], NonEmpty()]] = field(default_factory=lambda: [512])
     # Dropout after each hidden layer.
     dropout: Rate = 0.2
     # Dropout on the input features (drops non-zero entries of the sparse rows).
@@ -237,7 +238,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     # Number of passes over the training split (the schedule spans all of them).
-    epochs: PositiveInt = 10
+    # auto: about 1,000 optimizer steps, at least 3 and at most 10 passes (xmlc.train.build.auto_epochs).
+    epochs: Union[Literal["auto"], PositiveInt] = 10
     # Stop after this many optimizer steps in total, saving last.pt as on an interrupt;
     # the schedule still spans `epochs`, so `--resume` continues the same run. None: no limit.
     max_steps: Optional[PositiveInt] = None

@@ -9,6 +9,10 @@ one lookup into a ``(D, M * H)`` table, then batched matmuls (:class:`MemberLine
 sparse product and the CPU dropout mask are kernels (:mod:`xmlc.kernels.bag`,
 :mod:`xmlc.kernels.dropout`), each beside its plain reference.
 
+:class:`WideDeep` (``wide_deep``, the text recipe) puts a linear part beside a bag of embeddings
+shared by the ensemble's heads, so its memory grows with D (L + H), not with D x H x M; its sizes
+follow from D, L and M (:func:`auto_hidden`).
+
 Models are built from the ``model`` config section through the :data:`MODELS` registry;
 register your own encoder with ``MODELS["mine"] = my_builder`` where
 ``my_builder(cfg, num_features, num_labels) -> nn.Module``.
@@ -36,8 +40,8 @@ from xmlc.kernels.bag import dense_input, sparse_bag
 from xmlc.kernels.dropout import dropout
 
 __all__ = ["dropout", "Dropout", "SparseLinear", "sparse_bag", "MemberLinear", "MemberLayerNorm", "MemberBatchNorm",
-           "LinearModel", "MLP", "Ensemble", "MODELS", "ACTIVATIONS", "NORMS", "build_model", "init_output_bias",
-           "probabilities", "ensemble_loss"]
+           "LinearModel", "MLP", "WideDeep", "Ensemble", "MODELS", "ACTIVATIONS", "NORMS", "build_model", "init_output_bias",
+           "probabilities", "ensemble_loss", "auto_hidden", "hidden_sizes", "WIDE_LR_PER_LABEL"]
 
 
 class Dropout(nn.Dropout):
@@ -249,6 +253,63 @@ class MLP(nn.Module):
         return self.head.bias
 
 
+class WideDeep(nn.Module):
+    """Wide & deep (Cheng et al., 2016) on sparse rows: ``x @ W + b + head_m(relu(x @ E + c))``.
+
+    The wide part ``W`` (D, L) is a one-vs-all linear model: it carries the evidence of rare,
+    high-D features. It starts at zero and is updated by plain SGD at ``wide_lr`` (set on its
+    table as ``bag.sgd_lr``, read by :func:`xmlc.optim.build_optimizer`), which keeps the
+    gradient's tf-idf geometry (Adam's per-coordinate steps move every touched weight by about
+    the same amount, which ranks the rare labels worse). The deep part is a bag of embeddings
+    ``E`` (D, H) (fastText-style) under one hidden ReLU layer, shared by the ``members`` heads
+    ``(H, L)`` (:class:`MemberLinear`), each with its own hidden dropout mask: an ensemble whose
+    memory does not grow as D x M.
+
+    Args:
+        num_features: D. num_labels: L. hidden: H, the embedding width.
+        dropout: on the hidden layer (per member). input_dropout: on the sparse input entries
+            (one mask, both tables). members: M heads. wide_lr: the SGD learning rate of ``W``.
+    """
+
+    def __init__(self, num_features: int, num_labels: int, hidden: int, *, dropout: float = 0.0,
+                 input_dropout: float = 0.0, members: int = 1, wide_lr: float | None = None):
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f"hidden must be a positive size, got {hidden!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.members, self.num_labels, self.input_dropout = members, num_labels, input_dropout
+        self.wide = SparseLinear(num_features, num_labels)
+        self.input = SparseLinear(num_features, hidden)
+        with torch.no_grad():
+            self.wide.weight.zero_()
+            self.wide.bias.zero_()
+        self.wide.bag.sgd_lr = wide_lr
+        self.dropout = Dropout(dropout)
+        self.head = MemberLinear(hidden, num_labels, members=members)
+        with torch.no_grad():
+            self.head.bias.zero_()   # the wide part's bias is the output bias
+
+    def forward(self, x, offsets=None, weights=None) -> torch.Tensor:
+        """x: a Batch, or (indices, offsets, weights) as for :class:`SparseLinear`.
+        Returns (B, L); (M, B, L) with M > 1 members."""
+        indices, offsets, weights = _split_inputs(x, offsets, weights)
+        if self.training and self.input_dropout and not indices.is_floating_point():
+            if weights is None:
+                weights = torch.ones(indices.shape[0], dtype=self.wide.weight.dtype, device=indices.device)
+            weights = dropout(weights, self.input_dropout)   # one mask for both tables
+        wide = self.wide(indices, offsets, weights)[0]                        # (B, L)
+        deep = F.relu(self.input(indices, offsets, weights)[0])               # (B, H)
+        deep = self.dropout(deep.expand(self.members, -1, -1))                # a mask per member
+        logits = self.head(deep) + wide
+        return logits[0] if self.members == 1 else logits
+
+    @property
+    def output_bias(self) -> torch.Tensor:
+        """(1, L) output bias (the wide part's), shared by the members."""
+        return self.wide.bias
+
+
 class Ensemble(nn.Module):
     """``M`` independently initialised members trained side by side on the same batches.
 
@@ -313,19 +374,49 @@ def build_linear(cfg, num_features: int, num_labels: int) -> nn.Module:
 
 
 def build_mlp(cfg, num_features: int, num_labels: int) -> nn.Module:
-    return MLP(num_features, num_labels, list(cfg.hidden), dropout=cfg.dropout,
+    return MLP(num_features, num_labels, hidden_sizes(cfg, num_features, num_labels), dropout=cfg.dropout,
                input_dropout=cfg.input_dropout, norm=cfg.norm,
                members=getattr(cfg, "ensemble", 1))
 
 
-# these two build all `cfg.ensemble` members themselves, as one module
-build_linear.builds_ensemble = build_mlp.builds_ensemble = True
+def build_wide_deep(cfg, num_features: int, num_labels: int) -> nn.Module:
+    return WideDeep(num_features, num_labels, hidden_sizes(cfg, num_features, num_labels)[0], dropout=cfg.dropout,
+                    input_dropout=cfg.input_dropout, members=getattr(cfg, "ensemble", 1),
+                    wide_lr=WIDE_LR_PER_LABEL * num_labels)
+
+
+#: The wide part's SGD learning rate per label: the losses average over the L labels, and each
+#: label's column of ``W`` sees only its own loss, so ``W`` steps at ``WIDE_LR_PER_LABEL * L``.
+WIDE_LR_PER_LABEL = 100.0
+
+
+def auto_hidden(num_features: int, num_labels: int, members: int = 1) -> int:
+    """``model.hidden: auto``: H = 2 D L / (D + M L), a multiple of 8 in [16, 512].
+
+    The deep part (a (D, H) table and M (H, L) heads) then holds about twice the weights of a
+    linear model (D, L), so a wide & deep model is at most about 3 D L weights and its memory
+    does not grow with M.
+    """
+    h = 2 * num_features * num_labels / (num_features + members * num_labels)
+    return int(min(512, max(16, 8 * math.floor(h / 8))))
+
+
+def hidden_sizes(cfg, num_features: int, num_labels: int) -> list[int]:
+    """The hidden sizes of ``model.hidden``; ``auto`` -> ``[auto_hidden(D, L, M)]``."""
+    if cfg.hidden == "auto":
+        return [auto_hidden(num_features, num_labels, getattr(cfg, "ensemble", 1))]
+    return list(cfg.hidden)
+
+
+# these build all `cfg.ensemble` members themselves, as one module
+build_linear.builds_ensemble = build_mlp.builds_ensemble = build_wide_deep.builds_ensemble = True
 
 #: Name -> builder ``(model_cfg, num_features, num_labels) -> nn.Module``. Add your own; a
 #: builder with the attribute ``builds_ensemble = True`` returns all ``model_cfg.ensemble``
 #: members as one module (``forward -> (M, B, L)``), any other is called M times and wrapped
 #: in :class:`Ensemble`.
-MODELS: dict[str, Callable[..., nn.Module]] = {"linear": build_linear, "mlp": build_mlp}
+MODELS: dict[str, Callable[..., nn.Module]] = {"linear": build_linear, "mlp": build_mlp,
+                                               "wide_deep": build_wide_deep}
 
 
 def build_model(cfg, num_features: int, num_labels: int) -> nn.Module:

@@ -62,7 +62,7 @@ class AdamW(torch.optim.AdamW):
         sparse = []
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None and p.grad.is_sparse:
+                if p.grad is not None and (p.grad.is_sparse or group.get("sgd")):
                     sparse.append((group, p, p.grad))
                     p.grad = None          # hidden from torch's dense step
         try:
@@ -71,7 +71,10 @@ class AdamW(torch.optim.AdamW):
             for _, p, grad in sparse:
                 p.grad = grad
         for group, p, grad in sparse:
-            self._row_step(group, p, grad)
+            if group.get("sgd"):
+                _sgd_step(p, grad, float(group["lr"]))
+            else:
+                self._row_step(group, p, grad)
         return loss
 
     def _row_step(self, group: dict, p: torch.Tensor, grad: torch.Tensor) -> None:
@@ -101,6 +104,15 @@ class AdamW(torch.optim.AdamW):
                 p.index_copy_(0, r, param)
                 exp_avg.index_copy_(0, r, m)
                 exp_avg_sq.index_copy_(0, r, v)
+
+
+def _sgd_step(p: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
+    """``p -= lr * grad`` (plain SGD, no state); a row-sparse ``grad`` touches its rows only."""
+    if grad.is_sparse:
+        rows, values = _rows_and_values(grad)
+        p.index_add_(0, rows, values.to(p.dtype), alpha=-lr)
+    else:
+        p.add_(grad, alpha=-lr)
 
 
 @contextlib.contextmanager
@@ -206,15 +218,22 @@ def build_optimizer(ocfg, model: nn.Module) -> torch.optim.Optimizer:
     ``model`` (the input tables of :class:`xmlc.models.SparseLinear`) is switched to sparse
     gradients, which :class:`AdamW` updates row by row; off switches them back to dense.
     Call it before wrapping the model in DistributedDataParallel (which reads that flag).
+    A table whose ``nn.EmbeddingBag`` carries ``sgd_lr`` (the linear part of
+    :class:`xmlc.models.WideDeep`) gets its own group, stepped by plain SGD at that rate (the
+    schedule scales it like the others), without weight decay or optimizer state.
     """
     setting = getattr(ocfg, "sparse", "auto")
     for module in model.modules():
         if isinstance(module, nn.EmbeddingBag):
             module.sparse = use_sparse(setting, module.num_embeddings)
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    sgd = [m.weight for m in model.modules() if isinstance(m, nn.EmbeddingBag) and getattr(m, "sgd_lr", None)]
+    skip = {id(p) for p in sgd}
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2 and id(p) not in skip]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": ocfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    groups += [{"params": [m.weight], "weight_decay": 0.0, "lr": m.sgd_lr, "sgd": True}
+               for m in model.modules() if isinstance(m, nn.EmbeddingBag) and getattr(m, "sgd_lr", None)]
     try:   # the fused kernel (CPU and CUDA) is several times faster than the per-tensor loop
         return AdamW(groups, lr=ocfg.lr, fused=True)
     except (RuntimeError, TypeError, ValueError):

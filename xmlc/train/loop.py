@@ -46,7 +46,8 @@ from xmlc.optim import optimizer_state_report
 from xmlc.run import LabelStats, Progress, RunArtifact
 from xmlc.train import selection
 from xmlc.train._malloc import reuse_large_blocks
-from xmlc.train.build import Training, make_eval_loader, new_model, seed_everything, start_training
+from xmlc.train.build import (Training, make_eval_loader, new_model, resolve_epochs, seed_everything,
+                              start_training)
 from xmlc.train.distributed import DistEnv, any_process, launched_world_size, setup_distributed, teardown_distributed
 from xmlc.train.evaluator import Evaluator
 from xmlc.train.final import refit_selected
@@ -170,11 +171,7 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
         model = new_model(cfg.model, train_set.num_features, train_set.num_labels, prior).to(env.device)
         loss_fn = losses.build_loss(cfg.loss, pos_weight=label_stats.pos_weight,
                                     weight=label_stats.label_weight).to(env.device)
-        fit_set, folds = train_set, None
-        if cfg.train.final == "crossfit":
-            fit_set, folds = crossfit_folds(train_set, val_set, cfg.model.ensemble, seed=cfg.train.seed)
-            say(f"crossfit: {len(fit_set):,} training rows; each of the {cfg.model.ensemble} members leaves out "
-                f"~{len(val_set) / cfg.model.ensemble:,.0f} validation rows and scores them")
+        cfg, fit_set, folds = training_rows(cfg, train_set, val_set, say)
         tr = start_training(cfg, env, fit_set, model, loss_fn, resume=resume, folds=folds)
         files = RunFiles(cfg, train_set, label_stats, write=env.rank == 0)
         if resume is not None:
@@ -195,6 +192,19 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
             lock.release()
         leaving = sys.exc_info()[1]   # the exception on its way out, if any
         teardown_distributed(env, barrier=leaving is None or isinstance(leaving, RunStopped))
+
+
+def training_rows(cfg: Config, train_set, val_set, say):
+    """(cfg with ``train.epochs`` resolved, the rows trained on, the crossfit folds or None)."""
+    fit_set, folds = train_set, None
+    if cfg.train.final == "crossfit":
+        fit_set, folds = crossfit_folds(train_set, val_set, cfg.model.ensemble, seed=cfg.train.seed)
+        say(f"crossfit: {len(fit_set):,} training rows; each of the {cfg.model.ensemble} members leaves out "
+            f"~{len(val_set) / cfg.model.ensemble:,.0f} validation rows and scores them")
+    if cfg.train.epochs == "auto":
+        cfg = resolve_epochs(cfg, len(fit_set))
+        say(f"train.epochs: auto -> {cfg.train.epochs} ({len(fit_set):,} rows, batch {cfg.data.batch_size})")
+    return cfg, fit_set, folds
 
 
 def check_config(cfg: Config, *, world_size: int) -> None:
