@@ -194,7 +194,7 @@ def clip_grad_norm_(parameters, max_norm: float | None) -> torch.Tensor:
 
 #: Sparse updates are on for input tables with at least this many rows
 #: (features). Below it a batch of text touches most rows and the dense fused update is faster
-#: (benchmarks/RESULTS.md, "Training speed").
+#: (benchmarks/RESULTS.md, "The training step").
 SPARSE_MIN_ROWS = 20_000
 
 
