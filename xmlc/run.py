@@ -100,12 +100,16 @@ class LabelStats:
         return cls(np.asarray(d["counts"].numpy(), dtype=np.int64), int(d["num_examples"]), d.get("pos_weight"))
 
 
+def pos_weight_power(lcfg: LossConfig) -> float:
+    """The power of neg/pos that ``loss.pos_weight`` names: 0.5 for sqrt_neg_pos, else 1."""
+    return 0.5 if lcfg.pos_weight == "sqrt_neg_pos" else 1.0
+
+
 def loss_weights(lcfg: LossConfig, counts, num_examples: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(pos_weight (L,) or None, per-label loss weight (L,) or None) from the ``loss`` section."""
     pos_weight = None
     if lcfg.pos_weight != "none":
-        power = 0.5 if lcfg.pos_weight == "sqrt_neg_pos" else 1.0
-        pos_weight = stats.pos_weight_from_counts(counts, num_examples, power=power)
+        pos_weight = stats.pos_weight_from_counts(counts, num_examples, power=pos_weight_power(lcfg))
     weight = None
     if lcfg.label_weight == "class_balanced":
         weight = stats.class_balanced_weights(counts)

@@ -33,7 +33,7 @@ from xmlc.eval import metrics
 from xmlc._json import dumps
 from xmlc.checkpoint import remove_partial_writes, rng_state
 from xmlc.config import Config, ConfigError, dump_config, to_dict
-from xmlc.run import RunArtifact, TrainingState
+from xmlc.run import RunArtifact, TrainingState, pos_weight_power
 
 __all__ = ["RunFiles", "RunDirLock", "check_fresh_run_dir", "figures_due",
            "open_writer", "log_run_start", "log_epoch", "log_final", "log_figures",
@@ -119,7 +119,7 @@ class RunFiles:
         self._pr_curve = {"pr_curve_samples": PR_CURVE_SAMPLES, "seed": cfg.train.seed}
         # the long-tail figure draws the pos_weight used
         self._long_tail = {"num_train": label_stats.num_examples,
-                           "pos_weight_power": 0.5 if cfg.loss.pos_weight == "sqrt_neg_pos" else 1.0}
+                           "pos_weight_power": pos_weight_power(cfg.loss)}
         self._written_at, self._best_written = None, None   # time of the last save_progress; epoch in best.pt
         self._opened_at = time.monotonic()   # the run's start, for FIGURES_MAX_SHARE
         self._figures_s = self._figures_cost = 0.0   # seconds in validation figures so far; at the last drawing
