@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["xmlc.eval.inputs", "xmlc.eval.metrics", "xmlc.eval.summary", "xmlc.eval.streaming", "xmlc.eval.calibrate",
-           "xmlc.stats", "xmlc.losses", "xmlc.kernels.keys", "xmlc.kernels.ap", "xmlc.train.monitor", "xmlc.optim"]
+           "xmlc.stats", "xmlc.losses", "xmlc.kernels.keys", "xmlc.kernels.ap", "xmlc.train.monitor", "xmlc.optim",
+           "xmlc.data.features", "xmlc.recipe"]
 
 
 @pytest.mark.parametrize("name", MODULES)

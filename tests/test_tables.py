@@ -281,7 +281,9 @@ def test_text_run_checkpoint_is_plain_data_and_predicts_names(text_run, capsys):
     ckpt = torch.load(out / "best.pt", weights_only=True)   # no pickled objects anywhere
     assert ckpt["label_names"] == list(dict.fromkeys(t for _, tags in texts_and_tags(240, 0) for t in tags))
     assert sorted(ckpt["label_names"]) == ["blue", "green", "red"]   # first-appearance order of train.csv
-    assert isinstance(ckpt["featurizer"]["vocabulary"][0], str) and ckpt["featurizer"]["idf"].dtype == torch.float64
+    vocab = ckpt["featurizer"]["vocabulary"]   # one string, terms joined by NUL: fast to unpickle
+    assert isinstance(vocab, str) and ckpt["featurizer"]["idf"].dtype == torch.float64
+    assert len(vocab.split("\0")) == ckpt["featurizer"]["idf"].numel() and "apple" in vocab.split("\0")
     assert torch.load(out / "last.pt", weights_only=True)["featurizer"]["vocabulary"] == ckpt["featurizer"]["vocabulary"]
 
     clf = xmlc.load(out)
@@ -346,3 +348,64 @@ def test_dense_features_train_and_predict(tmp_path):
     assert xevaluate.main(["--checkpoint", str(out), "--data", str(tmp_path / "x.npy"),
                            "--labels", str(tmp_path / "y.txt"), "--out", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["num_examples"] == n
+
+
+WORD_TEXTS = ["The café's naïve Ünïcode — CAFÉ cafe!", "don't stop; don't STOP 42 42 x2 _under_score",
+              "", "a b c", "repeat repeat repeat repeat the the", "日本語 テキスト 日本語", "tab\tand\nnewline  spaces",
+              "hyphen-ated words-with-hyphens", "ÀÉÎ õü ß straße STRASSE"]
+
+
+@pytest.mark.parametrize("ngram_range", [(1, 1), (1, 2), (1, 3), (2, 3), (3, 3)])
+@pytest.mark.parametrize("sublinear_tf", [True, False])
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_word_tfidf_equals_scikit_learn_entry_for_entry(ngram_range, sublinear_tf, lowercase):
+    """WordTfidf (the saved featuriser at predict time, without scikit-learn) against scikit-learn's
+    TfidfVectorizer on the same vocabulary and idf: same columns, bit-equal float32 values."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from xmlc.data.features import WordTfidf
+
+    ref = TfidfVectorizer(ngram_range=ngram_range, sublinear_tf=sublinear_tf, lowercase=lowercase, norm=None,
+                          token_pattern=_FIXED["token_pattern"], dtype=np.float32).fit(WORD_TEXTS[:5] + WORD_TEXTS[6:])
+    vocab = sorted(ref.vocabulary_, key=ref.vocabulary_.get)
+    ours = WordTfidf({"token_pattern": _FIXED["token_pattern"], "lowercase": lowercase,
+                      "ngram_range": list(ngram_range), "sublinear_tf": sublinear_tf}, vocab, ref.idf_)
+    new = WORD_TEXTS + ["unseen words only", "the Café CAFÉ café"]
+    expected, got = ref.transform(new).tocsr(), ours.transform(new)
+    expected.sort_indices(), got.sort_indices()
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_array_equal(got.indptr, expected.indptr)
+    np.testing.assert_array_equal(got.indices, expected.indices)
+    np.testing.assert_array_equal(got.data, expected.data)
+    with pytest.raises(ValueError, match="text 1 is a NoneType"):
+        ours.transform(["fine", None])
+
+
+def test_a_vocabulary_saved_as_a_list_still_loads():
+    """Runs saved before the vocabulary became one string, and terms holding a NUL, keep a list."""
+    from xmlc.data.features import vocabulary_terms
+
+    feat, _ = TextFeaturizer.fit([t for t, _ in ROWS] * 2, FeaturesConfig(min_df=1))
+    state = feat.state_dict()
+    old = state | {"vocabulary": vocabulary_terms(state)}
+    assert isinstance(old["vocabulary"], list) and len(old["vocabulary"]) == feat.num_features
+    new = ["printer fire", "reboot again"]
+    np.testing.assert_array_equal(TextFeaturizer.from_state(old).transform(new).toarray(),
+                                  feat.transform(new).toarray())
+    nul = TextFeaturizer.fit(["a\0b cc", "a\0b dd"], SimpleNamespace(**(dataclasses.asdict(FeaturesConfig(min_df=1))
+                                                                     | _FIXED | {"token_pattern": r"\S+"})))[0]
+    assert isinstance(nul.state_dict()["vocabulary"], list) and "a\0b" in nul.state_dict()["vocabulary"]
+
+
+def test_a_saved_word_featuriser_loads_and_transforms_without_scikit_learn(tmp_path):
+    """python -m xmlc.predict --text pays no scikit-learn import (about 1 s) for a word vocabulary."""
+    import subprocess
+    import sys
+
+    feat, _ = TextFeaturizer.fit([t for t, _ in ROWS] * 2, FeaturesConfig(min_df=1))
+    torch.save({"featurizer": feat.state_dict()}, tmp_path / "f.pt")
+    code = ("import sys, torch; from xmlc.data.features import TextFeaturizer; "
+            f"s = torch.load({str(tmp_path / 'f.pt')!r}, weights_only=True)['featurizer']; "
+            "X = TextFeaturizer.from_state(s).transform(['printer on fire']); "
+            "print(X.nnz, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(feat.transform(["printer on fire"]).nnz), "False"]

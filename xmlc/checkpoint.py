@@ -16,7 +16,7 @@ continue a run or to use the model without the config file or the training data:
       "label_stats": {"counts": LongTensor (L,), "num_examples": int, "pos_weight": Tensor (L,) | None},
       "thresholds": Tensor (L,) | None,          # calibrated probability thresholds (best.pt, end of run)
       "label_names": list[str] | None,           # column j of the output is label_names[j]
-      "featurizer": {"settings": dict, "vocabulary": list[str] | None, "idf": Tensor (D,)} | None,
+      "featurizer": {"settings": dict, "vocabulary": str (terms joined by NUL) | None, "idf": Tensor (D,)} | None,
                                                  # raw-text runs: xmlc.data.features.TextFeaturizer.state_dict()
       "best": {"metric": str, "value": float, "epoch": int, "selected_epoch": int},   # selected: the weights of best.pt
     }
