@@ -21,7 +21,7 @@ LAYERS = [
     ("components", ("xmlc.models", "xmlc.losses", "xmlc.optim")),
     ("eval", ("xmlc.eval",)),
     ("config", ("xmlc.config",)),
-    ("run", ("xmlc.inference", "xmlc.run", "xmlc.checkpoint")),
+    ("run", ("xmlc.inference", "xmlc.run", "xmlc.checkpoint", "xmlc.recipe")),
     ("commands", ("xmlc.train", "xmlc.api", "xmlc.evaluate", "xmlc.predict", "xmlc.report", "xmlc.baseline",
                   "xmlc.stats.__main__", "xmlc")),
 ]

@@ -118,7 +118,7 @@ OUT_OF_RANGE = [
     ("data.batch_size", "100000000000000000000", r"in \[1, 16777216\]"),
     ("data.val_fraction", "0", r"in \(0, 1\)"), ("data.val_fraction", "1", r"in \(0, 1\)"),
     ("data.synthetic", "huge", r"one of 'default', 'seed' \(the names in xmlc\.data\.SYNTHETIC_PRESETS\)"),
-    ("model.name", "cnn", r"one of 'linear', 'mlp', 'wide_deep' \(the names in xmlc\.models\.MODELS\)"),
+    ("model.name", "cnn", r"one of 'linear', 'mlp', 'wide_deep', 'auto' \(the names in xmlc\.models\.MODELS, or auto\)"),
     ("model.hidden[0]", "[0]", r">= 1"), ("model.hidden[1]", "[8, -2]", r">= 1"),
     ("model.hidden", "[]", r"non-empty list"),
     ("model.dropout", "1", r"in \[0, 1\)"), ("model.dropout", "-0.1", r"in \[0, 1\)"),

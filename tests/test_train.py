@@ -19,7 +19,8 @@ from xmlc.models import auto_hidden
 from xmlc.run import Progress, RunArtifact
 from xmlc.train.selection import end_epoch, patience_ran_out
 from xmlc.config import Config, from_dict
-from xmlc.train.build import AUTO_EPOCHS, AUTO_STEPS, auto_epochs, new_model
+from xmlc.recipe import PROFILES, auto_epochs
+from xmlc.train.build import new_model
 from xmlc.train.distributed import DistEnv
 from xmlc.train.epoch import native_bf16, train_one_epoch
 from xmlc.train.folds import crossfit_folds
@@ -491,7 +492,7 @@ def test_early_stopping(files, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["train.epochz=3"], "unknown config key 'train.epochz'; valid keys here: epochs, max_steps"),
     (["optim.lr=fast"], "'optim.lr' expects float"),
-    (["train.final=both"], "config key 'train.final' must be one of 'none', 'refit', 'crossfit'; got 'both'"),
+    (["train.final=both"], "config key 'train.final' must be one of 'none', 'refit', 'crossfit', 'auto'; got 'both'"),
     (["train.refit=true"], "config key 'train.refit' was removed: use train.final=refit"),
     (["train.final=crossfit"], "needs an ensemble (model.ensemble >= 2; got 1): each member leaves out"),
     (["train.early_stopping_metric=loss"], "'train.early_stopping_metric' must be one of auprc_micro"),
@@ -606,9 +607,10 @@ def test_amp_on_cpu_trains_in_bf16_where_native(amp):
 
 
 def test_auto_epochs_take_about_a_fixed_number_of_steps():
-    assert auto_epochs(43_410, 128) == 3 and auto_epochs(4_050, 128) == AUTO_EPOCHS[1]
-    assert auto_epochs(10**6, 128) == AUTO_EPOCHS[0] and auto_epochs(0, 128) == AUTO_EPOCHS[1]
-    assert auto_epochs(AUTO_STEPS * 128 // 5, 128) == 5
+    steps, (low, high) = PROFILES["wide_deep"].steps, PROFILES["wide_deep"].epochs
+    assert auto_epochs(43_410, 128) == 3 and auto_epochs(4_050, 128) == high
+    assert auto_epochs(10**6, 128) == low and auto_epochs(0, 128) == high
+    assert auto_epochs(steps * 128 // 5, 128) == 5
 
 
 def test_wide_deep_auto_run_records_the_resolved_epochs_and_loads_back(files, tmp_path):

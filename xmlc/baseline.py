@@ -52,6 +52,7 @@ from xmlc.data import XMCData, concat_data, load_splits
 from xmlc.eval.calibrate import thresholds_for
 from xmlc.eval.summary import TABLE_METRICS, metrics_report, metrics_table
 from xmlc.errors import DataFileError
+from xmlc.recipe import resolve_final
 from xmlc.run import LabelStats
 
 __all__ = ["LinearModel", "BaselineResult", "PeakMemory", "fit_linear", "run_baseline", "linear_baseline",
@@ -256,7 +257,8 @@ def linear_baseline(splits, cfg: Config, *, run_results: dict | None = None, own
     ``rss_growth_mb`` says what the baseline added to it.
     """
     train, val, test = splits
-    result = run_baseline(train, val, test, cfg.eval, seed=cfg.train.seed, refit=cfg.train.final != "none", say=say)
+    refit = resolve_final(cfg, train.num_features) != "none"
+    result = run_baseline(train, val, test, cfg.eval, seed=cfg.train.seed, refit=refit, say=say)
     record = result.to_dict()
     record["process"] = "own" if own_process else "run"
     if own_process:
@@ -361,7 +363,7 @@ def config_notes(path: Path, cfg: Config) -> list[str]:
     for section, names in (("data", None), ("features", None), ("train", ("seed", "final")),
                            ("eval", ("ks", "calibration", "min_positives"))):
         for name in names or ours[section]:
-            if ours[section][name] != theirs[section][name]:
+            if ours[section][name] not in (theirs[section][name], "auto"):   # the run resolved its own auto
                 keys.append(f"{section}.{name} ({theirs[section][name]!r} in the run, {ours[section][name]!r} here)")
     return [f"note: the baseline does not see what the run in {path.parent} saw: {', '.join(keys)}"] if keys else []
 

@@ -116,7 +116,7 @@ class OneOf:
 
 def _models() -> Mapping[str, Any]:
     from xmlc.models import MODELS   # lazily: the config stays importable without torch
-    return MODELS
+    return {**MODELS, "auto": None}   # auto: picked from the data's shape (xmlc.recipe)
 
 
 def _losses() -> Mapping[str, Any]:
@@ -184,19 +184,24 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    # Encoder name in xmlc.models.MODELS: linear | mlp (add your own to the registry).
-    name: Annotated[str, OneOf(_models, "xmlc.models.MODELS")] = "mlp"
+    # Encoder name in xmlc.models.MODELS: linear | mlp | wide_deep (add your own to the registry), or
+    # auto: mlp when the members' own [D x 1,024] input tables hold at most 2^24 weights, else
+    # wide_deep (xmlc.recipe.model_family); the other auto keys then take that family's values.
+    name: Annotated[str, OneOf(_models, "xmlc.models.MODELS, or auto")] = "mlp"
     # Hidden layer sizes of the MLP; the first layer is an EmbeddingBag over the features.
-    # auto: one layer sized from D, L and the ensemble by xmlc.models.auto_hidden.
+    # auto: one layer sized from D, L and the ensemble by xmlc.models.auto_hidden ([1024] where
+    # model.name: auto picks the mlp).
     hidden: Union[Literal["auto"], Annotated[list[PositiveInt], NonEmpty()]] = field(default_factory=lambda: [512])
     # Dropout after each hidden layer.
     dropout: Rate = 0.2
-    # Dropout on the input features (drops non-zero entries of the sparse rows).
-    input_dropout: Rate = 0.0
+    # Dropout on the input features (drops non-zero entries of the sparse rows); auto: the model
+    # family's (xmlc.recipe.PROFILES: mlp 0.3, wide_deep 0.1).
+    input_dropout: Union[Literal["auto"], Rate] = 0.0
     # Normalisation after each hidden linear layer: layer | batch | none.
     norm: Literal["layer", "batch", "none"] = "layer"
-    # Output bias at start: zero, or prior = log(p / (1 - p)) of each label's train frequency.
-    output_bias: Literal["zero", "prior"] = "zero"
+    # Output bias at start: zero, or prior = log(p / (1 - p)) of each label's train frequency;
+    # auto: the model family's (mlp zero, wide_deep prior).
+    output_bias: Literal["zero", "prior", "auto"] = "zero"
     # Members of a deep ensemble (>1: M encoders, each with its own loss, scores averaged).
     ensemble: PositiveInt = 1
 
@@ -238,7 +243,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     # Number of passes over the training split (the schedule spans all of them).
-    # auto: about 1,000 optimizer steps, at least 3 and at most 10 passes (xmlc.train.build.auto_epochs).
+    # auto: about a fixed number of optimizer steps in a range of passes, by model family
+    # (xmlc.recipe.PROFILES: mlp 3,000 steps in 3-30 passes, wide_deep 1,000 in 3-10).
     epochs: Union[Literal["auto"], PositiveInt] = 10
     # Stop after this many optimizer steps in total, saving last.pt as on an interrupt;
     # the schedule still spans `epochs`, so `--resume` continues the same run. None: no limit.
@@ -264,8 +270,9 @@ class TrainConfig:
     # selected number of epochs and ship it; the thresholds stay those of the first model) |
     # crossfit (an ensemble's alternative: one training on train + validation in which member m
     # leaves out its own 1/M of the validation rows, which it scores out-of-fold; needs
-    # model.ensemble >= 2).
-    final: Literal["none", "refit", "crossfit"] = "none"
+    # model.ensemble >= 2) | auto (the model family's: crossfit for an mlp ensemble, whose members
+    # share no weights; none for wide_deep, whose heads share the table).
+    final: Literal["none", "refit", "crossfit", "auto"] = "none"
     # Log train loss, lr, grad norm, throughput to TensorBoard every this many steps.
     log_every: PositiveInt = 20
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -23,7 +22,7 @@ from xmlc.train.distributed import DistEnv, ResumableSampler, data_parallel, ste
 from xmlc.train.epoch import train_one_epoch
 from xmlc.train.folds import Folds
 
-__all__ = ["Training", "start_training", "auto_epochs", "resolve_epochs", "new_model", "make_loader", "make_eval_loader", "seed_everything"]
+__all__ = ["Training", "start_training", "new_model", "make_loader", "make_eval_loader", "seed_everything"]
 
 
 def new_model(mcfg: ModelConfig, num_features: int, num_labels: int, prior: torch.Tensor | None = None) -> nn.Module:
@@ -32,28 +31,6 @@ def new_model(mcfg: ModelConfig, num_features: int, num_labels: int, prior: torc
     if prior is not None:
         init_output_bias(model, prior)
     return model
-
-
-#: ``train.epochs: auto`` trains about this many optimizer steps ...
-AUTO_STEPS = 1000
-#: ... in at least and at most this many passes over the training rows.
-AUTO_EPOCHS = (3, 10)
-
-
-def auto_epochs(num_rows: int, batch_size: int) -> int:
-    """``train.epochs: auto``: ``round(AUTO_STEPS * batch_size / num_rows)`` in ``AUTO_EPOCHS``:
-    a fixed number of steps, so a large data set takes few passes and a small one several."""
-    low, high = AUTO_EPOCHS
-    return int(min(high, max(low, round(AUTO_STEPS * batch_size / max(num_rows, 1)))))
-
-
-def resolve_epochs(cfg: Config, num_rows: int) -> Config:
-    """``cfg`` with ``train.epochs: auto`` replaced by :func:`auto_epochs` of the ``num_rows``
-    training rows (a copy; an integer stays as it is)."""
-    if cfg.train.epochs != "auto":
-        return cfg
-    epochs = auto_epochs(num_rows, cfg.data.batch_size)
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
 
 
 @dataclass

@@ -43,10 +43,11 @@ from xmlc.config import Config, ConfigError, TrainConfig, apply_overrides, dump_
 from xmlc.data import load_splits
 from xmlc.eval.summary import results_table
 from xmlc.optim import optimizer_state_report
+from xmlc.recipe import AUTO_KEYS, resolve_auto, resolve_final
 from xmlc.run import LabelStats, Progress, RunArtifact
 from xmlc.train import selection
 from xmlc.train._malloc import reuse_large_blocks
-from xmlc.train.build import (Training, make_eval_loader, new_model, resolve_epochs, seed_everything,
+from xmlc.train.build import (Training, make_eval_loader, new_model, seed_everything,
                               start_training)
 from xmlc.train.distributed import DistEnv, any_process, launched_world_size, setup_distributed, teardown_distributed
 from xmlc.train.evaluator import Evaluator
@@ -166,12 +167,12 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
         say(f"data: train {len(train_set):,} / val {len(val_set):,} / test "
             f"{len(test_set) if test_set is not None else 0:,} examples, {train_set.num_features:,} "
             f"features, {train_set.num_labels:,} labels")
+        cfg, fit_set, folds = training_rows(cfg, train_set, val_set, say)
         label_stats = LabelStats.of(train_set, cfg.loss)
         prior = label_stats.output_prior() if cfg.model.output_bias == "prior" else None
         model = new_model(cfg.model, train_set.num_features, train_set.num_labels, prior).to(env.device)
         loss_fn = losses.build_loss(cfg.loss, pos_weight=label_stats.pos_weight,
                                     weight=label_stats.label_weight).to(env.device)
-        cfg, fit_set, folds = training_rows(cfg, train_set, val_set, say)
         tr = start_training(cfg, env, fit_set, model, loss_fn, resume=resume, folds=folds)
         files = RunFiles(cfg, train_set, label_stats, write=env.rank == 0)
         if resume is not None:
@@ -195,16 +196,21 @@ def run(cfg: Config, *, resume: RunArtifact | None = None) -> dict:
 
 
 def training_rows(cfg: Config, train_set, val_set, say):
-    """(cfg with ``train.epochs`` resolved, the rows trained on, the crossfit folds or None)."""
+    """(cfg with its ``auto`` values resolved (:mod:`xmlc.recipe`), the rows trained on, the
+    crossfit folds or None)."""
     fit_set, folds = train_set, None
-    if cfg.train.final == "crossfit":
+    if resolve_final(cfg, train_set.num_features) == "crossfit":
         fit_set, folds = crossfit_folds(train_set, val_set, cfg.model.ensemble, seed=cfg.train.seed)
         say(f"crossfit: {len(fit_set):,} training rows; each of the {cfg.model.ensemble} members leaves out "
             f"~{len(val_set) / cfg.model.ensemble:,.0f} validation rows and scores them")
-    if cfg.train.epochs == "auto":
-        cfg = resolve_epochs(cfg, len(fit_set))
-        say(f"train.epochs: auto -> {cfg.train.epochs} ({len(fit_set):,} rows, batch {cfg.data.batch_size})")
-    return cfg, fit_set, folds
+    resolved = resolve_auto(cfg, num_features=train_set.num_features, num_rows=len(fit_set))
+    autos = [f"{section}.{key}: auto -> {getattr(getattr(resolved, section), key)}"
+             for section, key in AUTO_KEYS if getattr(getattr(cfg, section), key) == "auto"
+             and getattr(getattr(resolved, section), key) != "auto"]   # hidden: auto is sized by the model
+    if autos:
+        say(f"{'; '.join(autos)} ({train_set.num_features:,} features, {len(fit_set):,} rows, "
+            f"batch {cfg.data.batch_size})")
+    return resolved, fit_set, folds
 
 
 def check_config(cfg: Config, *, world_size: int) -> None:
