@@ -88,19 +88,14 @@ def resolve_auto(cfg: Config, *, num_features: int, num_rows: int) -> Config:
     are more under ``train.final: crossfit``: resolve ``final`` first with
     :func:`resolve_final`, then call this with the rows it trains on)."""
     m, t = cfg.model, cfg.train
-    name, hidden = m.name, m.hidden
-    if name == "auto":
-        name = model_family(num_features, m.ensemble)
-        if name == "mlp" and hidden == "auto":
-            hidden = [DEEP_HIDDEN]
-    profile = PROFILES.get(name, PROFILES["linear"])
+    name = _name(cfg, num_features)
+    hidden = [DEEP_HIDDEN] if m.name == "auto" and name == "mlp" and m.hidden == "auto" else m.hidden
+    profile = _profile(name)
     model = dataclasses.replace(
         m, name=name, hidden=hidden,
         input_dropout=profile.input_dropout if m.input_dropout == "auto" else m.input_dropout,
         output_bias=profile.output_bias if m.output_bias == "auto" else m.output_bias)
-    epochs = t.epochs
-    if epochs == "auto":
-        epochs = auto_epochs(num_rows, cfg.data.batch_size, profile.steps, profile.epochs)
+    epochs = auto_epochs(num_rows, cfg.data.batch_size, profile.steps, profile.epochs) if t.epochs == "auto" else t.epochs
     return dataclasses.replace(cfg, model=model, train=dataclasses.replace(t, final=resolve_final(cfg, num_features),
                                                                           epochs=epochs))
 
@@ -110,6 +105,15 @@ def resolve_final(cfg: Config, num_features: int) -> str:
     an ensemble, else none); any other value as given."""
     if cfg.train.final != "auto":
         return cfg.train.final
-    name = model_family(num_features, cfg.model.ensemble) if cfg.model.name == "auto" else cfg.model.name
-    final = PROFILES.get(name, PROFILES["linear"]).final
+    final = _profile(_name(cfg, num_features)).final
     return "none" if final == "crossfit" and cfg.model.ensemble < 2 else final
+
+
+def _name(cfg: Config, num_features: int) -> str:
+    """``model.name``, with ``auto`` resolved by :func:`model_family`."""
+    return model_family(num_features, cfg.model.ensemble) if cfg.model.name == "auto" else cfg.model.name
+
+
+def _profile(name: str) -> Profile:
+    """The family's :class:`Profile`; a model of the user's registry takes the linear one's."""
+    return PROFILES.get(name, PROFILES["linear"])
