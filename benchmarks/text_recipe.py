@@ -22,7 +22,8 @@ Systems, each in its own fresh spawned process (its peak RSS is its own), with
 
 Per data set the systems run in interleaved rounds (``--repeats``, order alternating); the time
 ratio is the median of the per-round ratios xmlc / LR. Metrics on the test split with
-``xmlc.eval`` (macro AUPRC over labels with a test positive; F1 at each system's thresholds).
+``xmlc.eval`` (macro AUPRC over labels with a test positive; F1 and predicted / true positives
+at each system's thresholds).
 
 Usage::
 
@@ -94,7 +95,7 @@ def score(scores, labels, thresholds) -> dict:
     ranked = summary.evaluate_all(scores, labels, thresholds=0.5, ks=(1,))
     decided = summary.threshold_metrics(scores, labels, torch.as_tensor(thresholds, dtype=torch.float32))
     return {"p@1": float(ranked["p@1"]), "auprc_macro": float(ranked["auprc_macro"]),
-            "f1_macro": decided["f1_macro"], "f1_micro": decided["f1_micro"]}
+            "f1_macro": decided["f1_macro"], "f1_micro": decided["f1_micro"], "ratio": decided["positive_rate_ratio"]}
 
 
 # ---------------------------------------------------------------------------------------
@@ -117,6 +118,7 @@ def run_xmlc(dataset: str, overrides: list[str]) -> dict:
         shutil.rmtree(out, ignore_errors=True)
     m = results["test_calibrated"]
     return {"p@1": m["p@1"], "auprc_macro": m["auprc_macro"], "f1_macro": m["f1_macro"], "f1_micro": m["f1_micro"],
+            "ratio": m["positive_rate_ratio"],
             "train_s": wall, "ckpt_mb": ckpt / 2**20, "D": results["num_features"], "L": results["num_labels"],
             "epochs": f"{results['selected_epoch']}/{results['epochs']}"}
 
@@ -201,7 +203,8 @@ def run_omikuji(dataset: str, threads: int) -> dict:
         for label, s in model.predict(list(zip(row.indices.tolist(), row.data.tolist())), top_k=L):
             scores[i, label] = s
     out = score(scores, test.labels, np.full(L, 2.0))   # no decision rule: F1 not reported
-    return out | {"train_s": wall, "f1_macro": float("nan"), "f1_micro": float("nan"), "ckpt_mb": float("nan"),
+    return out | {"train_s": wall, "f1_macro": float("nan"), "f1_micro": float("nan"), "ratio": float("nan"),
+                  "ckpt_mb": float("nan"),
                   "D": train.num_features, "L": L}
 
 
@@ -224,14 +227,14 @@ def measure(dataset: str, systems: list[str], args) -> dict[str, list[dict]]:
 
 
 def table(results: dict[str, dict[str, list[dict]]]) -> list[str]:
-    lines = ["| data (D, L) | system | P@1 | macro AUPRC | macro F1 | micro F1 | train s | time / LR | peak RSS MB "
+    lines = ["| data (D, L) | system | P@1 | macro AUPRC | macro F1 | micro F1 | predicted / true | train s | time / LR | peak RSS MB "
              "| checkpoint MB (/ LR) | epochs (shipped/run) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for dataset, runs in results.items():
         lr = runs.get("lr")
         for system, rs in runs.items():
             if "error" in rs[0]:
-                lines.append(f"| {dataset} | {system} | {rs[0]['error']} |||||||||")
+                lines.append(f"| {dataset} | {system} | {rs[0]['error']} ||||||||||")
                 continue
             r = rs[0]
             median = statistics.median(x["train_s"] for x in rs)
@@ -241,8 +244,9 @@ def table(results: dict[str, dict[str, list[dict]]]) -> list[str]:
             ck_cell = "" if ck != ck else f"{ck:.1f}" + (f" ({ck / lr[0]['ckpt_mb']:.2f}x)" if lr and system != "lr" else "")
             f1 = "" if r["f1_macro"] != r["f1_macro"] else f"{r['f1_macro']:.3f}"
             f1m = "" if r["f1_micro"] != r["f1_micro"] else f"{r['f1_micro']:.3f}"
+            rate = "" if r.get("ratio", float("nan")) != r.get("ratio", float("nan")) else f"{r['ratio']:.3f}"
             lines.append(f"| {dataset} ({r['D']:,}, {r['L']}) | {system} | {100 * r['p@1']:.2f} | {r['auprc_macro']:.4f} "
-                         f"| {f1} | {f1m} | {median:.1f} | {'' if ratio != ratio else f'{ratio:.2f}'} "
+                         f"| {f1} | {f1m} | {rate} | {median:.1f} | {'' if ratio != ratio else f'{ratio:.2f}'} "
                          f"| {max(x['peak_mb'] for x in rs):,.0f} | {ck_cell} | {r.get('epochs', '')} |")
     return lines
 
