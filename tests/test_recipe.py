@@ -33,6 +33,7 @@ def test_few_features_resolve_to_the_deep_ensemble_profile():
     assert (m.name, m.hidden, m.input_dropout, m.output_bias) == ("mlp", [DEEP_HIDDEN], 0.3, "zero")
     assert (t.final, t.epochs) == ("crossfit", 30)      # 3,000 steps of 128 rows: 80 passes, clipped to 30
     assert (m.dropout, m.ensemble, cfg.loss.name) == (0.5, 5, "focal")   # the file's own values stay
+    assert cfg.loss.gamma == 1.0
 
 
 def test_many_features_resolve_to_wide_deep():
@@ -40,14 +41,16 @@ def test_many_features_resolve_to_wide_deep():
     m, t = cfg.model, cfg.train
     assert (m.name, m.hidden, m.input_dropout, m.output_bias) == ("wide_deep", "auto", 0.1, "prior")
     assert (t.final, t.epochs) == ("none", auto_epochs(20_000, 128)) and t.epochs == 6
+    assert cfg.loss.gamma == 0.5 and text().loss.gamma == "auto"
 
 
 def test_a_value_that_is_not_auto_wins():
     cfg = resolve_auto(text("model.input_dropout=0.2", "model.output_bias=prior", "train.final=refit",
-                            "train.epochs=4", "model.hidden=[64]"), num_features=100, num_rows=1_000)
+                            "train.epochs=4", "model.hidden=[64]", "loss.gamma=2"),
+                       num_features=10**6, num_rows=1_000)
     m, t = cfg.model, cfg.train
-    assert (m.name, m.hidden, m.input_dropout, m.output_bias, t.final, t.epochs) == ("mlp", [64], 0.2, "prior",
-                                                                                       "refit", 4)
+    assert cfg.loss.gamma == 2.0 and m.name == "wide_deep"
+    assert (m.hidden, m.input_dropout, m.output_bias, t.final, t.epochs) == ([64], 0.2, "prior", "refit", 4)
     named = resolve_auto(text("model.name=wide_deep"), num_features=100, num_rows=1_000)
     assert (named.model.name, named.model.input_dropout, named.train.final) == ("wide_deep", 0.1, "none")
 
@@ -89,6 +92,7 @@ def test_text_recipe_on_few_features_trains_the_crossfit_mlp_and_saves_what_it_r
     assert (saved.model.name, saved.model.input_dropout, saved.model.output_bias, saved.train.final) == (
         "mlp", 0.3, "zero", "crossfit")
     assert "auto" not in to_dict(saved)["model"].values()   # no model key is left to resolve again
+    assert saved.loss.gamma == 1.0
     model = artifact.build_model()
     assert model.head.weight.shape == (5, 16, 12) and model.input.weight.shape[0] == 40   # 5 members' own tables
     assert "crossfit: 304 training rows" in capsys.readouterr().out                      # val rows trained on
@@ -101,4 +105,5 @@ def test_text_recipe_on_many_features_trains_wide_deep(tmp_path):
     saved = load_config(out / "config.yaml")
     assert (saved.model.name, saved.model.input_dropout, saved.model.output_bias, saved.train.final) == (
         "wide_deep", 0.1, "prior", "none")
+    assert saved.loss.gamma == 0.5
     assert artifact.build_model().input.weight.shape[0] == artifact.num_features

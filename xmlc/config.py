@@ -210,8 +210,9 @@ class ModelConfig:
 class LossConfig:
     # Loss in xmlc.losses.LOSSES: bce | focal | asymmetric.
     name: Annotated[str, OneOf(_losses, "xmlc.losses.LOSSES")] = "bce"
-    # Focal loss focusing parameter (Lin et al. 2017).
-    gamma: NonNegative = 2.0
+    # Focal loss focusing parameter (Lin et al. 2017); auto: the model family's
+    # (xmlc.recipe.PROFILES: mlp 1.0, wide_deep 0.5).
+    gamma: Union[Literal["auto"], NonNegative] = 2.0
     # Focal loss positive-class weight alpha; None: no alpha weighting.
     alpha: Optional[Annotated[float, Range(ge=0, le=1)]] = None
     # Asymmetric loss focusing on negatives (Ridnik et al. 2021; positives unfocused, negative
