@@ -92,8 +92,9 @@ def compare(paths: list[str], min_positives: int) -> None:
         base = None
         for policy in POLICIES:
             few = {"rate": 1, "global": 2**62}.get(policy, min_positives)   # global: every label falls back
+            extra = {"buckets": d["buckets"]} if policy == "f1_count" else {}   # as the trainer passes them
             t = fit_thresholds(d["val_scores"], d["val_labels"], method="f1" if policy == "global" else policy,
-                               min_positives=few)
+                               min_positives=few, **extra)
             val, test = measure(d, "val", t), measure(d, "test", t)
             base = base or test
             print(f"| {Path(path).stem} | {policy} | {_ratios(val)} | {_ratios(test)} | "

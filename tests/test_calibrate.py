@@ -11,6 +11,7 @@ from sklearn.metrics import precision_recall_curve
 
 from xmlc.eval.calibrate import COUNT_BAND, apply_thresholds, fit_thresholds, prior_thresholds
 from xmlc.eval.metrics import f1_score, positive_rate_ratio
+from xmlc.stats import frequency_buckets
 
 
 def data(n=500, l=30, seed=0, levels=None):
@@ -146,13 +147,17 @@ def test_bad_arguments_are_named():
 
 
 def test_f1_count_on_a_known_optimum():
-    # one label, 10 rows, positives ranked 1st and 5th: best F1 at top-1 (2/3); the band
-    # [0.95, 1.3] x 2 allows only top-2 (F1 1/2), so the threshold is the 2nd score
+    # one label, 10 rows, positives ranked 1st and 5th: best F1 at top-1 (2/3); the bucket band
+    # [0.97, 1.12] x 2 (the label is its own bucket) allows only top-2 (F1 1/2), so the threshold is
+    # the 2nd score; so does a per-label band of [0.95, 1.3] x 2 alone
     s = np.array([[0.95], [0.9], [0.8], [0.7], [0.6], [0.5], [0.4], [0.3], [0.2], [0.1]], np.float32)
     t = np.zeros((10, 1), np.float32)
     t[[0, 4], 0] = 1
     assert fit_thresholds(s, t, method="f1", min_positives=1).item() == pytest.approx(0.95)
     assert fit_thresholds(s, t, method="f1_count", min_positives=1).item() == pytest.approx(0.9)
+    assert fit_thresholds(s, t, method="f1_count", min_positives=1, band=(0.95, 1.3),
+                          bucket_band=None).item() == pytest.approx(0.9)
+    assert fit_thresholds(s, t, method="f1_count", min_positives=1, bucket_band=None).item() == pytest.approx(0.95)
     # three labels: every combination of in-band cuts, the best micro F1 found by brute force
     s3, t3 = data(n=60, l=3, seed=8)
     band = (0.8, 1.5)
@@ -162,7 +167,8 @@ def test_f1_count_on_a_known_optimum():
         cuts = np.unique(s3[:, j])
         options.append([c for c in cuts if n[j] * band[0] - 1e-9 <= (s3[:, j] >= c).sum() <= n[j] * band[1] + 1e-9])
     best = max(f1_score(s3, t3, np.array(combo)) for combo in itertools.product(*options))
-    th = fit_thresholds(s3, t3, method="f1_count", band=band, total_max=10.0, min_positives=1).numpy()
+    th = fit_thresholds(s3, t3, method="f1_count", band=band, bucket_band=None, total_max=10.0,
+                        min_positives=1).numpy()
     assert f1_score(s3, t3, th) == pytest.approx(best, abs=1e-9)
     assert all(th[j] in options[j] for j in range(3))
 
@@ -186,24 +192,66 @@ def test_f1_count_band_holds_on_validation_by_construction():
         assert in_band(predicted[few].sum(), expected[few].sum(), band)
     # labels of different frequency groups share a threshold only within their group
     groups = np.arange(40) % 2
-    th = fit_thresholds(s, t, method="f1_count", min_positives=10**6, groups=groups).numpy()
+    th = fit_thresholds(s, t, method="f1_count", min_positives=10**6, groups=groups, buckets=np.zeros(40, int),
+                        bucket_band=None).numpy()
     assert np.unique(th[groups == 0]).size == 1 and np.unique(th[groups == 1]).size == 1
     for g in (0, 1):
         k, c = (s[:, groups == g] >= th[groups == g]).sum(), t[:, groups == g].sum()
         assert in_band(k, c, COUNT_BAND)
 
 
+def test_f1_count_bucket_band_holds_on_validation_by_construction():
+    s, t = data(n=2000, l=40, seed=5)
+    buckets = frequency_buckets(t.sum(0))
+    assert np.bincount(buckets).tolist() == [6, 13, 21]
+    for bucket_band in ((1.0, 1.0), (0.95, 1.08), (0.9, 1.12)):
+        th = fit_thresholds(s, t, method="f1_count", band=(0.5, 2.0), bucket_band=bucket_band, total_max=10.0,
+                            min_positives=20, buckets=buckets).numpy()
+        for b in range(3):
+            k, c = (s[:, buckets == b] >= th[buckets == b]).sum(), t[:, buckets == b].sum()
+            assert in_band(k, c, bucket_band), (bucket_band, b, k, c)
+    # pooled labels (under min_positives) share a threshold only within their bucket
+    th = fit_thresholds(s, t, method="f1_count", min_positives=10**6, groups=np.zeros(40, int), buckets=buckets)
+    assert [np.unique(th[buckets == b]).size for b in range(3)] == [1, 1, 1]
+
+
+def test_f1_count_bucket_band_against_brute_force():
+    # 4 labels, 2 buckets of 2: every combination of in-band cuts, the best micro F1 with each
+    # bucket's total in its band. A multiplier alone reaches only hull vertices and may jump over a
+    # bucket's band; the fill repairs that, so the bounds always hold, and the greedy fill is
+    # the exact optimum on most cases and close on the rest
+    band, bucket_band, buckets = (0.5, 2.0), (0.9, 1.1), np.array([0, 0, 1, 1])
+    exact = 0
+    for seed in range(10):
+        s, t = data(n=50, l=4, seed=seed)
+        n = t.sum(0)
+        cuts = [[c for c in np.unique(s[:, j]) if in_band((s[:, j] >= c).sum(), n[j], band)] for j in range(4)]
+        k = [np.array([(s[:, j] >= c).sum() for c in cuts[j]]) for j in range(4)]   # per label: count, hits
+        tp = [np.array([t[s[:, j] >= c, j].sum() for c in cuts[j]]) for j in range(4)]
+        grid = np.meshgrid(*[np.arange(len(c)) for c in cuts], indexing="ij")   # every combination
+        kk, hit = [np.stack([a[j][grid[j]] for j in range(4)]) for a in (k, tp)]
+        ok = np.all([in_band(kk[buckets == b].sum(0), n[buckets == b].sum(), bucket_band) for b in (0, 1)], axis=0)
+        best = (2 * hit.sum(0) / (kk.sum(0) + n.sum()))[ok].max()
+        th = fit_thresholds(s, t, method="f1_count", band=band, bucket_band=bucket_band, buckets=buckets,
+                            total_max=10.0, min_positives=1).numpy()
+        for b in (0, 1):
+            assert in_band((s[:, buckets == b] >= th[buckets == b]).sum(), n[buckets == b].sum(), bucket_band)
+        assert f1_score(s, t, th) >= 0.99 * best
+        exact += f1_score(s, t, th) == pytest.approx(best, abs=1e-12)
+    assert exact >= 8
+
+
 def test_f1_count_keeps_f1_and_matches_counts_where_f1_over_predicts():
     # weakly ranked labels: F1 thresholds over-predict on fresh data from the same model; the
-    # bands hold the count and cost little F1
+    # bands hold the count and cost little F1 (the goals: micro >= 0.99x, macro >= 0.98x)
     fit, fresh = data(n=4000, l=30, seed=6), data(n=4000, l=30, seed=7)
     f1 = fit_thresholds(*fit, method="f1", min_positives=20)
     count = fit_thresholds(*fit, method="f1_count", min_positives=20)
     assert positive_rate_ratio(*fresh, f1) > 1.1                    # measured 1.15
     assert positive_rate_ratio(*fit, count) <= 1.1                  # the total's bound, on validation
-    assert 0.95 < positive_rate_ratio(*fresh, count) < 1.15         # measured 1.11
-    assert f1_score(*fresh, count) >= 0.99 * f1_score(*fresh, f1)
-    assert f1_score(*fresh, count, average="macro") >= 0.99 * f1_score(*fresh, f1, average="macro")
+    assert 0.95 < positive_rate_ratio(*fresh, count) < 1.1          # measured 1.04
+    assert f1_score(*fresh, count) >= 0.99 * f1_score(*fresh, f1)                         # 1.001x
+    assert f1_score(*fresh, count, average="macro") >= 0.98 * f1_score(*fresh, f1, average="macro")   # 0.990x
 
 
 def test_f1_count_bad_arguments_are_named():
@@ -217,6 +265,10 @@ def test_f1_count_bad_arguments_are_named():
         fit_thresholds(s, y, method="f1_count", total_max=0.5)
     with pytest.raises(ValueError, match="groups"):
         fit_thresholds(s, y, method="f1_count", groups=[0, 1])
+    with pytest.raises(ValueError, match="buckets"):
+        fit_thresholds(s, y, method="f1_count", buckets=[0.5, 1.0, 2.0])
+    with pytest.raises(ValueError, match="bucket_band"):
+        fit_thresholds(s, y, method="f1_count", bucket_band=(0.9, 0.95))
 
 
 def _thresholds_both_engines(s, t, device, **kw):

@@ -179,7 +179,7 @@ def run_baseline(train: XMCData, val: XMCData, test: XMCData | None, ecfg: EvalC
         model = fit_linear(train.features, train.labels, seed=seed)
         fit_time, start = time.perf_counter() - start, time.perf_counter()
         scores = model.scores(val.features)
-        thresholds = thresholds_for(ecfg, scores, val.labels, None)
+        thresholds = thresholds_for(ecfg, scores, val.labels, None, label_stats.buckets)
         val_report = metrics_report(scores, val.labels, {"calibrated": thresholds}, **report)
         metrics = {"val": val_report["at_0.5"], "val_calibrated": val_report["calibrated"]}
         eval_time, fit_rows = time.perf_counter() - start, len(train)

@@ -12,17 +12,23 @@ Methods of :func:`fit_thresholds`:
     * ``"rate"``: per label, the P-th largest score, P = #validation positives, so the predicted
       count matches the true count (exactly, unless scores tie there).
     * ``"f1_count"`` (the recipes' default): the thresholds of the best micro F1 on validation
-      subject to counts: each label's predicted count in ``[0.95 c, 1.3 c]`` (``band``; c its
-      expected count: its validation positives unless ``expected`` says otherwise) and the
-      total at most ``1.08 sum(c)`` (``total_max``). Per-label F1 thresholds of weakly ranked
-      labels predict far more than c (for calibrated scores the F1-optimal threshold is half
-      the best F1); the bounds hold the count and the micro-F1 allocation (every label cut where
-      a prediction's precision falls to half the micro F1; Dinkelbach's iteration) keeps F1.
-      Candidates: every cut between distinct scores within a label's band (one partial sort
-      per label, a cumulative sum), chosen by segmented maxima, no loop over labels. Labels
-      with fewer than ``min_positives`` validation positives share one threshold per group of
-      labels of about the same frequency (``groups``; default ``floor(log2(c))``): the group's
-      entries pooled act as one label, its count in the band.
+      subject to counts: each frequency bucket's predicted total in ``[0.97 C, 1.12 C]``
+      (``bucket_band``; C its expected total; buckets: the training split's head / torso / tail,
+      ``buckets``), each label's count in ``[0.5 c, 2 c]`` (``band``; c its expected count: its
+      validation positives unless ``expected`` says otherwise) and the total at most ``1.08
+      sum(c)`` (``total_max``). Per-label F1 thresholds of weakly ranked labels predict far more
+      than c (for calibrated scores the F1-optimal threshold is half the best F1); the bounds hold
+      the counts and the micro-F1 allocation (every label cut where a prediction's precision falls
+      to half the micro F1; Dinkelbach's iteration) keeps F1. The tight bounds are on the totals,
+      which hundreds of validation positives pin down; a label's own count (often a few dozen
+      positives, +-20% by chance) only gets a wide band, so the allocation may move predictions
+      between the labels of a bucket. A bucket's bounds act through its own multiplier, and the
+      units where it jumps over the bound fill the room left with in-between cuts. Candidates:
+      every cut between distinct scores within a label's band (one partial sort per label, a
+      cumulative sum), chosen by segmented maxima, no loop over labels. Labels with fewer than
+      ``min_positives`` validation positives share one threshold per group of labels of about the
+      same frequency in one bucket (``groups``; default ``floor(log2(c))``): the group's entries
+      pooled act as one label, its count in the band.
     * ``"prior"``: the prior correction for BCE with ``pos_weight`` w: the weighted loss is
       minimised at ``logit(p) + ln w``, so a model trained with w = neg/pos over-predicts at 0.5.
       Thresholding at ``w / (1 + w)`` in probability space equals subtracting ``ln w`` from the
@@ -46,15 +52,18 @@ import torch
 from xmlc.eval.inputs import EvalInputs, eval_inputs
 from xmlc.kernels.ap import tie_counts
 from xmlc.kernels.ap_torch import best_fbeta_torch, kth_largest_torch, tie_counts_torch
+from xmlc.stats import frequency_buckets
 
 __all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "METHODS"]
 
 METHODS = ("f1", "fbeta", "rate", "f1_count", "prior")
 _FALLBACKS = ("global", "shrink")
 #: "f1_count": a label's predicted count on validation lies in [low, high] x its expected count.
-COUNT_BAND = (0.95, 1.3)
+COUNT_BAND = (0.5, 2.0)
 #: "f1_count": the predicted count of all labels together is at most this x the expected total.
 TOTAL_MAX = 1.08
+#: "f1_count": each frequency bucket's predicted total on validation lies in [low, high] x its expected total.
+BUCKET_BAND = (0.97, 1.12)
 Method = Literal["f1", "fbeta", "rate", "f1_count", "prior"]
 Fallback = Literal["global", "shrink"]
 
@@ -133,6 +142,8 @@ def fit_thresholds(
     total_max: float = TOTAL_MAX,
     expected=None,
     groups=None,
+    buckets=None,
+    bucket_band: tuple[float, float] | None = BUCKET_BAND,
 ) -> torch.Tensor:
     """Fit one threshold per label on validation scores.
 
@@ -148,6 +159,9 @@ def fit_thresholds(
             of its expected one, (low, high), and the total's upper bound; ``(L,)`` expected positives in this
             validation set (default: the validation positives); ``(L,)`` int groups within which
             labels with < ``min_positives`` positives share a threshold (default: log2 of expected).
+        buckets, bucket_band: for "f1_count": ``(L,)`` int frequency bucket of each label (default:
+            :func:`xmlc.stats.frequency_buckets` of expected) and each bucket's predicted total as a
+            multiple of its expected total, (low, high); None: no bound per bucket.
 
     Returns:
         ``(L,)`` float32 thresholds in probability space; predict with ``scores >= thresholds``.
@@ -170,7 +184,7 @@ def fit_thresholds(
 
     if method == "f1_count":   # host engine: its search runs on numpy arrays
         fitted = _f1_count_fit(eval_inputs(scores, targets, engine="numpy"), band, total_max, expected, groups,
-                               min_positives)
+                               min_positives, buckets, bucket_band)
         return torch.from_numpy(fitted.astype(np.float32))
     return _fit(eval_inputs(scores, targets), method, b2, min_positives, fallback)
 
@@ -270,7 +284,7 @@ def _rate_thresholds(s: np.ndarray, n_pos: np.ndarray, chunk_bytes: int = 32 * 2
     return out
 
 
-def thresholds_for(ecfg, scores, labels, pos_weight) -> torch.Tensor:
+def thresholds_for(ecfg, scores, labels, pos_weight, buckets=None) -> torch.Tensor:
     """Per-label probability thresholds (L,) as the ``eval`` config section says.
 
     Dispatches ``ecfg.calibration`` to :func:`fit_thresholds` (with ``ecfg.min_positives``);
@@ -281,23 +295,29 @@ def thresholds_for(ecfg, scores, labels, pos_weight) -> torch.Tensor:
         scores: ``(N, L)`` validation probabilities.
         labels: ``(N, L)`` CSR {0, 1} targets.
         pos_weight: ``(L,)`` the loss's pos_weight, or None.
+        buckets: ``(L,)`` the frequency buckets the run reports ratios by (the training split's),
+            held by "f1_count"; None: the validation counts' buckets.
 
     Returns:
         ``(L,)`` float32 thresholds.
     """
     if ecfg.calibration == "none" or (ecfg.calibration == "prior" and pos_weight is None):
         return torch.full((scores.shape[1],), 0.5)
+    extra = {"buckets": buckets} if ecfg.calibration == "f1_count" else {}
     return fit_thresholds(scores, labels, method=ecfg.calibration, min_positives=ecfg.min_positives,
-                          pos_weight=None if pos_weight is None else pos_weight.cpu())
+                          pos_weight=None if pos_weight is None else pos_weight.cpu(), **extra)
 
 
-def _f1_count_fit(inputs: EvalInputs, band, total_max: float, expected, groups, min_positives: int) -> np.ndarray:
+def _f1_count_fit(inputs: EvalInputs, band, total_max: float, expected, groups, min_positives: int,
+                  buckets=None, bucket_band=None) -> np.ndarray:
     """The thresholds of the best micro F1 on these scores with each label's predicted count in
-    ``[band[0] c, band[1] c]`` (c its expected count) and the total at most ``total_max`` x the
-    expected total; labels with fewer than ``min_positives`` positives act as one label per group,
-    with the group's pooled count in the band."""
-    if not (len(band) == 2 and 0 <= band[0] <= 1 <= band[1]):
-        raise ValueError(f"band must be (low, high) with 0 <= low <= 1 <= high, got {band!r}")
+    ``[band[0] c, band[1] c]`` (c its expected count), each bucket's total in ``bucket_band`` x its
+    expected total (None: unbounded) and the total at most ``total_max`` x the expected total; labels
+    with fewer than ``min_positives`` positives act as one label per (group, bucket), with the
+    pooled count in the band."""
+    for name, b in (("band", band), ("bucket_band", bucket_band)):
+        if b is not None and not (len(b) == 2 and 0 <= b[0] <= 1 <= b[1]):
+            raise ValueError(f"{name} must be (low, high) with 0 <= low <= 1 <= high, got {b!r}")
     if not (isinstance(total_max, (int, float)) and total_max >= 1):
         raise ValueError(f"total_max must be a number >= 1, got {total_max!r}")
     n_pos, l = inputs.counts, inputs.scores.shape[1]
@@ -305,17 +325,27 @@ def _f1_count_fit(inputs: EvalInputs, band, total_max: float, expected, groups, 
     if expected.shape != (l,) or not np.all(np.isfinite(expected) & (expected >= 0)):
         raise ValueError(f"expected must be ({l},) finite counts >= 0, got shape {expected.shape}")
     groups = _count_groups(expected) if groups is None else np.asarray(groups)
-    if groups.shape != (l,):
-        raise ValueError(f"groups must have shape ({l},), got {groups.shape}")
+    buckets = frequency_buckets(expected) if buckets is None else np.asarray(buckets)
+    for name, a in (("groups", groups), ("buckets", buckets)):
+        if a.shape != (l,) or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{name} must be ({l},) integers, got shape {a.shape} of {a.dtype}")
     few = n_pos < min_positives
     own = np.flatnonzero(~few)
-    pooled = [np.flatnonzero(few & (groups == g)) for g in np.unique(groups[few])]
+    _, pool = np.unique(np.c_[groups, buckets], axis=0, return_inverse=True)
+    pool = pool.ravel()
+    pooled = [np.flatnonzero(few & (pool == g)) for g in np.unique(pool[few])]
     cuts = [_cut_candidates(_columns(inputs, own), *_count_band(expected[own], band))]
     for i, cols in enumerate(pooled):
         c = _cut_candidates(_columns(inputs, cols, pooled=True), *_count_band(expected[cols].sum(keepdims=True), band))
         cuts.append(c._replace(unit=c.unit + own.size + i))
+    unit_bucket = np.r_[buckets[own], [buckets[cols[0]] for cols in pooled]].astype(np.int64)
+    limits = None
+    if bucket_band is not None:
+        ids, unit_bucket = np.unique(unit_bucket, return_inverse=True)
+        e = np.array([expected[buckets == b].sum() for b in ids])
+        limits = (unit_bucket, *_count_band(e, bucket_band))
     chosen = _best_micro_f1(_Cuts(*map(np.concatenate, zip(*cuts))), own.size + len(pooled), int(n_pos.sum()),
-                            total_max * expected.sum())
+                            total_max * expected.sum(), limits)
     out = np.empty(l)
     out[own] = chosen[:own.size]
     for i, cols in enumerate(pooled):
@@ -332,38 +362,113 @@ class _Cuts(NamedTuple):
     threshold: np.ndarray   # (C,) the score of the k-th (predict ``score >= threshold``)
 
 
-def _best_micro_f1(cuts: _Cuts, num_units: int, total_pos: int, total_max: float) -> np.ndarray:
+def _best_micro_f1(cuts: _Cuts, num_units: int, total_pos: int, total_max: float, limits=None) -> np.ndarray:
     """One cut per unit maximising micro F1 ``2 sum(tp) / (sum(k) + total_pos)`` with ``sum(k) <=
-    total_max``: each unit takes its cut of largest ``tp - lam k`` (ties: the fewest predictions).
-    Dinkelbach's iteration sets ``lam`` to half the micro F1 of the previous choice until the choice
-    repeats (finitely many steps, F1 rising at each); where the sum exceeds ``total_max``, the
-    smallest ``lam`` that brings it under (bisection; the sum falls as ``lam`` rises). Returns each
-    unit's threshold."""
+    total_max`` and, with ``limits = (unit_bucket, low, high)``, each bucket's ``sum(k)`` in
+    ``[low[b], high[b]]``.
+
+    Each unit takes its cut of largest ``tp - lam k`` (ties: the fewest predictions); Dinkelbach's
+    iteration sets ``lam`` to half the micro F1 of the previous choice until the choice repeats
+    (finitely many steps, F1 rising at each). A bucket's count falls as its ``lam`` rises, so its
+    bounds are an interval ``[lo_b, hi_b]`` of ``lam`` (bisection, once) and the bucket takes ``lam``
+    clipped to it (the Lagrange multiplier of its bound). A multiplier reaches only the vertices of
+    each unit's (k, tp) hull, which may lie far below a bucket's upper bound (a bucket of two labels
+    jumps from 1.15x to 1.06x), so where that bound holds the bucket, the units that change at
+    ``lo_b`` fill the room left with the in-between cut of largest ``tp - lam k`` (largest first).
+    Where the total exceeds ``total_max``, the smallest ``lam`` that brings it under (bisection).
+    Returns each unit's threshold."""
     order = np.lexsort((cuts.k, cuts.unit))
     unit, k, tp, threshold = (a[order] for a in cuts)
+    if not unit.size:
+        return np.full(num_units, np.inf)
     starts = np.flatnonzero(np.r_[True, unit[1:] != unit[:-1]])
     seg = np.cumsum(np.r_[False, unit[1:] != unit[:-1]])
 
-    def choose(lam: float) -> np.ndarray:
+    def choose(lam) -> np.ndarray:   # lam: a scalar or one per cut; the chosen cut of each unit
         value = tp - lam * k
         best = np.maximum.reduceat(value, starts)
         return np.minimum.reduceat(np.where(value == best[seg], np.arange(unit.size), unit.size), starts)
 
+    # distinct values of a multiplier where a choice changes (slopes dtp / dk, dk <= max k) lie at
+    # least 1 / max(k)^2 apart: so many halvings of [-1, 1] tell them apart
+    steps = int(np.ceil(np.log2(2.0 * max(int(k.max()), 2) ** 2))) + 2
+    pick_at = choose
+    if limits is not None:
+        pick_at = _bucket_bounds(choose, unit, k, tp, starts, *limits, steps)
     lam, pick = 0.0, None
     for _ in range(100):
-        first = choose(lam) if unit.size else np.zeros(0, np.int64)
+        first = pick_at(lam)
         if pick is not None and np.array_equal(first, pick):
             break
         pick, lam = first, tp[first].sum() / (k[first].sum() + total_pos)
-    if unit.size and k[pick].sum() > total_max:
+    if k[pick].sum() > total_max:
         a, b = lam, 1.0   # at lam = 1 a prediction never pays: the fewest predictions
-        for _ in range(50):
+        for _ in range(steps):
             mid = (a + b) / 2
-            a, b = (a, mid) if k[choose(mid)].sum() <= total_max else (mid, b)
-        pick = choose(b)
+            a, b = (a, mid) if k[pick_at(mid)].sum() <= total_max else (mid, b)
+        pick = pick_at(b)
     out = np.full(num_units, np.inf)
     out[unit[starts]] = threshold[pick]
     return out
+
+
+def _bucket_bounds(choose, unit, k, tp, starts, unit_bucket, low, high, steps: int):
+    """``lam -> chosen cut per unit`` with each bucket's count held in ``[low, high]`` (see
+    :func:`_best_micro_f1`): the bucket's ``lam`` clipped to its interval, and the room under a
+    binding upper bound filled by the units that change there."""
+    cut_bucket, nb, ends = unit_bucket[unit], low.size, np.r_[starts[1:], unit.size]
+
+    def counts(lam_b: np.ndarray) -> np.ndarray:
+        pick = choose(lam_b[cut_bucket])
+        return np.bincount(cut_bucket[pick], weights=k[pick], minlength=nb)
+
+    # lo_b: the smallest lam with count <= high (rising lam: fewer); over_b: just below it
+    over_b, lo_b = np.full(nb, -1.0), np.ones(nb)
+    for _ in range(steps):
+        mid = (over_b + lo_b) / 2
+        under = counts(mid) <= high
+        over_b, lo_b = np.where(under, over_b, mid), np.where(under, mid, lo_b)
+    lo_b = np.where(counts(-np.ones(nb)) <= high, -1.0, lo_b)
+    a, b = np.full(nb, -1.0), np.ones(nb)   # hi_b: the largest lam with count >= low
+    for _ in range(steps):
+        mid = (a + b) / 2
+        over = counts(mid) >= low
+        a, b = np.where(over, mid, a), np.where(over, b, mid)
+    hi_b = np.maximum(np.where(counts(np.ones(nb)) >= low, 1.0, a), lo_b)
+    at_lo, below_lo = choose(lo_b[cut_bucket]), choose(over_b[cut_bucket])
+    changing = [np.flatnonzero((unit_bucket == g) & (k[below_lo] > k[at_lo])) for g in range(nb)]
+
+    def pick_at(lam: float) -> np.ndarray:
+        pick = choose(np.clip(lam, lo_b[cut_bucket], hi_b[cut_bucket]))
+        count = np.bincount(unit_bucket[unit[pick]], weights=k[pick], minlength=nb)
+        # where the upper bound holds bucket g, or the jump at lo_b leaves it under its lower bound
+        for g in np.flatnonzero((lam < lo_b) | (count < low)):
+            room, need, todo = high[g] - count[g], low[g] - count[g], list(changing[g])
+            while room > 0 and todo:
+                moves = [_best_move(pick[u], np.arange(starts[u], ends[u]), k, tp, lam, room, need) for u in todo]
+                i = int(np.argmax([gain for gain, _ in moves]))
+                gain, cut = moves[i]
+                if cut < 0 or (gain <= 0 and need <= 0):
+                    break
+                u = todo.pop(i)
+                room, need = room - (k[cut] - k[pick[u]]), need - (k[cut] - k[pick[u]])
+                pick[u] = cut
+        return pick
+
+    return pick_at
+
+
+def _best_move(current: int, c: np.ndarray, k, tp, lam: float, room: int, need: int) -> tuple[float, int]:
+    """Of the cuts ``c`` (those of ``current``'s unit), the one with more predictions than ``current``
+    (at most ``room`` more; at least ``need`` more where there is one) of largest ``tp - lam k``
+    over ``current``'s: (gain, cut), or (-inf, -1) where there is none."""
+    c = c[(k[c] > k[current]) & (k[c] - k[current] <= room)]
+    if need > 0 and np.any(k[c] - k[current] >= need):
+        c = c[k[c] - k[current] >= need]
+    if not c.size:
+        return -np.inf, -1
+    gain = tp[c] - tp[current] - lam * (k[c] - k[current])
+    return float(gain.max()), int(c[np.argmax(gain)])
 
 
 def _columns(inputs: EvalInputs, cols: np.ndarray, *, pooled: bool = False) -> EvalInputs:

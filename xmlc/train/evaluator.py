@@ -55,7 +55,7 @@ class Evaluator:
         """Metrics at 0.5 and at per-label thresholds fitted (``eval.calibration``) on these scores
         of the validation split (out-of-fold under ``train.final: crossfit``)."""
         scores = self.scores(model, loader, labels, self.val_members)
-        thresholds = thresholds_for(self.ecfg, scores, labels, self.label_stats.pos_weight)
+        thresholds = thresholds_for(self.ecfg, scores, labels, self.label_stats.pos_weight, self.label_stats.buckets)
         calibrated = threshold_metrics(scores, labels, thresholds, self.label_stats.buckets)
         return Validation(self.report(scores, labels)["at_0.5"], calibrated, thresholds, scores)
 
