@@ -283,8 +283,8 @@ class EvalConfig:
     # k for P@k, nDCG@k and PSP@k.
     ks: list[PositiveInt] = field(default_factory=lambda: [1, 3, 5])
     # Per-label thresholds fitted on validation at the end: f1_count (the best micro F1 with each
-    # label's predicted count 0.95-1.3x its validation count and the total at most 1.08x) | f1 |
-    # rate | prior | none (0.5 everywhere).
+    # frequency bucket's predicted count 0.97-1.12x its validation count, the total at most 1.08x,
+    # each label's 0.5-2x) | f1 | rate | prior | none (0.5 everywhere).
     calibration: Literal["f1_count", "f1", "rate", "prior", "none"] = "f1_count"
     # Labels with fewer validation positives than this get the global (micro-F1) threshold
     # (f1_count: one threshold per group of labels of about the same frequency).
