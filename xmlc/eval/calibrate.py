@@ -334,7 +334,7 @@ def _f1_count_fit(inputs: EvalInputs, band, total_max: float, expected, groups, 
     _, pool = np.unique(np.c_[groups, buckets], axis=0, return_inverse=True)
     pool = pool.ravel()
     pooled = [np.flatnonzero(few & (pool == g)) for g in np.unique(pool[few])]
-    cuts = [_cut_candidates(_columns(inputs, own), *_count_band(expected[own], band))]
+    cuts = [_cut_candidates(_columns(inputs, own, copy=False), *_count_band(expected[own], band), take=own)]
     for i, cols in enumerate(pooled):
         c = _cut_candidates(_columns(inputs, cols, pooled=True), *_count_band(expected[cols].sum(keepdims=True), band))
         cuts.append(c._replace(unit=c.unit + own.size + i))
@@ -381,13 +381,20 @@ def _best_micro_f1(cuts: _Cuts, num_units: int, total_pos: int, total_max: float
     unit, k, tp, threshold = (a[order] for a in cuts)
     if not unit.size:
         return np.full(num_units, np.inf)
-    starts = np.flatnonzero(np.r_[True, unit[1:] != unit[:-1]])
-    seg = np.cumsum(np.r_[False, unit[1:] != unit[:-1]])
+    first = np.r_[True, unit[1:] != unit[:-1]]
+    starts = np.flatnonzero(first)
+    # for lam >= 0 a cut that adds no true positive never beats the one before it, and for lam < 0
+    # the unit's last cut wins: the multipliers search these cuts only (the fill sees them all)
+    useful = np.flatnonzero(first | np.r_[first[1:], True] | (tp > np.r_[0, tp[:-1]]))
+    u_unit, u_k, u_tp = unit[useful], k[useful], tp[useful]
+    u_first = np.r_[True, u_unit[1:] != u_unit[:-1]]
+    u_starts, u_seg = np.flatnonzero(u_first), np.cumsum(u_first) - 1
 
-    def choose(lam) -> np.ndarray:   # lam: a scalar or one per cut; the chosen cut of each unit
-        value = tp - lam * k
-        best = np.maximum.reduceat(value, starts)
-        return np.minimum.reduceat(np.where(value == best[seg], np.arange(unit.size), unit.size), starts)
+    def choose(lam) -> np.ndarray:   # lam: a scalar or one per unit; the chosen cut of each unit
+        value = u_tp - (lam[u_unit] if np.ndim(lam) else lam) * u_k
+        best = np.maximum.reduceat(value, u_starts)
+        at = np.minimum.reduceat(np.where(value == best[u_seg], np.arange(useful.size), useful.size), u_starts)
+        return useful[at]
 
     # distinct values of a multiplier where a choice changes (slopes dtp / dk, dk <= max k) lie at
     # least 1 / max(k)^2 apart: so many halvings of [-1, 1] tell them apart
@@ -416,11 +423,11 @@ def _bucket_bounds(choose, unit, k, tp, starts, unit_bucket, low, high, steps: i
     """``lam -> chosen cut per unit`` with each bucket's count held in ``[low, high]`` (see
     :func:`_best_micro_f1`): the bucket's ``lam`` clipped to its interval, and the room under a
     binding upper bound filled by the units that change there."""
-    cut_bucket, nb, ends = unit_bucket[unit], low.size, np.r_[starts[1:], unit.size]
+    nb, ends = low.size, np.r_[starts[1:], unit.size]
 
     def counts(lam_b: np.ndarray) -> np.ndarray:
-        pick = choose(lam_b[cut_bucket])
-        return np.bincount(cut_bucket[pick], weights=k[pick], minlength=nb)
+        pick = choose(lam_b[unit_bucket])
+        return np.bincount(unit_bucket, weights=k[pick], minlength=nb)
 
     # lo_b: the smallest lam with count <= high (rising lam: fewer); over_b: just below it
     over_b, lo_b = np.full(nb, -1.0), np.ones(nb)
@@ -435,12 +442,12 @@ def _bucket_bounds(choose, unit, k, tp, starts, unit_bucket, low, high, steps: i
         over = counts(mid) >= low
         a, b = np.where(over, mid, a), np.where(over, b, mid)
     hi_b = np.maximum(np.where(counts(np.ones(nb)) >= low, 1.0, a), lo_b)
-    at_lo, below_lo = choose(lo_b[cut_bucket]), choose(over_b[cut_bucket])
+    at_lo, below_lo = choose(lo_b[unit_bucket]), choose(over_b[unit_bucket])
     changing = [np.flatnonzero((unit_bucket == g) & (k[below_lo] > k[at_lo])) for g in range(nb)]
 
     def pick_at(lam: float) -> np.ndarray:
-        pick = choose(np.clip(lam, lo_b[cut_bucket], hi_b[cut_bucket]))
-        count = np.bincount(unit_bucket[unit[pick]], weights=k[pick], minlength=nb)
+        pick = choose(np.clip(lam, lo_b[unit_bucket], hi_b[unit_bucket]))
+        count = np.bincount(unit_bucket, weights=k[pick], minlength=nb)
         # where the upper bound holds bucket g, or the jump at lo_b leaves it under its lower bound
         for g in np.flatnonzero((lam < lo_b) | (count < low)):
             room, need, todo = high[g] - count[g], low[g] - count[g], list(changing[g])
@@ -471,13 +478,15 @@ def _best_move(current: int, c: np.ndarray, k, tp, lam: float, room: int, need: 
     return float(gain.max()), int(c[np.argmax(gain)])
 
 
-def _columns(inputs: EvalInputs, cols: np.ndarray, *, pooled: bool = False) -> EvalInputs:
-    """The labels ``cols`` (sorted) of ``inputs``; with ``pooled`` all their entries as one column."""
+def _columns(inputs: EvalInputs, cols: np.ndarray, *, pooled: bool = False, copy: bool = True) -> EvalInputs:
+    """The labels ``cols`` (sorted) of ``inputs``; with ``pooled`` all their entries as one column;
+    with ``copy=False`` (not pooled) the positives only, the scores left whole (read through
+    ``take=cols`` by :func:`_cut_candidates`, chunk by chunk: no copy of the matrix)."""
     if not pooled and cols.size == inputs.scores.shape[1]:
         return inputs
     mine = np.isin(inputs.cols, cols)
     at = np.searchsorted(cols, inputs.cols[mine])
-    scores = inputs.scores[:, cols]
+    scores = inputs.scores if not (pooled or copy) else inputs.scores[:, cols]
     if not pooled:
         return EvalInputs(scores, inputs.rows[mine], at, np.bincount(at, minlength=cols.size))
     n, g = scores.shape
@@ -500,19 +509,22 @@ def _count_band(expected: np.ndarray, band) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def _cut_candidates(inputs: EvalInputs, lo: np.ndarray, hi: np.ndarray, chunk_bytes: int = 32 * 2**20) -> _Cuts:
+def _cut_candidates(inputs: EvalInputs, lo: np.ndarray, hi: np.ndarray, chunk_bytes: int = 32 * 2**20,
+                    take: np.ndarray | None = None) -> _Cuts:
     """Per label every cut "top k" with ``lo <= k <= hi`` on these scores (unit = the column).
 
     Cuts only fall between distinct scores (ties are predicted together); a label with no such
     cut inside its band gets the cut nearest the band, one with ``hi == 0`` a threshold above its
-    top score. Only the top ``max(hi) + 2`` scores of each label are sorted.
+    top score. Only the top ``max(hi) + 2`` scores of each label are sorted. ``take``: the
+    labels are these columns of ``inputs.scores`` (the positives already indexed by position).
     """
-    s, (n, l) = inputs.scores, inputs.scores.shape
+    s, n, l = inputs.scores, inputs.scores.shape[0], inputs.counts.size
     positives = sp.csc_matrix((np.ones(inputs.rows.size, np.int32), (inputs.rows, inputs.cols)), shape=(n, l))
     chunk, parts = max(1, chunk_bytes // max(1, 24 * n)), []
     for c0 in range(0, l, chunk):
         c1 = min(l, c0 + chunk)
-        block, top = -s[:, c0:c1].T, min(n, int(hi[c0:c1].max(initial=0)) + 2)
+        block = -(s[:, c0:c1] if take is None else s[:, take[c0:c1]]).T
+        top = min(n, int(hi[c0:c1].max(initial=0)) + 2)
         order = np.argpartition(block, top - 1, axis=1)[:, :top] if top < n else np.tile(np.arange(n), (c1 - c0, 1))
         order = np.take_along_axis(order, np.argsort(np.take_along_axis(block, order, 1), axis=1, kind="stable"), 1)
         ranked = -np.take_along_axis(block, order, 1)
