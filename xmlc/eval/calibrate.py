@@ -450,16 +450,15 @@ def _bucket_bounds(choose, unit, k, tp, starts, unit_bucket, low, high, steps: i
         count = np.bincount(unit_bucket, weights=k[pick], minlength=nb)
         # where the upper bound holds bucket g, or the jump at lo_b leaves it under its lower bound
         for g in np.flatnonzero((lam < lo_b) | (count < low)):
-            room, need, todo = high[g] - count[g], low[g] - count[g], list(changing[g])
-            while room > 0 and todo:
-                moves = [_best_move(pick[u], np.arange(starts[u], ends[u]), k, tp, lam, room, need) for u in todo]
-                i = int(np.argmax([gain for gain, _ in moves]))
-                gain, cut = moves[i]
-                if cut < 0 or (gain <= 0 and need <= 0):
+            room, need = high[g] - count[g], low[g] - count[g]
+            first = [_best_move(pick[u], np.arange(starts[u], ends[u]), k, tp, lam, room, need)[0] for u in changing[g]]
+            for u in changing[g][np.argsort(first, kind="stable")[::-1]]:   # best first; each move once,
+                if room <= 0:                                                # sized to the room left then
                     break
-                u = todo.pop(i)
-                room, need = room - (k[cut] - k[pick[u]]), need - (k[cut] - k[pick[u]])
-                pick[u] = cut
+                gain, cut = _best_move(pick[u], np.arange(starts[u], ends[u]), k, tp, lam, room, need)
+                if cut >= 0 and (gain > 0 or need > 0):
+                    room, need = room - (k[cut] - k[pick[u]]), need - (k[cut] - k[pick[u]])
+                    pick[u] = cut
         return pick
 
     return pick_at
