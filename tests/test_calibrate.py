@@ -9,7 +9,7 @@ import torch
 import scipy.sparse as sp
 from sklearn.metrics import precision_recall_curve
 
-from xmlc.eval.calibrate import COUNT_BAND, apply_thresholds, fit_thresholds, prior_thresholds
+from xmlc.eval.calibrate import COUNT_BAND, apply_thresholds, fit_thresholds, prior_thresholds, transfer_thresholds
 from xmlc.eval.metrics import f1_score, positive_rate_ratio
 from xmlc.stats import frequency_buckets
 
@@ -299,3 +299,17 @@ def test_thresholds_of_cuda_scores_equal_the_host_engine(method):
     host, dev = _thresholds_both_engines(s, t, "cuda", method=method, min_positives=8, fallback="global")
     assert torch.equal(host, dev)
     assert torch.equal(fit_thresholds(torch.from_numpy(s).cuda(), t, method=method, min_positives=8), host)
+
+
+def test_transfer_thresholds_keeps_each_labels_count_on_the_rows():
+    rng = np.random.default_rng(3)
+    before = torch.from_numpy(rng.random((500, 6)).astype(np.float32))
+    after = torch.sigmoid(3 * before + 0.5)            # another model, scores in the same order, higher
+    thresholds = torch.tensor([0.2, 0.5, 0.9, 0.99, 2.0, 0.0])   # 2.0: never predicted before
+    moved = transfer_thresholds(thresholds, before, after)
+    assert torch.equal((after >= moved).sum(0)[:4], (before >= thresholds).sum(0)[:4])
+    assert moved[4] == 2.0 and moved[5] == after[:, 5].min()   # kept; all rows -> the smallest score
+    # the same decisions on every row where the order is the same
+    assert torch.equal(after >= moved, before >= thresholds)
+    with pytest.raises(ValueError, match="before and after"):
+        transfer_thresholds(thresholds, before, after[:, :5])

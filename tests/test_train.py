@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from xmlc import data as xdata, losses
-from xmlc import evaluate as xevaluate, predict as xpredict
+from xmlc import api as xapi, evaluate as xevaluate, predict as xpredict
 from xmlc.train import loop as xtrain
 from xmlc.models import auto_hidden
 from xmlc.run import Progress, RunArtifact
@@ -25,6 +25,7 @@ from xmlc.train.distributed import DistEnv
 from xmlc.train.epoch import native_bf16, train_one_epoch
 from xmlc.train.folds import crossfit_folds
 from xmlc.checkpoint import load_checkpoint
+from xmlc.eval.calibrate import transfer_thresholds
 from xmlc.cli import ExitStatus
 from conftest import write_xmc_splits
 
@@ -236,15 +237,23 @@ def refitted(files, tmp_path_factory):
     return plain, refit
 
 
-def test_refit_keeps_the_selection_and_thresholds_of_the_first_phase(refitted):
+def test_refit_keeps_the_selection_and_moves_the_first_phase_thresholds_by_rate(refitted, files):
     plain, refit = refitted
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (plain, refit))
     assert b["best_epoch"] == a["best_epoch"] and b["val_calibrated"] == a["val_calibrated"]
     assert b["test_before_refit"] == a["test_calibrated"]       # the selected model, before the refit
     assert b["test_calibrated"]["auprc_macro"] != a["test_calibrated"]["auprc_macro"]
-    ta, tb = (load_checkpoint(d / "best.pt")["thresholds"] for d in (plain, refit))
-    assert torch.equal(ta, tb)
     assert b["refit"]["epochs"] == b["best_epoch"] and b["refit"]["num_train"] == 240 + 64
+    # the shipped thresholds: the first model's, each label predicted as often on the training rows
+    # (all 240 here: under refit_sample's floor) by the refitted model as by the first one
+    ta, tb = (load_checkpoint(d / "best.pt")["thresholds"] for d in (plain, refit))
+    features = xdata.read_xmc(files["train"]).features
+    before, after = (xapi.load(d).scores_of_features(features) for d in (plain, refit))
+    assert not torch.equal(ta, tb)
+    assert torch.allclose(tb, transfer_thresholds(ta, before, after), atol=1e-6)
+    k_before, k_after, seen = (before >= ta).sum(0), (after >= tb - 1e-6).sum(0), (before >= ta).sum(0) > 0
+    assert seen.any() and torch.equal(k_after[seen], k_before[seen])
+    assert torch.equal(tb[~seen], ta[~seen])                      # a label never predicted keeps its threshold
 
 
 def test_refit_is_the_selected_run_repeated_on_train_plus_val(refitted, files, tmp_path):
@@ -261,7 +270,7 @@ def test_refit_is_the_selected_run_repeated_on_train_plus_val(refitted, files, t
     a, b = params(manual / "last.pt"), params(refit / "best.pt")
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    # best.pt ships the refit weights with the first phase's thresholds
+    # best.pt ships the refit weights with the thresholds moved to them
     out_json = tmp_path / "eval.json"
     assert xevaluate.main(["--checkpoint", str(refit), "--data", str(files["test"]), "--out", str(out_json)]) == 0
     evaluated = json.loads(out_json.read_text())

@@ -54,7 +54,7 @@ from xmlc.kernels.ap import tie_counts
 from xmlc.kernels.ap_torch import best_fbeta_torch, kth_largest_torch, tie_counts_torch
 from xmlc.stats import frequency_buckets
 
-__all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "METHODS"]
+__all__ = ["fit_thresholds", "prior_thresholds", "apply_thresholds", "thresholds_for", "transfer_thresholds", "METHODS"]
 
 METHODS = ("f1", "fbeta", "rate", "f1_count", "prior")
 _FALLBACKS = ("global", "shrink")
@@ -306,6 +306,36 @@ def thresholds_for(ecfg, scores, labels, pos_weight, buckets=None) -> torch.Tens
     extra = {"buckets": buckets} if ecfg.calibration == "f1_count" else {}
     return fit_thresholds(scores, labels, method=ecfg.calibration, min_positives=ecfg.min_positives,
                           pos_weight=None if pos_weight is None else pos_weight.cpu(), **extra)
+
+
+def transfer_thresholds(thresholds, before, after) -> torch.Tensor:
+    """Thresholds of one model moved to another by matching each label's predicted count on the
+    same rows: label l predicted ``k_l`` times by ``before >= thresholds`` becomes the ``k_l``-th
+    largest of ``after[:, l]`` (a label ``before`` never predicts keeps its threshold).
+
+    Used after ``train.final: refit``: the thresholds were fitted on the first model's validation
+    scores, and the refitted model (more rows, more steps) scores higher; matching the rate on
+    rows both models trained on carries the decisions over, not the raw scores.
+
+    Args:
+        thresholds: ``(L,)``. before, after: ``(n, L)`` scores of the same rows by the two models.
+
+    Returns:
+        ``(L,)`` float32.
+
+    Example:
+        >>> b = torch.tensor([[0.9], [0.6], [0.3]]); a = torch.tensor([[0.95], [0.8], [0.5]])
+        >>> transfer_thresholds(torch.tensor([0.5]), b, a)
+        tensor([0.8000])
+    """
+    t = torch.as_tensor(thresholds).detach().cpu().double().numpy()
+    b, a = (torch.as_tensor(x).detach().float().cpu().numpy() for x in (before, after))
+    if b.shape != a.shape or b.ndim != 2 or b.shape[1] != t.shape[0]:
+        raise ValueError(f"before and after must both be (n, {t.shape[0]}), got {b.shape} and {a.shape}")
+    k = (b >= t).sum(0)
+    ranked = -np.sort(-a, axis=0)
+    moved = ranked[np.maximum(k - 1, 0), np.arange(t.shape[0])]
+    return torch.from_numpy(np.where(k > 0, moved, t).astype(np.float32))
 
 
 def _f1_count_fit(inputs: EvalInputs, band, total_max: float, expected, groups, min_positives: int,

@@ -41,6 +41,7 @@ from xmlc.checkpoint import CheckpointError, check_run_dir
 from xmlc.cli import ExitStatus, report_error
 from xmlc.config import Config, ConfigError, TrainConfig, apply_overrides, dump_config, load_config, to_dict
 from xmlc.data import load_splits
+from xmlc.eval.calibrate import transfer_thresholds
 from xmlc.eval.summary import results_table
 from xmlc.optim import optimizer_state_report
 from xmlc.recipe import AUTO_KEYS, resolve_auto, resolve_final
@@ -51,7 +52,7 @@ from xmlc.train.build import (Training, make_eval_loader, new_model, seed_everyt
                               start_training)
 from xmlc.train.distributed import DistEnv, any_process, launched_world_size, setup_distributed, teardown_distributed
 from xmlc.train.evaluator import Evaluator
-from xmlc.train.final import refit_selected
+from xmlc.train.final import refit_sample, refit_selected
 from xmlc.train.folds import crossfit_folds
 from xmlc.train.monitor import RunDirLock, RunFiles, check_fresh_run_dir
 from xmlc.train.stops import Interrupted, NonFiniteLoss, RunStopped, StopOnSignal
@@ -315,7 +316,13 @@ def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg
             results["test_before_refit"] = ev.test(tr.model, test_loader, test_set.labels,
                                                    thresholds)[0]["test_calibrated"]
         tr.optimizer.state.clear()   # the first phase's Adam moments (2x the weights) are not needed again
+        sample = refit_sample(train_set, cfg.train.seed)
+        sample_loader = make_eval_loader(sample, seed=cfg.train.seed, env=env)
+        before = ev.scores(tr.model, sample_loader, sample.labels)
         results["refit"] = refit_selected(tr, cfg, env, train_set, val_set, prior=prior, run_dir=files.dir, say=say)
+        # the first model's thresholds, moved to the refitted one by each label's rate on these rows
+        thresholds = transfer_thresholds(thresholds, before, ev.scores(tr.model, sample_loader, sample.labels))
+        del before
     if test_set is not None:
         test_results, test_scores = ev.test(tr.model, test_loader, test_set.labels, thresholds)
         results |= test_results
