@@ -212,3 +212,11 @@ def test_run_train_time():
     assert xbaseline.run_train_time({"train_time_s": 10.0, "refit": {"time_s": 4.0}}) == 14.0
     assert xbaseline.run_train_time({"epoch_time_s": 2.0, "epochs": 3}) == 6.0
     assert xbaseline.run_train_time({"baseline": {}}) is None
+
+
+def test_run_train_time_counts_the_final_phase():
+    """The run's side of the time ratio: its epochs plus a refit's or fine-tune's training."""
+    assert xbaseline.run_train_time({"train_time_s": 4.0}) == 4.0
+    assert xbaseline.run_train_time({"train_time_s": 4.0, "refit": {"time_s": 3.0}}) == 7.0
+    assert xbaseline.run_train_time({"epoch_time_s": 2.0, "epochs": 3, "finetune": {"time_s": 1.5}}) == 7.5
+    assert xbaseline.run_train_time({"finetune": {"time_s": 1.5}}) is None

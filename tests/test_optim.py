@@ -159,3 +159,15 @@ def test_sgd_table_sparse_step_equals_dense_step_on_touched_rows():
     torch.testing.assert_close(models[0].input.weight, models[1].input.weight)   # Adam, sparse == dense rows
     untouched = [i for i in range(30) if i not in (2, 5, 17)]
     assert before.shape == (30, 3) and bool((models[0].wide.weight.grad.to_dense()[untouched] == 0).all())
+
+
+def test_lr_scale_multiplies_every_group_rate_and_nothing_else():
+    """``lr_scale`` (``train.final: finetune``'s half rates): Adam's groups and the wide part's SGD
+    group at scale x their rates; weight decay and the groups themselves as without it."""
+    model = build_model(ModelConfig(name="wide_deep", hidden=[4], ensemble=2), num_features=30, num_labels=3)
+    plain, half = (build_optimizer(_optim(lr=0.01, weight_decay=0.1), model, lr_scale=s) for s in (1.0, 0.5))
+    assert len(plain.param_groups) == len(half.param_groups) == 3
+    for a, b in zip(plain.param_groups, half.param_groups):
+        assert b["lr"] == pytest.approx(0.5 * a["lr"]) and b["weight_decay"] == a["weight_decay"]
+        assert [id(p) for p in a["params"]] == [id(p) for p in b["params"]] and a.get("sgd") == b.get("sgd")
+    assert [g["lr"] for g in half.param_groups if g.get("sgd")] == [pytest.approx(0.5 * model.wide.bag.sgd_lr)]

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,11 +17,13 @@ from xmlc import data as xdata, losses
 from xmlc import api as xapi, evaluate as xevaluate, predict as xpredict
 from xmlc.train import loop as xtrain
 from xmlc.models import auto_hidden
-from xmlc.run import Progress, RunArtifact
+from xmlc.run import LabelStats, Progress, RunArtifact
 from xmlc.train.selection import end_epoch, patience_ran_out
 from xmlc.config import Config, from_dict
 from xmlc.recipe import PROFILES, auto_epochs
-from xmlc.train.build import new_model
+from xmlc.config import load_config
+from xmlc.train.build import new_model, seed_everything, start_training
+from xmlc.train.final import FINETUNE_EPOCHS, FINETUNE_LR
 from xmlc.train.distributed import DistEnv
 from xmlc.train.epoch import native_bf16, train_one_epoch
 from xmlc.train.folds import crossfit_folds
@@ -278,6 +281,45 @@ def test_refit_is_the_selected_run_repeated_on_train_plus_val(refitted, files, t
         assert evaluated["calibrated"][name] == pytest.approx(result["test_calibrated"][name], abs=1e-6)
 
 
+@pytest.fixture(scope="module")
+def finetuned(files, refitted, tmp_path_factory):
+    """The run of ``refitted``'s plain one with ``train.final: finetune``."""
+    out = tmp_path_factory.mktemp("finetune")
+    assert xtrain.main(tiny(files, out, *REFIT, "train.final=finetune")) == 0
+    return out
+
+
+def test_finetune_continues_the_selected_model_on_train_plus_val_at_half_the_rates(refitted, finetuned, files):
+    plain, tuned = refitted[0], finetuned
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (plain, tuned))
+    assert b["best_epoch"] == a["best_epoch"] and b["test_before_finetune"] == a["test_calibrated"]
+    assert b["finetune"]["epochs"] == FINETUNE_EPOCHS and b["finetune"]["num_train"] == 240 + 64
+    assert b["finetune"]["steps"] == FINETUNE_EPOCHS * math.ceil(304 / 64)
+    # the reference: the plain run's shipped (selected) weights, trained on train + val rows by
+    # a fresh optimizer whose schedule spans FINETUNE_EPOCHS epochs of optim.lr halved
+    cfg = load_config(tuned / "config.yaml", [f"optim.lr={0.01 * FINETUNE_LR}", f"train.epochs={FINETUNE_EPOCHS}"])
+    train, val = xdata.read_xmc(files["train"]), xdata.read_xmc(files["val"])
+    stats = LabelStats.of(train, cfg.loss)
+    model = new_model(cfg.model, train.num_features, train.num_labels)
+    model.load_state_dict(params(plain / "best.pt"))
+    loss_fn = losses.build_loss(cfg.loss, pos_weight=stats.pos_weight, weight=stats.label_weight)
+    env, stop = DistEnv(), SimpleNamespace(requested=None, signum=None)
+    seed_everything(cfg.train.seed)
+    tr = start_training(cfg, env, xdata.concat_data(train, val), model, loss_fn)
+    for _ in range(FINETUNE_EPOCHS):
+        tr.train_epoch(tcfg=cfg.train, grad_clip=cfg.optim.grad_clip, env=env, stop=stop)
+        tr.progress.next_epoch()
+    shipped = params(tuned / "best.pt")
+    for name, value in model.state_dict().items():
+        assert torch.allclose(value, shipped[name], atol=1e-6), name
+    assert not torch.equal(shipped["head.weight"], params(plain / "best.pt")["head.weight"])
+    # the thresholds moved to it by rate on the training rows, as after a refit
+    features = train.features
+    ta, tb = (load_checkpoint(d / "best.pt")["thresholds"] for d in (plain, tuned))
+    before, after = (xapi.load(d).scores_of_features(features) for d in (plain, tuned))
+    assert torch.allclose(tb, transfer_thresholds(ta, before, after), atol=1e-6)
+
+
 def _faulty_loss(monkeypatch, at_call: int, action):
     """Make build_loss return the real loss, except that call ``at_call`` runs ``action(loss)``."""
     real = losses.build_loss
@@ -412,21 +454,23 @@ def test_signal_saves_and_resume_finishes(files, tmp_path, monkeypatch, capsys, 
     assert json.loads((out / "metrics.json").read_text())["steps"] == 8
 
 
-def test_signal_in_refit_keeps_the_first_phase_and_resume_refits(refitted, files, tmp_path, monkeypatch,
-                                                                  capsys):
+@pytest.mark.parametrize("final", ["refit", "finetune"])
+def test_signal_in_the_final_phase_keeps_the_first_phase_and_resume_runs_it_again(request, final, files, tmp_path,
+                                                                                  monkeypatch, capsys):
     def interrupt(loss):
         os.kill(os.getpid(), signal.SIGTERM)
         return loss
 
-    _faulty_loss(monkeypatch, 3 * 4 + 2, interrupt)   # 3 epochs of 4 steps, then the refit's second step
+    _faulty_loss(monkeypatch, 3 * 4 + 2, interrupt)   # 3 epochs of 4 steps, then the final phase's second step
     out = tmp_path / "sig"
-    assert xtrain.main(tiny(files, out, *REFIT, "train.final=refit")) == 128 + signal.SIGTERM
-    assert "refit stopped by signal" in capsys.readouterr().out
+    assert xtrain.main(tiny(files, out, *REFIT, f"train.final={final}")) == 128 + signal.SIGTERM
+    assert f"{final} stopped by signal" in capsys.readouterr().out
     assert not (out / "metrics.json").exists() and load_checkpoint(out / "last.pt")["epoch"] == 3
     monkeypatch.undo()
     assert xtrain.main(["--resume", str(out)]) == 0
     resumed = json.loads((out / "metrics.json").read_text())
-    reference = json.loads((refitted[1] / "metrics.json").read_text())
+    done = request.getfixturevalue("refitted")[1] if final == "refit" else request.getfixturevalue("finetuned")
+    reference = json.loads((done / "metrics.json").read_text())
     assert resumed["test_calibrated"] == reference["test_calibrated"]
 
 
@@ -501,7 +545,7 @@ def test_early_stopping(files, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["train.epochz=3"], "unknown config key 'train.epochz'; valid keys here: epochs, max_steps"),
     (["optim.lr=fast"], "'optim.lr' expects float"),
-    (["train.final=both"], "config key 'train.final' must be one of 'none', 'refit', 'crossfit', 'auto'; got 'both'"),
+    (["train.final=both"], "config key 'train.final' must be one of 'none', 'refit', 'finetune', 'crossfit', 'auto'; got 'both'"),
     (["train.refit=true"], "config key 'train.refit' was removed: use train.final=refit"),
     (["train.final=crossfit"], "needs an ensemble (model.ensemble >= 2; got 1): each member leaves out"),
     (["train.early_stopping_metric=loss"], "'train.early_stopping_metric' must be one of auprc_micro"),

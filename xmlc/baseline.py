@@ -271,14 +271,14 @@ def linear_baseline(splits, cfg: Config, *, run_results: dict | None = None, own
 
 def run_train_time(results: dict) -> float | None:
     """A run's training time (s) from its ``metrics.json``: ``train_time_s`` (all epochs, validation
-    excluded), else mean epoch time x epochs; plus the refit's time. None when it holds neither."""
+    excluded), else mean epoch time x epochs; plus the refit's or fine-tune's time. None when it holds neither."""
     base = results.get("train_time_s")
     if base is None and results.get("epoch_time_s") is not None and results.get("epochs") is not None:
         base = results["epoch_time_s"] * results["epochs"]
     if base is None:
         return None
-    refit = results.get("refit")
-    return float(base + ((refit.get("time_s") or 0.0) if isinstance(refit, dict) else 0.0))
+    phases = [results.get(phase) for phase in ("refit", "finetune")]
+    return float(base + sum((info.get("time_s") or 0.0) for info in phases if isinstance(info, dict)))
 
 
 def comparison_table(results: dict) -> str:

@@ -268,12 +268,14 @@ class TrainConfig:
     margin: NonNegative = 0.0
     # What the validation rows do once the epoch is selected (xmlc/train/final.py):
     # none (select and calibrate only) | refit (train a fresh model on train + validation for the
-    # selected number of epochs and ship it; the thresholds stay those of the first model) |
-    # crossfit (an ensemble's alternative: one training on train + validation in which member m
+    # selected number of epochs and ship it) | finetune (continue the selected model on train +
+    # validation for 2 passes at half the learning rates, a warm restart of the schedule; after
+    # refit or finetune the first model's thresholds move to the shipped one by each label's
+    # predicted count on training rows) | crossfit (an ensemble's alternative: one training on train + validation in which member m
     # leaves out its own 1/M of the validation rows, which it scores out-of-fold; needs
     # model.ensemble >= 2) | auto (the model family's: crossfit for an mlp ensemble, whose members
     # share no weights; none for wide_deep, whose heads share the table).
-    final: Literal["none", "refit", "crossfit", "auto"] = "none"
+    final: Literal["none", "refit", "finetune", "crossfit", "auto"] = "none"
     # Log train loss, lr, grad norm, throughput to TensorBoard every this many steps.
     log_every: PositiveInt = 20
 

@@ -210,7 +210,7 @@ def use_sparse(setting, num_rows: int) -> bool:
     return setting
 
 
-def build_optimizer(ocfg, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(ocfg, model: nn.Module, *, lr_scale: float = 1.0) -> torch.optim.Optimizer:
     """AdamW (fused where supported); weight decay on weight matrices only (not biases, not norms).
 
     With sparse updates on (:func:`use_sparse` of the section's ``sparse`` attribute if it has
@@ -221,6 +221,7 @@ def build_optimizer(ocfg, model: nn.Module) -> torch.optim.Optimizer:
     A table whose ``nn.EmbeddingBag`` carries ``sgd_lr`` (the linear part of
     :class:`xmlc.models.WideDeep`) gets its own group, stepped by plain SGD at that rate (the
     schedule scales it like the others), without weight decay or optimizer state.
+    ``lr_scale`` multiplies every group's rate (``optim.lr`` and the tables' ``sgd_lr``).
     """
     setting = getattr(ocfg, "sparse", "auto")
     for module in model.modules():
@@ -232,12 +233,12 @@ def build_optimizer(ocfg, model: nn.Module) -> torch.optim.Optimizer:
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": ocfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    groups += [{"params": [m.weight], "weight_decay": 0.0, "lr": m.sgd_lr, "sgd": True}
+    groups += [{"params": [m.weight], "weight_decay": 0.0, "lr": m.sgd_lr * lr_scale, "sgd": True}
                for m in model.modules() if isinstance(m, nn.EmbeddingBag) and getattr(m, "sgd_lr", None)]
     try:   # the fused kernel (CPU and CUDA) is several times faster than the per-tensor loop
-        return AdamW(groups, lr=ocfg.lr, fused=True)
+        return AdamW(groups, lr=ocfg.lr * lr_scale, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return AdamW(groups, lr=ocfg.lr)
+        return AdamW(groups, lr=ocfg.lr * lr_scale)
 
 
 def build_scheduler(ocfg, optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

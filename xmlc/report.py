@@ -32,7 +32,8 @@ from xmlc.run import RunArtifact
 __all__ = ["main", "build_report", "write_report", "ReportError"]
 
 # split keys of metrics.json, in the order their columns appear
-SPLITS = ("val", "val_calibrated", "test", "test_calibrated", "test_prior", "test_before_refit")
+SPLITS = ("val", "val_calibrated", "test", "test_calibrated", "test_prior", "test_before_refit",
+          "test_before_finetune")
 # metrics shown first, in this order; every other number of a split follows
 FIRST_METRICS = ("auprc_micro", "auprc_macro", "p@1", "p@3", "p@5", "f1_micro", "f1_macro",
                  "positive_rate_ratio", "positive_rate_ratio_head", "positive_rate_ratio_torso",
@@ -152,7 +153,7 @@ def _baseline_columns(results: dict) -> list[tuple[str, dict]]:
 
 def _timings_table(results: dict) -> str:
     rows = [[html.escape(label), _number(results[key])] for key, label in TIMINGS if results.get(key) is not None]
-    for phase in ("refit", "crossfit"):
+    for phase in ("refit", "finetune", "crossfit"):
         info = results.get(phase)
         if isinstance(info, dict) and info:
             rows += [[html.escape(f"{phase}: {k}"), _number(v)] for k, v in info.items()

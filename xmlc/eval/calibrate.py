@@ -313,8 +313,8 @@ def transfer_thresholds(thresholds, before, after) -> torch.Tensor:
     same rows: label l predicted ``k_l`` times by ``before >= thresholds`` becomes the ``k_l``-th
     largest of ``after[:, l]`` (a label ``before`` never predicts keeps its threshold).
 
-    Used after ``train.final: refit``: the thresholds were fitted on the first model's validation
-    scores, and the refitted model (more rows, more steps) scores higher; matching the rate on
+    Used after ``train.final: refit`` or ``finetune``: the thresholds were fitted on the first
+    model's validation scores, and the shipped model (more rows, more steps) scores higher; matching the rate on
     rows both models trained on carries the decisions over, not the raw scores.
 
     Args:

@@ -70,19 +70,19 @@ class Training:
 
 
 def start_training(cfg: Config, env: DistEnv, dataset, model: nn.Module, loss_fn: nn.Module, *,
-                   resume: RunArtifact | None = None, folds: Folds | None = None) -> Training:
+                   resume: RunArtifact | None = None, folds: Folds | None = None, lr_scale: float = 1.0) -> Training:
     """Sampler, loader, AdamW and schedule to train ``model`` on ``dataset``; with ``resume`` (a
     ``last.pt`` run) the model, optimizer, schedule, progress and RNG states continue from it;
     with ``folds`` (``train.final: crossfit``) each member leaves out its rows of ``dataset``.
 
     Each process takes its share of the global ``data.batch_size``; the schedule spans
-    ``train.epochs`` epochs of ``dataset``.
+    ``train.epochs`` epochs of ``dataset`` at ``lr_scale`` x the configured rates.
     """
     batch_size = cfg.data.batch_size // env.world_size
     sampler = ResumableSampler(dataset, env, seed=cfg.train.seed, batch_size=batch_size)
     loader = make_loader(dataset, batch_size, sampler, env=env)
     total_steps = steps_per_epoch(len(dataset), cfg.data.batch_size, env.world_size) * cfg.train.epochs
-    optimizer = build_optimizer(cfg.optim, model)
+    optimizer = build_optimizer(cfg.optim, model, lr_scale=lr_scale)
     scheduler = build_scheduler(cfg.optim, optimizer, total_steps=total_steps)
     progress = Progress()
     if resume is not None:

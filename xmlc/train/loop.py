@@ -52,7 +52,7 @@ from xmlc.train.build import (Training, make_eval_loader, new_model, seed_everyt
                               start_training)
 from xmlc.train.distributed import DistEnv, any_process, launched_world_size, setup_distributed, teardown_distributed
 from xmlc.train.evaluator import Evaluator
-from xmlc.train.final import refit_sample, refit_selected
+from xmlc.train.final import final_phase, refit_sample
 from xmlc.train.folds import crossfit_folds
 from xmlc.train.monitor import RunDirLock, RunFiles, check_fresh_run_dir
 from xmlc.train.stops import Interrupted, NonFiniteLoss, RunStopped, StopOnSignal
@@ -311,16 +311,17 @@ def finish(tr: Training, splits, val_loader, ev: Evaluator, files: RunFiles, cfg
     final_scores = ("validation", val.scores, val_set.labels) if test_set is None else None
     del val
     test_loader = None if test_set is None else make_eval_loader(test_set, seed=cfg.train.seed, env=env)
-    if cfg.train.final == "refit":
-        if test_set is not None:   # the selected model on test, to show what the refit changed
-            results["test_before_refit"] = ev.test(tr.model, test_loader, test_set.labels,
-                                                   thresholds)[0]["test_calibrated"]
+    if cfg.train.final in ("refit", "finetune"):
+        final = cfg.train.final
+        if test_set is not None:   # the selected model on test, to show what the final phase changed
+            results[f"test_before_{final}"] = ev.test(tr.model, test_loader, test_set.labels,
+                                                      thresholds)[0]["test_calibrated"]
         tr.optimizer.state.clear()   # the first phase's Adam moments (2x the weights) are not needed again
         sample = refit_sample(train_set, cfg.train.seed)
         sample_loader = make_eval_loader(sample, seed=cfg.train.seed, env=env)
         before = ev.scores(tr.model, sample_loader, sample.labels)
-        results["refit"] = refit_selected(tr, cfg, env, train_set, val_set, prior=prior, run_dir=files.dir, say=say)
-        # the first model's thresholds, moved to the refitted one by each label's rate on these rows
+        results[final] = final_phase(tr, cfg, env, train_set, val_set, prior=prior, run_dir=files.dir, say=say)
+        # the first model's thresholds, moved to the shipped one by each label's rate on these rows
         thresholds = transfer_thresholds(thresholds, before, ev.scores(tr.model, sample_loader, sample.labels))
         del before
     if test_set is not None:
