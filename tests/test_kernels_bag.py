@@ -5,7 +5,7 @@ with a dense and with a sparse gradient."""
 import pytest
 import torch
 
-from xmlc.kernels.bag import dense_input, sparse_bag, sparse_bag_reference
+from xmlc.kernels.bag import IdOrder, dense_input, sparse_bag, sparse_bag_reference
 
 
 def _bag(seed=0, D=50, M=3, H=7, lengths=(3, 0, 5, 2, 4, 1), drop=0.4):
@@ -88,3 +88,37 @@ def test_dense_input_equals_per_member_matmul(sparse):
     torch.testing.assert_close(out, ref)
     assert w.grad.is_sparse == sparse
     torch.testing.assert_close(w.grad.to_dense() if sparse else w.grad, ref_w.grad)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_tables_sharing_an_id_order_sort_once_and_get_the_same_gradients(sparse, monkeypatch):
+    """Two tables over the same ids with one IdOrder (wide & deep's W and E): one sort for both
+    backwards, and each table's gradient bit-equal to its own unshared one."""
+    from xmlc.kernels import bag as kbag
+    w1, indices, offsets, values, _ = _bag(seed=3)
+    w2 = torch.randn(50, 3 * 4, generator=torch.Generator().manual_seed(4))
+    alone = [_forward_backward(sparse_bag, w, indices, offsets, values, sparse)[1] for w in (w1, w2)]
+    sorts, real_sort = [], torch.sort
+    monkeypatch.setattr(kbag.torch, "sort", lambda *a, **k: sorts.append(1) or real_sort(*a, **k))
+    order = kbag.IdOrder()
+    a, b = w1.clone().requires_grad_(True), w2.clone().requires_grad_(True)
+    g = torch.Generator().manual_seed(1)   # the grad_out _forward_backward drew for each table
+    out_a, out_b = (sparse_bag(w, indices, offsets, values, sparse=sparse, order=order) for w in (a, b))
+    (out_a * torch.randn(out_a.shape, generator=g)).sum().backward(retain_graph=True)
+    g = torch.Generator().manual_seed(1)
+    (out_b * torch.randn(out_b.shape, generator=g)).sum().backward()
+    assert len(sorts) == 1
+    for shared, own in zip((a.grad, b.grad), alone):
+        assert torch.equal(shared.to_dense(), own.to_dense())
+
+
+def test_id_order_sorts_again_for_other_or_changed_ids():
+    order = IdOrder()
+    ids = torch.tensor([4, 1, 4, 0])
+    first = order.sort(ids)
+    assert order.sort(ids) is first and torch.equal(first[0], torch.tensor([0, 1, 4, 4]))
+    assert torch.equal(order.sort(ids.clone())[1], first[1])   # other memory, same ids: sorted again
+    assert order.sort(ids.clone()) is not first
+    ids[0] = 2                                                  # changed in place: stale, sorted again
+    assert torch.equal(order.sort(ids)[0], torch.tensor([0, 1, 2, 4]))
+    assert torch.equal(order.sort(ids[:2])[0], torch.tensor([1, 2]))   # a view of the same memory, other shape

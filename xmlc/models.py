@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmlc.kernels.bag import dense_input, sparse_bag
+from xmlc.kernels.bag import IdOrder, dense_input, sparse_bag
 from xmlc.kernels.dropout import dropout
 
 __all__ = ["dropout", "Dropout", "SparseLinear", "sparse_bag", "MemberLinear", "MemberLayerNorm", "MemberBatchNorm",
@@ -92,10 +92,11 @@ class SparseLinear(nn.Module):
         return self.bag.weight
 
     def forward(self, indices: torch.Tensor, offsets: torch.Tensor | None = None,
-                weights: torch.Tensor | None = None) -> torch.Tensor:
+                weights: torch.Tensor | None = None, *, order: IdOrder | None = None) -> torch.Tensor:
         """Args: ``indices`` (nnz,) int64 feature ids, ``offsets`` (B,) row starts, ``weights``
-        (nnz,) feature values (None: all ones). A dense float ``indices`` of shape (B, D) is
-        accepted too and multiplied directly. Returns (M, B, H)."""
+        (nnz,) feature values (None: all ones); ``order``: an :class:`xmlc.kernels.bag.IdOrder`
+        shared with other tables over the same ids (their backward sorts them once). A dense
+        float ``indices`` of shape (B, D) is accepted too and multiplied directly. Returns (M, B, H)."""
         M, weight = self.members, self.bag.weight
         drop = self.input_dropout if self.training else 0.0
         if indices.is_floating_point():  # dense (B, D) input
@@ -108,7 +109,7 @@ class SparseLinear(nn.Module):
         w = weights.to(weight.dtype).expand(M, -1)
         if drop:
             w = dropout(w, drop)
-        return sparse_bag(weight, indices, offsets, w, sparse=self.bag.sparse) + self.bias[:, None, :]
+        return sparse_bag(weight, indices, offsets, w, sparse=self.bag.sparse, order=order) + self.bias[:, None, :]
 
 
 def _split_inputs(x: Any, offsets, weights):
@@ -298,8 +299,9 @@ class WideDeep(nn.Module):
             if weights is None:
                 weights = torch.ones(indices.shape[0], dtype=self.wide.weight.dtype, device=indices.device)
             weights = dropout(weights, self.input_dropout)   # one mask for both tables
-        wide = self.wide(indices, offsets, weights)[0]                        # (B, L)
-        deep = F.relu(self.input(indices, offsets, weights)[0])               # (B, H)
+        order = None if indices.is_floating_point() else IdOrder()           # one sort of the ids for both
+        wide = self.wide(indices, offsets, weights, order=order)[0]           # (B, L)
+        deep = F.relu(self.input(indices, offsets, weights, order=order)[0])  # (B, H)
         deep = self.dropout(deep.expand(self.members, -1, -1))                # a mask per member
         logits = self.head(deep) + wide
         return logits[0] if self.members == 1 else logits

@@ -1,7 +1,7 @@
 """``X_m @ W_m`` for sparse rows ``X`` shared by M members, with a hand-written backward.
 
 * Fast: :func:`sparse_bag`. The forward is one ``embedding_bag`` over the ``(D, M * H)`` table
-  viewed as ``(D * M, H)``. The backward sorts the feature ids once (``torch.unique``), then
+  viewed as ``(D * M, H)``. The backward sorts the feature ids once (one stable sort), then
   computes the gradient of the touched rows only, ``(U, M * H)`` for the U distinct ids, as a
   second ``embedding_bag`` over the output gradient: no ``(nnz, M * H)`` intermediate and no
   re-coalescing. With ``sparse=True`` the gradient is a coalesced sparse COO tensor of those
@@ -21,11 +21,34 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sparse_bag", "sparse_bag_reference", "dense_input"]
+__all__ = ["sparse_bag", "sparse_bag_reference", "dense_input", "IdOrder"]
+
+
+class IdOrder:
+    """The stable sort of a batch's feature ids, computed by the first backward that needs it and
+    reused by the others: tables that read the same ``indices`` (the two of
+    :class:`xmlc.models.WideDeep`) pass one ``IdOrder`` to :func:`sparse_bag` and sort once.
+
+    It keeps the ids tensor it sorted, so no other tensor can take its memory meanwhile; a call
+    with other ids (or these ids changed in place since) sorts afresh."""
+
+    __slots__ = ("_ids", "_version", "_result")
+
+    def __init__(self):
+        self._ids = self._version = self._result = None
+
+    def sort(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``torch.sort(indices, stable=True)``: (sorted ids, order)."""
+        cached = self._ids
+        if (cached is None or cached.data_ptr() != indices.data_ptr() or cached.shape != indices.shape
+                or cached.stride() != indices.stride() or cached.device != indices.device
+                or self._version != indices._version):
+            self._ids, self._version, self._result = indices, indices._version, torch.sort(indices, stable=True)
+        return self._result
 
 
 def sparse_bag(weight: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor, *,
-               sparse: bool = False) -> torch.Tensor:
+               sparse: bool = False, order: IdOrder | None = None) -> torch.Tensor:
     """``X_m @ weight_m`` for M members sharing the sparse rows ``X`` (B, D) with their own values.
 
     Args:
@@ -35,11 +58,12 @@ def sparse_bag(weight: torch.Tensor, indices: torch.Tensor, offsets: torch.Tenso
         sparse: the gradient of ``weight`` as a coalesced sparse COO tensor holding only the
             rows present in ``indices`` (else a dense (D, M * H) tensor, computed the same way
             with an empty bag for every absent id).
+        order: an :class:`IdOrder` shared with other tables over the same ``indices``, or None.
 
     Returns:
         (M, B, H).
     """
-    return _SparseBag.apply(weight, indices, offsets, values, sparse)
+    return _SparseBag.apply(weight, indices, offsets, values, sparse, order)
 
 
 def sparse_bag_reference(weight: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor, *,
@@ -62,7 +86,7 @@ def sparse_bag_reference(weight: torch.Tensor, indices: torch.Tensor, offsets: t
 
 class _SparseBag(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, indices, offsets, values, sparse):
+    def forward(ctx, weight, indices, offsets, values, sparse, order):
         D, M, nnz, B = weight.shape[0], values.shape[0], indices.shape[0], offsets.shape[0]
         H = weight.shape[1] // M
         member = torch.arange(M, device=indices.device)
@@ -71,7 +95,7 @@ class _SparseBag(torch.autograd.Function):
         out = F.embedding_bag(rows, weight.view(D * M, H), bags, mode="sum",
                               per_sample_weights=values.reshape(-1))
         ctx.save_for_backward(indices, offsets, values)
-        ctx.shape, ctx.sparse = weight.shape, sparse
+        ctx.shape, ctx.sparse, ctx.order = weight.shape, sparse, order
         return out.view(M, B, H)
 
     @staticmethod
@@ -79,18 +103,23 @@ class _SparseBag(torch.autograd.Function):
         indices, offsets, values = ctx.saved_tensors
         (D, MH), (M, B, H), nnz = ctx.shape, grad_out.shape, indices.shape[0]
         device = indices.device
-        if ctx.sparse:   # the U distinct ids, sorted
-            ids, inverse, counts = torch.unique(indices, sorted=True, return_inverse=True, return_counts=True)
+        # the entries grouped by feature id: one stable sort (torch.unique would sort once more),
+        # shared with the other tables over these ids when the caller passed an IdOrder
+        sorted_ids, order = (torch.sort(indices, stable=True) if ctx.order is None else ctx.order.sort(indices))
+        if ctx.sparse:   # the U distinct ids, sorted; u: each sorted entry's rank among them
+            first = torch.ones(nnz, dtype=torch.bool, device=device)
+            first[1:] = sorted_ids[1:] != sorted_ids[:-1]
+            ids = sorted_ids[first]
+            u = torch.cumsum(first, 0) - 1
+            counts = torch.bincount(u, minlength=ids.shape[0])
         else:            # every id 0..D-1 (absent ones get empty bags, i.e. zero rows): the dense gradient
-            inverse, counts = indices, torch.bincount(indices, minlength=D)
-        order = torch.argsort(inverse, stable=True)          # the entries grouped by feature id
+            u, counts = sorted_ids, torch.bincount(indices, minlength=D)
         start = torch.cumsum(counts, 0) - counts             # first entry of each id in `order`
         lengths = torch.diff(offsets, append=offsets.new_tensor([nnz]))
         row_of_entry = torch.repeat_interleave(torch.arange(B, device=device), lengths, output_size=nnz)
         member = torch.arange(M, device=device)
         # compact bag (id u, member m) = row u * M + m of the (U * M, H) = (U, M * H) gradient; its
         # entries are u's entries, reading row m * B + b of grad_out with the member's values
-        u = inverse[order]
         pos = (M * start[u] + (torch.arange(nnz, device=device) - start[u]))[None, :] + member[:, None] * counts[u][None, :]
         src = torch.empty(M * nnz, dtype=torch.int64, device=device)
         src[pos.reshape(-1)] = (member[:, None] * B + row_of_entry[order][None, :]).reshape(-1)
@@ -101,7 +130,7 @@ class _SparseBag(torch.autograd.Function):
                                per_sample_weights=val).view(-1, MH)
         if ctx.sparse:
             rows = torch.sparse_coo_tensor(ids[None, :], rows, (D, MH), is_coalesced=True, check_invariants=False)
-        return rows, None, None, None, None
+        return rows, None, None, None, None, None
 
 
 def dense_input(weight: torch.Tensor, x: torch.Tensor, *, sparse: bool = False) -> torch.Tensor:
