@@ -89,8 +89,9 @@ def finetune(model, cfg: Config, env: DistEnv, train_set, val_set, loss_fn, *, s
 
     A fresh AdamW (and the linear part's SGD) at :data:`FINETUNE_LR` x the configured rates, under
     the configured warmup and schedule spanning these epochs (a warm restart), the same loss; the
-    run's seed. Measured against ``refit`` on the three text sets (benchmarks/RESULTS.md): the
-    refit gains more on one of them at 1.5-1.8x the run's time, this gains less at about 1.2x.
+    run's seed. On the three text sets (benchmarks/RESULTS.md, seeds 0-4) it gained about as much
+    P@1 as the refit on two of them and less on the third, at 1.0-1.4x the run's time against
+    the refit's 1.5-1.8x.
     ``train.max_steps`` does not apply; nothing is logged to TensorBoard.
 
     Returns:
