@@ -1,6 +1,8 @@
 """xmlc.optim: the lazy row update equals torch's AdamW on the rows it touches; clipping; config."""
 
 import dataclasses
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +11,8 @@ from torch import nn
 
 from xmlc.config import ModelConfig, OptimConfig
 from xmlc.models import build_model
-from xmlc.optim import SPARSE_MIN_ROWS, AdamW, build_optimizer, clip_grad_norm_, optimizer_state_bytes, use_sparse
+from xmlc.optim import (SPARSE_MIN_ROWS, AdamW, Schedule, build_optimizer, build_scheduler, clip_grad_norm_,
+                        optimizer_state_bytes, use_sparse)
 
 
 def _optim(**kw):
@@ -171,3 +174,91 @@ def test_lr_scale_multiplies_every_group_rate_and_nothing_else():
         assert b["lr"] == pytest.approx(0.5 * a["lr"]) and b["weight_decay"] == a["weight_decay"]
         assert [id(p) for p in a["params"]] == [id(p) for p in b["params"]] and a.get("sgd") == b.get("sgd")
     assert [g["lr"] for g in half.param_groups if g.get("sgd")] == [pytest.approx(0.5 * model.wide.bag.sgd_lr)]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_dense_step_and_schedule_equal_torch_adamw_and_lambdalr(fused):
+    """Dense parameters in two groups (decay and none) under the warmup + cosine schedule: the
+    same parameters, moments and rates as torch.optim.AdamW under LambdaLR, step for step."""
+    torch.manual_seed(0)
+    ours, ref = (nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)) for _ in range(2))
+    ref.load_state_dict(ours.state_dict())
+
+    def groups(m):
+        return [{"params": [p for p in m.parameters() if p.dim() >= 2], "weight_decay": 0.1},
+                {"params": [p for p in m.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+
+    cfg = _optim(lr=0.02, warmup=0.25, schedule="cosine")
+    opt = AdamW(groups(ours), lr=0.02, fused=fused)
+    ref_opt = torch.optim.AdamW(groups(ref), lr=0.02, fused=fused)
+    sched, ref_sched = build_scheduler(cfg, opt, total_steps=8), None
+    factor = sched.factor
+    ref_sched = torch.optim.lr_scheduler.LambdaLR(ref_opt, factor)
+    for step in range(8):
+        x = torch.randn(4, 6)
+        for m, o in ((ours, opt), (ref, ref_opt)):
+            o.zero_grad()
+            m(x).square().sum().backward()
+        assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in ref_opt.param_groups]
+        opt.step()
+        ref_opt.step()
+        sched.step()
+        ref_sched.step()
+        for a, b in zip(ours.parameters(), ref.parameters()):
+            assert torch.equal(a, b), step
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        assert torch.equal(opt.state[a]["exp_avg_sq"], ref_opt.state[b]["exp_avg_sq"])
+        assert float(opt.state[a]["step"]) == float(ref_opt.state[b]["step"]) == 8
+    assert sched.get_last_lr() == ref_sched.get_last_lr() and sched.last_epoch == ref_sched.last_epoch
+
+
+def test_state_dict_has_torch_layout_both_ways():
+    """A state saved by torch.optim.AdamW + LambdaLR loads here and the next step is the same,
+    and ours loads into torch's (checkpoints written before either way resume)."""
+    torch.manual_seed(1)
+    models = [nn.Linear(4, 3) for _ in range(3)]
+    for m in models[1:]:
+        m.load_state_dict(models[0].state_dict())
+    x = torch.randn(5, 4)
+    ref_opt = torch.optim.AdamW(models[0].parameters(), lr=0.05, weight_decay=0.1)
+    ref_sched = torch.optim.lr_scheduler.LambdaLR(ref_opt, lambda s: 1.0 / (s + 1))
+    for _ in range(3):
+        ref_opt.zero_grad()
+        models[0](x).sum().backward()
+        ref_opt.step()
+        ref_sched.step()
+    models[1].load_state_dict(models[0].state_dict())
+    ours = AdamW(models[1].parameters(), lr=0.05, weight_decay=0.1)
+    sched = Schedule(ours, lambda s: 1.0 / (s + 1))
+    ours.load_state_dict(ref_opt.state_dict())
+    sched.load_state_dict(ref_sched.state_dict())
+    assert sched.last_epoch == 3 and ours.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"]
+    for m, o in ((models[0], ref_opt), (models[1], ours)):
+        o.zero_grad()
+        m(x).sum().backward()
+        o.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(a, b)
+    back = torch.optim.AdamW(models[2].parameters(), lr=0.05, weight_decay=0.1)
+    back.load_state_dict(ours.state_dict())
+    assert back.state_dict()["state"].keys() == ours.state_dict()["state"].keys()
+    for a, b in zip(back.state_dict()["state"].values(), ours.state_dict()["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    with pytest.raises(ValueError, match="parameter groups do not match"):
+        AdamW([nn.Parameter(torch.zeros(2))], lr=0.1).load_state_dict(ours.state_dict())
+
+
+def test_a_training_step_does_not_import_the_compiler():
+    """The optimizer is not a torch.optim.Optimizer, whose construction imports torch._dynamo
+    (about 1 s at the start of every run)."""
+    code = ("import sys, torch\n"
+            "from xmlc.config import ModelConfig, OptimConfig\n"
+            "from xmlc.models import build_model\n"
+            "from xmlc.optim import build_optimizer, build_scheduler, clip_grad_norm_\n"
+            "m = build_model(ModelConfig(name='wide_deep', hidden=[4], ensemble=2), num_features=30_000, num_labels=3)\n"
+            "o = build_optimizer(OptimConfig(), m); s = build_scheduler(OptimConfig(), o, total_steps=4)\n"
+            "m(torch.tensor([1, 5, 29_999]), torch.tensor([0, 2])).sum().backward()\n"
+            "clip_grad_norm_(m.parameters(), 1.0); o.step(); s.step(); o.zero_grad(); o.state_dict()\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

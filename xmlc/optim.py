@@ -29,53 +29,136 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import defaultdict
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["AdamW", "build_optimizer", "build_scheduler", "clip_grad_norm_", "use_sparse", "optimizer_state_bytes",
-           "optimizer_state_report"]
+__all__ = ["AdamW", "Schedule", "build_optimizer", "build_scheduler", "clip_grad_norm_", "use_sparse",
+           "optimizer_state_bytes", "optimizer_state_report"]
 
 
-class AdamW(torch.optim.AdamW):
-    """``torch.optim.AdamW`` (fused where supported) that also takes row-sparse gradients.
+class AdamW:
+    """AdamW (fused where supported) that also takes row-sparse gradients; torch's update, state
+    and ``state_dict`` layout, without ``torch.optim.Optimizer``.
 
-    A parameter whose ``.grad`` is a sparse COO tensor with one sparse dimension (rows) gets
-    the AdamW update on the rows present in it only (lazy rows, see the module docstring);
-    its state is the same ``step``, ``exp_avg`` and ``exp_avg_sq`` as torch's, so
-    ``state_dict`` is AdamW's. Dense gradients go through ``torch.optim.AdamW.step``.
+    Dense gradients get ``torch.optim.AdamW``'s update: its fused kernel (``fused=True``, where
+    the build has it) or its single-tensor formula, per parameter group. A parameter whose
+    ``.grad`` is a sparse COO tensor with one sparse dimension (rows) gets the AdamW update on
+    the rows present in it only (lazy rows, see the module docstring); a group marked ``sgd``
+    steps by plain SGD at its rate. The state is torch's ``step``, ``exp_avg`` and
+    ``exp_avg_sq`` per parameter, and ``state_dict`` / ``load_state_dict`` use torch's layout
+    (so a checkpoint written by ``torch.optim.AdamW`` loads).
+
+    Why not a ``torch.optim.Optimizer`` subclass: building one imports ``torch._dynamo``
+    (``add_param_group`` and ``step`` are wrapped to be skipped by the compiler), about 1 s,
+    the largest fixed cost of a short run; nothing here runs under ``torch.compile``.
 
     The row update gathers a chunk of rows of the parameter and both moments, applies torch's
     fused AdamW kernel to them while the chunk is in cache and writes the rows back, on the
     calling thread (on CUDA, all rows in one chunk); the rows come sorted and unique from
     :func:`xmlc.kernels.bag.sparse_bag`, so nothing is re-coalesced.
-    ``amsgrad``, ``maximize`` and ``capturable`` are not supported for sparse rows.
+    ``amsgrad``, ``maximize`` and ``capturable`` are not supported.
     """
 
     #: rows per chunk (CPU) are chosen so a chunk of one tensor holds about this many elements
     #: (1 MiB of float32: the chunk's rows of the parameter, both moments and the gradient stay in cache)
     chunk_elements = 1 << 18
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        sparse = []
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, *, fused: bool | None = None):
+        if fused and not hasattr(torch, "_fused_adamw_"):
+            raise RuntimeError("xmlc.optim.AdamW: this torch has no fused AdamW kernel (use fused=False)")
+        self.defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                         "amsgrad": False, "maximize": False, "fused": bool(fused)}
+        params = list(params)
+        groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups = [self.defaults | group | {"params": list(group["params"])} for group in groups]
+        self.state: dict = defaultdict(dict)   # parameter -> its state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None and (p.grad.is_sparse or group.get("sgd")):
-                    sparse.append((group, p, p.grad))
-                    p.grad = None          # hidden from torch's dense step
-        try:
-            loss = super().step(closure)
-        finally:
-            for _, p, grad in sparse:
-                p.grad = grad
-        for group, p, grad in sparse:
-            if group.get("sgd"):
-                _sgd_step(p, grad, float(group["lr"]))
-            else:
-                self._row_step(group, p, grad)
-        return loss
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_().requires_grad_(False).zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            dense = []
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                if group.get("sgd"):
+                    _sgd_step(p, grad, float(group["lr"]))
+                elif grad.is_sparse:
+                    self._row_step(group, p, grad)
+                else:
+                    dense.append(p)
+            if dense:
+                self._dense_step(group, dense)
+
+    def _moments(self, p: torch.Tensor) -> dict:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        return state
+
+    def _dense_step(self, group: dict, params: list[torch.Tensor]) -> None:
+        """``torch.optim.AdamW``'s update of whole parameters: the fused kernel over the group's
+        parameters at once, or the single-tensor formula one by one."""
+        states = [self._moments(p) for p in params]
+        lr, (beta1, beta2), eps, wd = float(group["lr"]), group["betas"], group["eps"], group["weight_decay"]
+        if group["fused"]:
+            torch._fused_adamw_(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                                [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states], lr=lr,
+                                beta1=beta1, beta2=beta2, weight_decay=wd, eps=eps, amsgrad=False, maximize=False)
+            return
+        for p, s in zip(params, states):
+            _adamw_formula(p, p.grad, s["exp_avg"], s["exp_avg_sq"], s["step"], lr=lr, beta1=beta1, beta2=beta2,
+                           eps=eps, weight_decay=wd)
+
+    def state_dict(self) -> dict:
+        """torch's layout: ``{"state": {index: state}, "param_groups": [{..., "params": [index]}]}``,
+        parameters numbered in group order."""
+        index: dict[int, int] = {}
+        groups = []
+        for group in self.param_groups:
+            ids = [index.setdefault(id(p), len(index)) for p in group["params"]]
+            groups.append({k: v for k, v in group.items() if k != "params"} | {"params": ids})
+        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """The groups' settings and each parameter's state from :meth:`state_dict` (or
+        ``torch.optim.AdamW``'s), matched by position; copies of the tensors, the moments on each
+        parameter's device and dtype, ``step`` float32."""
+        saved = state_dict["param_groups"]
+        if len(saved) != len(self.param_groups) or any(
+                len(a["params"]) != len(b["params"]) for a, b in zip(saved, self.param_groups)):
+            raise ValueError("xmlc.optim.AdamW.load_state_dict: the saved parameter groups do not match "
+                             f"this optimizer's (sizes {[len(g['params']) for g in saved]} against "
+                             f"{[len(g['params']) for g in self.param_groups]})")
+        by_index = {i: p for g_saved, g in zip(saved, self.param_groups) for i, p in zip(g_saved["params"], g["params"])}
+        self.state = defaultdict(dict)
+        for i, s in state_dict["state"].items():
+            p = by_index[int(i)]
+            self.state[p] = {k: (v.to(device=p.device, dtype=torch.float32 if k == "step" else p.dtype, copy=True)
+                                 if torch.is_tensor(v) else v) for k, v in s.items()}
+        self.param_groups = [{k: v for k, v in g_saved.items() if k != "params"} | {"params": g["params"]}
+                             for g_saved, g in zip(saved, self.param_groups)]
+        for group in self.param_groups:
+            group["betas"] = tuple(group["betas"])
+            group.setdefault("fused", False)
 
     def _row_step(self, group: dict, p: torch.Tensor, grad: torch.Tensor) -> None:
         if group["amsgrad"] or group["maximize"]:
@@ -84,12 +167,7 @@ class AdamW(torch.optim.AdamW):
             raise ValueError(f"xmlc.optim.AdamW: expected a row-sparse gradient (sparse_dim 1), "
                              f"got sparse_dim {grad.sparse_dim()}")
         rows, values = _rows_and_values(grad)
-        state = self.state[p]
-        if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["step"] += 1
+        state = self._moments(p)
         lr, (beta1, beta2), eps, wd = float(group["lr"]), group["betas"], group["eps"], group["weight_decay"]
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         n = rows.shape[0]
@@ -141,6 +219,13 @@ def _adamw_rows(param, grad, exp_avg, exp_avg_sq, step: torch.Tensor, *, lr: flo
         torch._fused_adamw_([param], [grad], [exp_avg], [exp_avg_sq], [], [step], lr=lr, beta1=beta1,
                             beta2=beta2, weight_decay=weight_decay, eps=eps, amsgrad=False, maximize=False)
         return
+    _adamw_formula(param, grad, exp_avg, exp_avg_sq, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                   weight_decay=weight_decay)
+
+
+def _adamw_formula(param, grad, exp_avg, exp_avg_sq, step: torch.Tensor, *, lr: float, beta1: float, beta2: float,
+                   eps: float, weight_decay: float) -> None:
+    """``torch.optim.AdamW``'s single-tensor update, in place (``step`` already counts this one)."""
     t = float(step)
     param.mul_(1 - lr * weight_decay)
     exp_avg.lerp_(grad, 1 - beta1)
@@ -210,7 +295,7 @@ def use_sparse(setting, num_rows: int) -> bool:
     return setting
 
 
-def build_optimizer(ocfg, model: nn.Module, *, lr_scale: float = 1.0) -> torch.optim.Optimizer:
+def build_optimizer(ocfg, model: nn.Module, *, lr_scale: float = 1.0) -> AdamW:
     """AdamW (fused where supported); weight decay on weight matrices only (not biases, not norms).
 
     With sparse updates on (:func:`use_sparse` of the section's ``sparse`` attribute if it has
@@ -241,7 +326,42 @@ def build_optimizer(ocfg, model: nn.Module, *, lr_scale: float = 1.0) -> torch.o
         return AdamW(groups, lr=ocfg.lr * lr_scale)
 
 
-def build_scheduler(ocfg, optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+class Schedule:
+    """Every group's rate = its base rate x ``factor(step)``: ``torch.optim.lr_scheduler.LambdaLR``'s
+    rule and ``state_dict`` keys (``base_lrs``, ``last_epoch``: the steps taken), for
+    :class:`AdamW` (LambdaLR takes only a ``torch.optim.Optimizer``). Built at step 0, where it
+    sets the rates for the first step; :meth:`step` after each optimizer step."""
+
+    def __init__(self, optimizer: AdamW, factor):
+        self.optimizer, self.factor = optimizer, factor
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        self.last_epoch = 0
+        self._set_rates()
+
+    def _set_rates(self) -> None:
+        f = self.factor(self.last_epoch)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * f
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        self._set_rates()
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"base_lrs": list(self.base_lrs), "last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """From :meth:`state_dict` or LambdaLR's (its other keys are not needed)."""
+        self.base_lrs, self.last_epoch = list(state_dict["base_lrs"]), int(state_dict["last_epoch"])
+        self._set_rates()
+
+
+def build_scheduler(ocfg, optimizer, total_steps: int) -> Schedule:
     """Linear warmup over ``optim.warmup`` of the steps, then cosine to 0 or constant."""
     warmup = int(round(ocfg.warmup * total_steps))
 
@@ -253,15 +373,15 @@ def build_scheduler(ocfg, optimizer, total_steps: int) -> torch.optim.lr_schedul
         progress = (step - warmup) / max(total_steps - warmup, 1)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return Schedule(optimizer, factor)
 
 
-def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+def optimizer_state_bytes(optimizer) -> int:
     """Bytes held by the optimizer's state tensors (Adam moments and step counters)."""
     return sum(_state_bytes(state) for state in optimizer.state.values())
 
 
-def optimizer_state_report(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict:
+def optimizer_state_report(optimizer, model: nn.Module) -> dict:
     """What the optimizer's state holds, for ``metrics.json``: the total and the parameter with
     the largest state (the input table, in the built-in models), in MiB.
 

@@ -15,7 +15,7 @@ from xmlc import data as xdata
 from xmlc.checkpoint import load_weights, set_rng_state
 from xmlc.config import Config, ModelConfig, TrainConfig
 from xmlc.models import build_model, init_output_bias
-from xmlc.optim import build_optimizer, build_scheduler
+from xmlc.optim import AdamW, Schedule, build_optimizer, build_scheduler
 from xmlc.run import Progress, RunArtifact
 from xmlc.train import selection
 from xmlc.train.distributed import DistEnv, ResumableSampler, data_parallel, steps_per_epoch
@@ -40,8 +40,8 @@ class Training:
     model: nn.Module                 # the bare model: state_dict, evaluation
     step_model: nn.Module            # what the loop calls: ``model`` or its DDP wrap
     loss_fn: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    optimizer: AdamW
+    scheduler: Schedule
     sampler: ResumableSampler
     loader: xdata.DeviceLoader
     progress: Progress = field(default_factory=Progress)
