@@ -246,6 +246,9 @@ def test_state_dict_has_torch_layout_both_ways():
         assert all(torch.equal(a[k], b[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
     with pytest.raises(ValueError, match="parameter groups do not match"):
         AdamW([nn.Parameter(torch.zeros(2))], lr=0.1).load_state_dict(ours.state_dict())
+    fused = AdamW(nn.Linear(4, 3).parameters(), lr=0.05, fused=True)
+    fused.load_state_dict(ref_opt.state_dict())          # torch saved fused=None: the kernel choice stays ours
+    assert fused.param_groups[0]["fused"] is True and fused.param_groups[0]["weight_decay"] == 0.1
 
 
 def test_a_training_step_does_not_import_the_compiler():

@@ -68,13 +68,19 @@ class AdamW:
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, *, fused: bool | None = None):
-        if fused and not hasattr(torch, "_fused_adamw_"):
-            raise RuntimeError("xmlc.optim.AdamW: this torch has no fused AdamW kernel (use fused=False)")
         self.defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
                          "amsgrad": False, "maximize": False, "fused": bool(fused)}
         params = list(params)
         groups = params if params and isinstance(params[0], dict) else [{"params": params}]
         self.param_groups = [self.defaults | group | {"params": list(group["params"])} for group in groups]
+        if fused:   # as torch.optim.AdamW(fused=True) refuses: no kernel, or a device or dtype it lacks
+            from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+            devices = _get_fused_kernels_supported_devices()
+            bad = [p for g in self.param_groups for p in g["params"]
+                   if p.device.type not in devices or not torch.is_floating_point(p)]
+            if not hasattr(torch, "_fused_adamw_") or bad:
+                raise RuntimeError("xmlc.optim.AdamW: fused=True needs torch's fused AdamW kernel and floating-point "
+                                   f"parameters on {devices}")
         self.state: dict = defaultdict(dict)   # parameter -> its state
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -154,11 +160,10 @@ class AdamW:
             p = by_index[int(i)]
             self.state[p] = {k: (v.to(device=p.device, dtype=torch.float32 if k == "step" else p.dtype, copy=True)
                                  if torch.is_tensor(v) else v) for k, v in s.items()}
-        self.param_groups = [{k: v for k, v in g_saved.items() if k != "params"} | {"params": g["params"]}
+        # the saved settings, but this optimizer's kernel choice (``fused`` is how, not what, it computes)
+        self.param_groups = [{k: v for k, v in g_saved.items() if k != "params"}
+                             | {"params": g["params"], "fused": g["fused"], "betas": tuple(g_saved["betas"])}
                              for g_saved, g in zip(saved, self.param_groups)]
-        for group in self.param_groups:
-            group["betas"] = tuple(group["betas"])
-            group.setdefault("fused", False)
 
     def _row_step(self, group: dict, p: torch.Tensor, grad: torch.Tensor) -> None:
         if group["amsgrad"] or group["maximize"]:
