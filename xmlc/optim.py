@@ -111,18 +111,19 @@ class AdamW:
                 self._dense_step(group, dense)
 
     def _moments(self, p: torch.Tensor) -> dict:
+        """``p``'s state, created at zero on its first step (the step count is not advanced here)."""
         state = self.state[p]
         if not state:
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["step"] += 1
         return state
 
     def _dense_step(self, group: dict, params: list[torch.Tensor]) -> None:
         """``torch.optim.AdamW``'s update of whole parameters: the fused kernel over the group's
         parameters at once, or the single-tensor formula one by one."""
         states = [self._moments(p) for p in params]
+        torch._foreach_add_([s["step"] for s in states], 1)
         lr, (beta1, beta2), eps, wd = float(group["lr"]), group["betas"], group["eps"], group["weight_decay"]
         if group["fused"]:
             torch._fused_adamw_(params, [p.grad for p in params], [s["exp_avg"] for s in states],
@@ -173,6 +174,7 @@ class AdamW:
                              f"got sparse_dim {grad.sparse_dim()}")
         rows, values = _rows_and_values(grad)
         state = self._moments(p)
+        state["step"] += 1
         lr, (beta1, beta2), eps, wd = float(group["lr"]), group["betas"], group["eps"], group["weight_decay"]
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         n = rows.shape[0]
