@@ -369,3 +369,27 @@ def test_auto_hidden_keeps_the_deep_part_within_twice_a_linear_model(D, L, M):
 def test_auto_hidden_for_the_mlp_too():
     model = build_model(ModelConfig(name="mlp", hidden="auto"), num_features=1000, num_labels=20)
     assert model.input.out_features == auto_hidden(1000, 20, 1)
+
+
+@pytest.mark.parametrize("name", ["wide_deep", "mlp", "linear"])
+def test_a_model_built_for_loading_skips_the_random_init_and_predicts_the_same(name):
+    """weights_to_load: no random numbers drawn (the init is skipped), and once the weights are
+    loaded the model is the one they came from; outside it models initialise as before."""
+    from xmlc.models import weights_to_load
+    cfg, D, L = ModelConfig(name=name, hidden=[8], ensemble=3), 25_000, 6
+    torch.manual_seed(0)
+    trained = build_model(cfg, num_features=D, num_labels=L)
+    after_build = torch.random.get_rng_state()
+    state = torch.random.get_rng_state()
+    with weights_to_load():
+        loaded = build_model(cfg, num_features=D, num_labels=L)
+    assert torch.equal(torch.random.get_rng_state(), state)          # nothing drawn
+    loaded.load_state_dict(trained.state_dict())
+    x = (torch.tensor([3, 17, 24_999, 5]), torch.tensor([0, 3]), torch.tensor([0.5, 1.0, 2.0, 0.1]))
+    trained.eval(), loaded.eval()
+    assert torch.equal(trained(*x), loaded(*x))
+    torch.manual_seed(0)
+    again = build_model(cfg, num_features=D, num_labels=L)             # the context left no trace
+    assert torch.equal(torch.random.get_rng_state(), after_build)
+    for a, b in zip(again.state_dict().values(), trained.state_dict().values()):
+        assert torch.equal(a, b)

@@ -29,7 +29,7 @@ from xmlc import stats
 from xmlc.checkpoint import FORMAT, checkpoint_path, load_checkpoint, load_weights, save_checkpoint
 from xmlc.config import Config, ConfigError, LossConfig, from_dict, to_dict
 from xmlc.errors import CheckpointError
-from xmlc.models import build_model
+from xmlc.models import build_model, weights_to_load
 
 __all__ = ["RunArtifact", "Progress", "LabelStats", "TrainingState"]
 
@@ -160,7 +160,8 @@ class RunArtifact:
         Raises:
             CheckpointError: the weights do not fit that model (:func:`xmlc.checkpoint.load_weights`).
         """
-        model = build_model(self.config.model, self.num_features, self.num_labels)
+        with weights_to_load():   # no random initialisation: the weights overwrite it
+            model = build_model(self.config.model, self.num_features, self.num_labels)
         load_weights(model, self.weights, source=source)
         return model.to(device).eval()
 
