@@ -304,16 +304,13 @@ class WideDeep(nn.Module):
         self.members, self.num_labels, self.input_dropout = members, num_labels, input_dropout
         self.wide = SparseLinear(num_features, num_labels)
         self.input = SparseLinear(num_features, hidden)
-        if _INIT:
-            with torch.no_grad():
-                self.wide.weight.zero_()
-                self.wide.bias.zero_()
         self.wide.bag.sgd_lr = wide_lr
         self.dropout = Dropout(dropout)
         self.head = MemberLinear(hidden, num_labels, members=members)
-        if _INIT:
+        if _INIT:   # the linear part starts at zero, and its bias is the output bias
             with torch.no_grad():
-                self.head.bias.zero_()   # the wide part's bias is the output bias
+                for p in (self.wide.weight, self.wide.bias, self.head.bias):
+                    p.zero_()
 
     def forward(self, x, offsets=None, weights=None) -> torch.Tensor:
         """x: a Batch, or (indices, offsets, weights) as for :class:`SparseLinear`.

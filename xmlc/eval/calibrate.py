@@ -370,10 +370,10 @@ def _f1_count_fit(inputs: EvalInputs, band, total_max: float, expected, groups, 
         cuts.append(c._replace(unit=c.unit + own.size + i))
     unit_bucket = np.r_[buckets[own], [buckets[cols[0]] for cols in pooled]].astype(np.int64)
     limits = None
-    if bucket_band is not None:
-        ids, unit_bucket = np.unique(unit_bucket, return_inverse=True)
-        e = np.array([expected[buckets == b].sum() for b in ids])
-        limits = (unit_bucket, *_count_band(e, bucket_band))
+    if bucket_band is not None:   # every label is in a unit, so the units' buckets are the labels'
+        ids, label_bucket = np.unique(buckets, return_inverse=True)
+        e = np.bincount(label_bucket.ravel(), weights=expected, minlength=ids.size)
+        limits = (np.searchsorted(ids, unit_bucket), *_count_band(e, bucket_band))
     chosen = _best_micro_f1(_Cuts(*map(np.concatenate, zip(*cuts))), own.size + len(pooled), int(n_pos.sum()),
                             total_max * expected.sum(), limits)
     out = np.empty(l)

@@ -78,10 +78,7 @@ def refit(model, cfg: Config, env: DistEnv, train_set, val_set, loss_fn, *, epoc
     data = concat_data(train_set, val_set)
     seed_everything(cfg.train.seed)
     fresh = new_model(cfg.model, data.num_features, data.num_labels, prior).to(env.device)
-    tr = start_training(cfg, env, data, fresh, loss_fn)
-    info = _train_epochs(tr, cfg, env, epochs, stop=stop, say=say, what="refit")
-    model.load_state_dict(fresh.state_dict())
-    return info
+    return _train_into(model, fresh, cfg, env, data, loss_fn, epochs, stop=stop, say=say, what="refit")
 
 
 def finetune(model, cfg: Config, env: DistEnv, train_set, val_set, loss_fn, *, stop, say) -> dict:
@@ -91,27 +88,22 @@ def finetune(model, cfg: Config, env: DistEnv, train_set, val_set, loss_fn, *, s
     the configured warmup and schedule spanning these epochs (a warm restart), the same loss; the
     run's seed. On the three text sets (benchmarks/RESULTS.md, seeds 0-4) it gained about as much
     P@1 as the refit on two of them and less on the third, at 1.0-1.4x the run's time against
-    the refit's 1.5-1.8x.
-    ``train.max_steps`` does not apply; nothing is logged to TensorBoard.
-
-    Returns:
-        ``{"epochs", "steps", "num_train", "time_s"}`` for ``metrics.json``.
-
-    Raises:
-        RunStopped: :class:`Interrupted` or :class:`NonFiniteLoss`; ``model`` is unchanged then.
+    the refit's 1.5-1.8x. Returns and raises as :func:`refit` does.
     """
     data = concat_data(train_set, val_set)
     seed_everything(cfg.train.seed)
     short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=FINETUNE_EPOCHS))
     tuned = copy.deepcopy(model)   # a module of its own: ``model`` may sit in the first phase's DDP wrap
-    tr = start_training(short, env, data, tuned, loss_fn, lr_scale=FINETUNE_LR)
-    info = _train_epochs(tr, cfg, env, FINETUNE_EPOCHS, stop=stop, say=say, what="fine-tune")
-    model.load_state_dict(tuned.state_dict())
-    return info
+    return _train_into(model, tuned, short, env, data, loss_fn, FINETUNE_EPOCHS, stop=stop, say=say,
+                       what="fine-tune", lr_scale=FINETUNE_LR)
 
 
-def _train_epochs(tr: Training, cfg: Config, env: DistEnv, epochs: int, *, stop, say, what: str) -> dict:
-    """``epochs`` epochs of ``tr`` (no step limit), a progress line each; the phase's info."""
+def _train_into(model, trained, cfg: Config, env: DistEnv, data, loss_fn, epochs: int, *, stop, say, what: str,
+                lr_scale: float = 1.0) -> dict:
+    """Train ``trained`` on ``data`` for ``epochs`` epochs of a schedule spanning ``train.epochs``
+    (no step limit, not logged to TensorBoard, a progress line each), then copy its weights into
+    ``model``; the phase's info. A stop leaves ``model`` as it was."""
+    tr = start_training(cfg, env, data, trained, loss_fn, lr_scale=lr_scale)
     tcfg = dataclasses.replace(cfg.train, max_steps=None, epochs=epochs)
     start, rows = time.perf_counter(), len(tr.sampler.dataset)
     while tr.progress.epoch < epochs:
@@ -120,6 +112,7 @@ def _train_epochs(tr: Training, cfg: Config, env: DistEnv, epochs: int, *, stop,
         say(f"{what} epoch {tr.progress.epoch}/{epochs} on train + validation ({rows:,} examples)")
         if any_process(stop.requested, env):
             raise Interrupted(stop.signum)
+    model.load_state_dict(trained.state_dict())
     return {"epochs": epochs, "steps": tr.progress.step, "num_train": rows, "time_s": time.perf_counter() - start}
 
 
