@@ -10,7 +10,7 @@ from torch import nn
 
 from xmlc import data as xdata
 from xmlc.config import ModelConfig
-from xmlc.models import (MLP, MODELS, WIDE_LR_PER_LABEL, Dropout, Ensemble, MemberBatchNorm, MemberLayerNorm,
+from xmlc.models import (MLP, MODELS, WIDE_LR, Dropout, Ensemble, MemberBatchNorm, MemberLayerNorm,
                          MemberLinear, SparseLinear, WideDeep, auto_hidden, build_model, ensemble_loss,
                          init_output_bias, probabilities)
 
@@ -351,7 +351,7 @@ def test_wide_deep_prior_bias_and_gradients_reach_both_parts():
     model(torch.tensor([2, 3, 19]), torch.tensor([0, 1]), torch.ones(3)).sum().backward()
     assert model.wide.weight.grad[[2, 3, 19]].abs().sum() > 0 and model.wide.weight.grad[4].abs().sum() == 0
     assert model.input.weight.grad is not None and model.head.weight.grad is not None
-    assert model.wide.bag.sgd_lr == WIDE_LR_PER_LABEL * 3
+    assert model.wide.bag.sgd_lr == WIDE_LR
 
 
 @pytest.mark.parametrize("D, L, M", [(58_338, 28, 5), (47_236, 101, 5), (1_836, 159, 5), (500, 983, 5),

@@ -138,30 +138,79 @@ def test_cuda_sparse_step_matches_cpu():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_sgd_table_sparse_step_equals_dense_step_on_touched_rows():
-    """The wide part of ``wide_deep`` (``bag.sgd_lr``) steps by plain SGD: with a row-sparse
-    gradient the touched rows move as with the dense gradient, the others not at all."""
+def _column_sgd_reference(start: torch.Tensor, grads: list[torch.Tensor], lrs: list[float],
+                          beta: float = 0.999, eps: float = 1e-8) -> torch.Tensor:
+    """Column-normalised SGD written out in float64, one column and one step at a time."""
+    w, v = start.double().clone(), [0.0] * start.shape[1]
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        g = g.double()
+        for j in range(w.shape[1]):
+            v[j] = beta * v[j] + (1 - beta) * float((g[:, j] ** 2).sum())
+            w[:, j] -= lr * g[:, j] / ((v[j] / (1 - beta ** t)) ** 0.5 + eps)
+    return w.float()
+
+
+def test_sgd_table_steps_by_column_normalised_sgd_sparse_equal_to_dense():
+    """The wide part of ``wide_deep`` (``bag.sgd_lr``) steps by column-normalised SGD: each column
+    along its gradient, scaled by the root of its moving mean squared norm (written out by hand
+    above); a row-sparse gradient moves the touched rows as the dense one, the others not at all."""
     torch.manual_seed(0)
     models = [build_model(ModelConfig(name="wide_deep", hidden=[4], ensemble=2), num_features=30, num_labels=3)
               for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
-    indices, offsets, values = torch.tensor([2, 5, 5, 17]), torch.tensor([0, 2]), torch.rand(4)
-    before = models[0].wide.weight.detach().clone()
+    batches = [(torch.tensor([2, 5, 5, 17]), torch.tensor([0, 2]), torch.rand(4)),
+               (torch.tensor([5, 9, 28]), torch.tensor([0, 1]), torch.rand(3)),
+               (torch.tensor([2, 17]), torch.tensor([0, 1]), torch.rand(2))]
     for model, sparse in zip(models, (True, False)):
         optimizer = build_optimizer(_optim(sparse=sparse, lr=0.01, weight_decay=0.0), model)
         sgd = [g for g in optimizer.param_groups if g.get("sgd")]
         assert len(sgd) == 1 and sgd[0]["params"][0] is model.wide.weight and sgd[0]["lr"] == model.wide.bag.sgd_lr
         model.wide.weight.data.normal_(generator=torch.Generator().manual_seed(1))
-        model(indices, offsets, values).sum().backward()
-        assert model.wide.weight.grad.is_sparse == sparse
-        grad = model.wide.weight.grad.to_dense().clone()
-        start = model.wide.weight.detach().clone()
-        optimizer.step()
-        torch.testing.assert_close(model.wide.weight.detach(), start - sgd[0]["lr"] * grad)
+        start, grads = model.wide.weight.detach().clone(), []
+        for step, (indices, offsets, values) in enumerate(batches):
+            optimizer.zero_grad()
+            sgd[0]["lr"] = model.wide.bag.sgd_lr * (step + 1) / 3    # as a schedule would set it
+            (model(indices, offsets, values) * torch.arange(1.0, 4.0)).sum().backward()
+            assert model.wide.weight.grad.is_sparse == sparse
+            grads.append(model.wide.weight.grad.to_dense().clone())
+            optimizer.step()
+        lrs = [model.wide.bag.sgd_lr * (step + 1) / 3 for step in range(3)]
+        torch.testing.assert_close(model.wide.weight.detach(), _column_sgd_reference(start, grads, lrs))
+        state = optimizer.state[model.wide.weight]
+        assert set(state) == {"step", "col_sq"} and float(state["step"]) == 3 and state["col_sq"].shape == (3,)
     torch.testing.assert_close(models[0].wide.weight, models[1].wide.weight)
-    torch.testing.assert_close(models[0].input.weight, models[1].input.weight)   # Adam, sparse == dense rows
-    untouched = [i for i in range(30) if i not in (2, 5, 17)]
-    assert before.shape == (30, 3) and bool((models[0].wide.weight.grad.to_dense()[untouched] == 0).all())
+    untouched = [i for i in range(30) if i not in (2, 5, 9, 17, 28)]
+    torch.testing.assert_close(models[0].wide.weight.detach()[untouched], start[untouched], rtol=0, atol=0)
+
+
+def test_column_sgd_moves_each_column_by_about_its_rate_whatever_its_gradient_scale():
+    """A column whose gradient is 1,000x another's moves as far: the step is scale-free per column
+    (the reason the wide part needs no rate per label count or per label frequency)."""
+    p = nn.Parameter(torch.zeros(4, 2))
+    opt = AdamW([{"params": [p], "lr": 0.5, "sgd": True, "weight_decay": 0.0}], lr=0.01)
+    p.grad = torch.tensor([[1.0, 1e-3], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    opt.step()
+    torch.testing.assert_close(p.detach()[0], torch.tensor([-0.5, -0.5]), rtol=1e-4, atol=0)
+
+
+def test_column_sgd_state_round_trips_and_resumes_bit_exactly():
+    torch.manual_seed(0)
+    grads = [torch.randn(6, 3) for _ in range(4)]
+
+    def run(steps, resume_from=None):
+        p = nn.Parameter(torch.ones(6, 3) if resume_from is None else resume_from[0].clone())
+        opt = AdamW([{"params": [p], "lr": 0.1, "sgd": True, "weight_decay": 0.0}], lr=0.01)
+        if resume_from is not None:
+            opt.load_state_dict(resume_from[1])
+        for g in steps:
+            p.grad = g.clone()
+            opt.step()
+        return p.detach().clone(), opt.state_dict()
+
+    whole, _ = run(grads)
+    half = run(grads[:2])
+    resumed, _ = run(grads[2:], resume_from=half)
+    assert torch.equal(whole, resumed)
 
 
 def test_lr_scale_multiplies_every_group_rate_and_nothing_else():

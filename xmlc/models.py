@@ -42,7 +42,7 @@ from xmlc.kernels.dropout import dropout
 
 __all__ = ["dropout", "Dropout", "SparseLinear", "sparse_bag", "MemberLinear", "MemberLayerNorm", "MemberBatchNorm",
            "LinearModel", "MLP", "WideDeep", "Ensemble", "MODELS", "ACTIVATIONS", "NORMS", "build_model", "init_output_bias",
-           "probabilities", "ensemble_loss", "auto_hidden", "hidden_sizes", "WIDE_LR_PER_LABEL", "weights_to_load"]
+           "probabilities", "ensemble_loss", "auto_hidden", "hidden_sizes", "WIDE_LR", "weights_to_load"]
 
 #: False inside :func:`weights_to_load`: the large tables are allocated, not initialised.
 _INIT = True
@@ -280,10 +280,11 @@ class WideDeep(nn.Module):
     """Wide & deep (Cheng et al., 2016) on sparse rows: ``x @ W + b + head_m(relu(x @ E + c))``.
 
     The wide part ``W`` (D, L) is a one-vs-all linear model: it carries the evidence of rare,
-    high-D features. It starts at zero and is updated by plain SGD at ``wide_lr`` (set on its
-    table as ``bag.sgd_lr``, read by :func:`xmlc.optim.build_optimizer`), which keeps the
-    gradient's tf-idf geometry (Adam's per-coordinate steps move every touched weight by about
-    the same amount, which ranks the rare labels worse). The deep part is a bag of embeddings
+    high-D features. It starts at zero and is updated by column-normalised SGD at ``wide_lr``
+    (set on its table as ``bag.sgd_lr``, read by :func:`xmlc.optim.build_optimizer`): each
+    label's column steps along its gradient, which keeps the tf-idf geometry of the evidence
+    (Adam's per-coordinate steps move every touched weight by about the same amount, which
+    ranks the rare labels worse), by about ``wide_lr`` in norm whatever the label's frequency. The deep part is a bag of embeddings
     ``E`` (D, H) (fastText-style) under one hidden ReLU layer, shared by the ``members`` heads
     ``(H, L)`` (:class:`MemberLinear`), each with its own hidden dropout mask: an ensemble whose
     memory does not grow as D x M.
@@ -291,7 +292,7 @@ class WideDeep(nn.Module):
     Args:
         num_features: D. num_labels: L. hidden: H, the embedding width.
         dropout: on the hidden layer (per member). input_dropout: on the sparse input entries
-            (one mask, both tables). members: M heads. wide_lr: the SGD learning rate of ``W``.
+            (one mask, both tables). members: M heads. wide_lr: the rate of ``W`` (:data:`WIDE_LR` in the recipe).
     """
 
     def __init__(self, num_features: int, num_labels: int, hidden: int, *, dropout: float = 0.0,
@@ -405,12 +406,14 @@ def build_mlp(cfg, num_features: int, num_labels: int) -> nn.Module:
 def build_wide_deep(cfg, num_features: int, num_labels: int) -> nn.Module:
     return WideDeep(num_features, num_labels, hidden_sizes(cfg, num_features, num_labels)[0], dropout=cfg.dropout,
                     input_dropout=cfg.input_dropout, members=getattr(cfg, "ensemble", 1),
-                    wide_lr=WIDE_LR_PER_LABEL * num_labels)
+                    wide_lr=WIDE_LR)
 
 
-#: The wide part's SGD learning rate per label: the losses average over the L labels, and each
-#: label's column of ``W`` sees only its own loss, so ``W`` steps at ``WIDE_LR_PER_LABEL * L``.
-WIDE_LR_PER_LABEL = 100.0
+#: The wide part's rate: each label's column of ``W`` moves about this far (L2 norm) a step at
+#: the schedule's peak (column-normalised SGD, :func:`xmlc.optim._column_sgd_step`): a unit
+#: step moves the logit of an L2-normalised row by at most 1, whatever L, B or the label's
+#: frequency.
+WIDE_LR = 1.0
 
 
 def auto_hidden(num_features: int, num_labels: int, members: int = 1) -> int:

@@ -47,7 +47,8 @@ class AdamW:
     the build has it) or its single-tensor formula, per parameter group. A parameter whose
     ``.grad`` is a sparse COO tensor with one sparse dimension (rows) gets the AdamW update on
     the rows present in it only (lazy rows, see the module docstring); a group marked ``sgd``
-    steps by plain SGD at its rate. The state is torch's ``step``, ``exp_avg`` and
+    steps by column-normalised SGD at its rate (:func:`_column_sgd_step`; state ``step`` and
+    ``col_sq``). The state is torch's ``step``, ``exp_avg`` and
     ``exp_avg_sq`` per parameter, and ``state_dict`` / ``load_state_dict`` use torch's layout
     (so a checkpoint written by ``torch.optim.AdamW`` loads).
 
@@ -102,7 +103,8 @@ class AdamW:
                 if grad is None:
                     continue
                 if group.get("sgd"):
-                    _sgd_step(p, grad, float(group["lr"]))
+                    _column_sgd_step(p, grad, float(group["lr"]), self.state[p],
+                                     beta=group.get("beta", COLUMN_BETA), eps=group["eps"])
                 elif grad.is_sparse:
                     self._row_step(group, p, grad)
                 else:
@@ -191,13 +193,37 @@ class AdamW:
                 exp_avg_sq.index_copy_(0, r, v)
 
 
-def _sgd_step(p: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
-    """``p -= lr * grad`` (plain SGD, no state); a row-sparse ``grad`` touches its rows only."""
-    if grad.is_sparse:
-        rows, values = _rows_and_values(grad)
-        p.index_add_(0, rows, values.to(p.dtype), alpha=-lr)
+#: The decay of the column-normalised SGD's mean squared column norm (Adam's beta2).
+COLUMN_BETA = 0.999
+
+
+def _column_sgd_step(p: torch.Tensor, grad: torch.Tensor, lr: float, state: dict, *,
+                     beta: float = COLUMN_BETA, eps: float = 1e-8) -> None:
+    """Column-normalised SGD: ``p[:, j] -= lr * g[:, j] / (sqrt(v_j / (1 - beta^t)) + eps)``, where
+    ``v_j`` is the moving mean of column j's squared gradient norm ``||g[:, j]||^2``.
+
+    Within a column the step keeps the gradient's direction, so a label's weights keep the
+    tf-idf geometry of its evidence (Adam's per-coordinate steps move every touched weight by
+    about ``lr``); across columns (labels, for the wide part of :class:`xmlc.models.WideDeep`)
+    each column moves about ``lr`` in L2 norm a step, whatever its label's frequency and the
+    loss's scale (the mean over L labels and B rows). A row-sparse ``grad`` touches its rows
+    only, and its column norms are the dense gradient's (the absent rows are zero): the same
+    update as the dense one (tested). ``state``: ``step`` (float32, as Adam's) and ``col_sq``
+    ``(C,)``, created at zero on the first step.
+    """
+    rows, values = _rows_and_values(grad) if grad.is_sparse else (None, grad)
+    values = values.to(p.dtype)
+    if not state:
+        state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        state["col_sq"] = torch.zeros(p.shape[1:], dtype=p.dtype, device=p.device)
+    state["step"] += 1
+    col_sq = state["col_sq"]
+    col_sq.mul_(beta).add_(values.square().sum(0), alpha=1.0 - beta)
+    denom = (col_sq / (1.0 - beta ** state["step"])).sqrt_().add_(eps)   # no host sync on CUDA
+    if rows is None:
+        p.addcdiv_(values, denom, value=-lr)
     else:
-        p.add_(grad, alpha=-lr)
+        p.index_add_(0, rows, values / denom, alpha=-lr)
 
 
 @contextlib.contextmanager
@@ -311,8 +337,9 @@ def build_optimizer(ocfg, model: nn.Module, *, lr_scale: float = 1.0) -> AdamW:
     gradients, which :class:`AdamW` updates row by row; off switches them back to dense.
     Call it before wrapping the model in DistributedDataParallel (which reads that flag).
     A table whose ``nn.EmbeddingBag`` carries ``sgd_lr`` (the linear part of
-    :class:`xmlc.models.WideDeep`) gets its own group, stepped by plain SGD at that rate (the
-    schedule scales it like the others), without weight decay or optimizer state.
+    :class:`xmlc.models.WideDeep`) gets its own group, stepped by column-normalised SGD at that
+    rate (:func:`_column_sgd_step`; the schedule scales it like the others), without weight decay;
+    its state is one moving mean per column.
     ``lr_scale`` multiplies every group's rate (``optim.lr`` and the tables' ``sgd_lr``).
     """
     setting = getattr(ocfg, "sparse", "auto")
