@@ -41,6 +41,22 @@ def test_save_load_round_trip_and_rebuild(tmp_path):
     torch.testing.assert_close(rebuilt(*x), model(*x))
 
 
+def test_a_mapped_load_predicts_the_same_and_the_model_holds_the_file_tensors_without_a_copy(tmp_path):
+    """``mmap=True`` (predict, evaluate): the weights map the file, and the built model's
+    parameters are those very tensors (one-string predict on a 650 MB best.pt reads a few rows,
+    not the file); scores equal the read-in load's."""
+    run, model = _run(training=False)
+    path = run.save(tmp_path / "best.pt")
+    read_in, mapped = RunArtifact.load(path), RunArtifact.load(path, mmap=True)
+    rebuilt = mapped.build_model()
+    for name, tensor in rebuilt.state_dict().items():
+        assert tensor.data_ptr() == mapped.weights[name].data_ptr(), name
+    x = (torch.tensor([1, 5, 7]), torch.tensor([0, 2]), torch.ones(3))
+    assert torch.equal(rebuilt(*x), read_in.build_model()(*x))
+    model.eval()
+    torch.testing.assert_close(rebuilt(*x), model(*x))
+
+
 def test_the_file_is_plain_data_in_the_documented_layout(tmp_path):
     run, _ = _run()
     raw = load_checkpoint(run.save(tmp_path / "last.pt"))   # torch.load(weights_only=True)

@@ -147,9 +147,15 @@ def checkpoint_path(path: str | Path, in_run_dir: str = "last.pt") -> Path:
     return path / in_run_dir if path.is_dir() else path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors land on ``map_location``);
-    a run directory means its ``last.pt``."""
+    a run directory means its ``last.pt``.
+
+    ``mmap``: the tensors map the file (private, copy-on-write pages) instead of being read into
+    memory; a page is read when used. For one-off inference on a large model (``predict``: one
+    string touches a few rows of the input tables). The checksums are verified first either way.
+    Not for long-lived processes on Windows, where a mapped file cannot be replaced by the run
+    that writes it."""
     path = checkpoint_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -158,7 +164,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"(truncated, or another kind of file)")
     verify_checksums(path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} could not be read (corrupted, or not plain data): "
                               f"{_load_failure(exc)}") from exc
@@ -220,8 +226,9 @@ def _to_lists(x: Any) -> Any:
     return [_to_lists(v) for v in x] if isinstance(x, tuple) else x
 
 
-def load_weights(model: nn.Module, weights: dict, *, source: str = "the checkpoint") -> None:
-    """``model.load_state_dict(weights)``, or a :class:`CheckpointError` that names the keys and
+def load_weights(model: nn.Module, weights: dict, *, source: str = "the checkpoint", assign: bool = False) -> None:
+    """``model.load_state_dict(weights, assign=assign)`` (``assign``: the model's parameters become
+    the given tensors, no copy), or a :class:`CheckpointError` that names the keys and
     shapes that differ (in ``source``) before anything is loaded: a checkpoint of an older
     layout (xmlc before the one-pass ensembles, commit f2fb691, stored each member apart and
     ``nn.Linear`` heads) or of another model."""
@@ -237,4 +244,4 @@ def load_weights(model: nn.Module, weights: dict, *, source: str = "the checkpoi
                  (("missing", missing), ("unexpected", unexpected), ("shapes", shapes)) if names]
         raise CheckpointError(f"the weights in {source} do not fit the model its config builds ({'; '.join(parts)}): "
                               f"written by another model or an older xmlc; retrain it with this version")
-    model.load_state_dict(weights)
+    model.load_state_dict(weights, assign=assign)

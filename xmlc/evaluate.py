@@ -47,7 +47,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, *, batch_
         :func:`xmlc.eval.metrics.evaluate_all`.
     """
     device = torch.device(device)
-    run = RunArtifact.load(checkpoint, in_run_dir="best.pt")
+    run = RunArtifact.load(checkpoint, in_run_dir="best.pt", mmap=True)
     model, cfg = run.build_model(device, source=str(checkpoint_path(checkpoint, "best.pt"))), run.config
     dcfg = apply_overrides(cfg, list(overrides)).data
     if not Path(data_path).is_file():

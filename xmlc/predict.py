@@ -104,7 +104,7 @@ def predict_file(checkpoint: str | Path, data_path: str | Path | None, out_path:
                  fmt: str | None = None, overrides: list[str] = ()) -> int:
     """Predict for ``data_path`` (or ``texts``; ``data_path`` "-" or None: standard input) and
     write to ``out_path`` (None: standard output); returns the number of rows."""
-    clf = Classifier(RunArtifact.load(checkpoint, in_run_dir="best.pt"), device=device, threshold=threshold,
+    clf = Classifier(RunArtifact.load(checkpoint, in_run_dir="best.pt", mmap=True), device=device, threshold=threshold,
                      source=str(checkpoint_path(checkpoint, "best.pt")))
     if label_names is not None:
         if len(label_names) != len(clf.label_names):

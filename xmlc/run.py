@@ -155,14 +155,16 @@ class RunArtifact:
         return dataclasses.replace(self, training=None)
 
     def build_model(self, device: str | torch.device = "cpu", *, source: str = "the checkpoint") -> nn.Module:
-        """The model the config builds, holding ``weights``, in eval mode on ``device``.
+        """The model the config builds, holding ``weights``, in eval mode on ``device``: its
+        parameters are the artifact's tensors themselves (no copy; on another device, their copies
+        there), so the model is for inference; a training run builds its own (:mod:`xmlc.train.build`).
 
         Raises:
             CheckpointError: the weights do not fit that model (:func:`xmlc.checkpoint.load_weights`).
         """
         with weights_to_load():   # no random initialisation: the weights overwrite it
             model = build_model(self.config.model, self.num_features, self.num_labels)
-        load_weights(model, self.weights, source=source)
+        load_weights(model, self.weights, source=source, assign=True)
         return model.to(device).eval()
 
     def to_dict(self) -> dict:
@@ -202,10 +204,11 @@ class RunArtifact:
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu", *,
-             in_run_dir: str = "last.pt") -> RunArtifact:
-        """Read a run file; a run directory means its ``in_run_dir``."""
+             in_run_dir: str = "last.pt", mmap: bool = False) -> RunArtifact:
+        """Read a run file; a run directory means its ``in_run_dir``. ``mmap``: the tensors map the
+        file (:func:`xmlc.checkpoint.load_checkpoint`; ``predict`` and ``evaluate`` use it)."""
         path = checkpoint_path(path, in_run_dir)
-        return cls.from_dict(load_checkpoint(path, map_location=map_location), source=f"checkpoint {path}")
+        return cls.from_dict(load_checkpoint(path, map_location=map_location, mmap=mmap), source=f"checkpoint {path}")
 
 
 _FIELDS = {"config": dict, "model": dict, "num_features": int, "num_labels": int, "label_stats": dict}
