@@ -3,7 +3,9 @@
 import errno
 import os
 import random
+import re
 import tempfile
+import zipfile
 
 import numpy as np
 import pytest
@@ -86,6 +88,23 @@ def test_full_disk_is_a_save_error(tmp_path, monkeypatch):
         save_checkpoint({"format": 1, "step": 2}, tmp_path / "last.pt")
     monkeypatch.undo()
     assert load_checkpoint(tmp_path)["step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_a_corrupted_tensor_record_is_found_in_either_half_of_the_parallel_check(tmp_path, which):
+    """The checksums are checked on two threads, the records split by size: a flipped byte in any
+    tensor's record (the largest, the smallest, one between) is refused, naming that record."""
+    tensors = {"big": torch.zeros(50_000), "mid": torch.zeros(20_000), "small": torch.zeros(5_000)}
+    path = save_checkpoint({"format": 1, **tensors}, tmp_path / "best.pt")
+    with zipfile.ZipFile(path) as archive:
+        records = sorted((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: -i.file_size)
+        target = records[which]
+    raw = bytearray(path.read_bytes())
+    start = target.header_offset + 30 + len(target.filename.encode()) + len(target.extra)   # the record's bytes
+    raw[start + target.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=rf"is corrupted: the bytes of its record '{re.escape(target.filename)}'"):
+        load_checkpoint(path)
 
 
 def test_corrupted_checkpoint_names_the_file_in_one_line(tmp_path):

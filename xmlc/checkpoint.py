@@ -34,6 +34,7 @@ import random
 import re
 import tempfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -175,15 +176,41 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
 
 def verify_checksums(path: Path) -> None:
     """Check every record of the zip archive ``torch.save`` wrote against its CRC-32 (torch itself
-    reads the bytes unchecked); a mismatch is a :class:`CheckpointError` naming the file."""
+    reads the bytes unchecked); a mismatch is a :class:`CheckpointError` naming the file.
+
+    The records are read in two halves by size on two threads, each with its own handle (zlib's
+    CRC and the reads release the GIL): a 650 MB best.pt in about half the time of one pass.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
+            records = sorted(archive.infolist(), key=lambda info: -info.file_size)
+        halves: list[list[str]] = [[], []]
+        sizes = [0, 0]
+        for info in records:   # largest first, each to the lighter half
+            side = sizes.index(min(sizes))
+            halves[side].append(info.filename)
+            sizes[side] += info.file_size
+        with ThreadPoolExecutor(2) as pool:
+            bad = [name for found in pool.map(lambda names: _first_bad_record(path, names), halves)
+                   for name in found]
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} could not be read: a damaged archive ({exc})") from None
-    if bad is not None:
-        raise CheckpointError(f"checkpoint {path} is corrupted: the bytes of its record {bad!r} do not match "
+    if bad:
+        raise CheckpointError(f"checkpoint {path} is corrupted: the bytes of its record {bad[0]!r} do not match "
                               f"their checksum (CRC-32); copy it again, or use another checkpoint")
+
+
+def _first_bad_record(path: Path, names: list[str]) -> list[str]:
+    """``[name]`` of the first of ``names`` whose bytes fail their CRC-32 (as ``ZipFile.testzip``)."""
+    with zipfile.ZipFile(path) as archive:
+        for name in names:
+            try:
+                with archive.open(name) as record:
+                    while record.read(1 << 22):
+                        pass
+            except zipfile.BadZipFile:
+                return [name]
+    return []
 
 
 def _load_failure(exc: Exception) -> str:
