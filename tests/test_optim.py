@@ -121,18 +121,21 @@ def test_one_training_step_sparse_equals_dense_on_touched_rows():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_sparse_step_matches_cpu():
+@pytest.mark.parametrize("name", ["mlp", "wide_deep"])   # wide_deep: the column-normalised SGD group too
+def test_cuda_sparse_step_matches_cpu(name):
     torch.manual_seed(0)
     indices, offsets = torch.tensor([3, 7, 7, 1, 9]), torch.tensor([0, 2])
     results = []
     for device in ("cpu", "cuda"):
         torch.manual_seed(0)
-        model = build_model(ModelConfig(hidden=[8], dropout=0.0, ensemble=3), 12, 5).to(device)
+        model = build_model(ModelConfig(name=name, hidden=[8], dropout=0.0, ensemble=3), 12, 5).to(device)
         opt = build_optimizer(_optim(sparse=True), model)
-        out = model(indices.to(device), offsets.to(device), torch.ones(5, device=device))
-        out.square().mean().backward()
-        clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        for _ in range(2):
+            opt.zero_grad()
+            out = model(indices.to(device), offsets.to(device), torch.ones(5, device=device))
+            out.square().mean().backward()
+            clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
         results.append([p.detach().cpu() for p in model.parameters()])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
