@@ -190,7 +190,7 @@ def test_column_sgd_moves_each_column_by_about_its_rate_whatever_its_gradient_sc
     """A column whose gradient is 1,000x another's moves as far: the step is scale-free per column
     (the reason the wide part needs no rate per label count or per label frequency)."""
     p = nn.Parameter(torch.zeros(4, 2))
-    opt = AdamW([{"params": [p], "lr": 0.5, "sgd": True, "weight_decay": 0.0}], lr=0.01)
+    opt = AdamW([{"params": [p], "lr": 0.5, "sgd": "column", "weight_decay": 0.0}], lr=0.01)
     p.grad = torch.tensor([[1.0, 1e-3], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     opt.step()
     torch.testing.assert_close(p.detach()[0], torch.tensor([-0.5, -0.5]), rtol=1e-4, atol=0)
@@ -202,7 +202,7 @@ def test_column_sgd_state_round_trips_and_resumes_bit_exactly():
 
     def run(steps, resume_from=None):
         p = nn.Parameter(torch.ones(6, 3) if resume_from is None else resume_from[0].clone())
-        opt = AdamW([{"params": [p], "lr": 0.1, "sgd": True, "weight_decay": 0.0}], lr=0.01)
+        opt = AdamW([{"params": [p], "lr": 0.1, "sgd": "column", "weight_decay": 0.0}], lr=0.01)
         if resume_from is not None:
             opt.load_state_dict(resume_from[1])
         for g in steps:
@@ -214,6 +214,23 @@ def test_column_sgd_state_round_trips_and_resumes_bit_exactly():
     half = run(grads[:2])
     resumed, _ = run(grads[2:], resume_from=half)
     assert torch.equal(whole, resumed)
+
+
+def test_a_run_saved_with_the_plain_sgd_rule_resumes_with_it():
+    """Optimizer state written before the column rule (its wide group marked ``sgd: True``, at its
+    own rate, no state) loads and steps by plain SGD at that rate, as that version went on."""
+    model = build_model(ModelConfig(name="wide_deep", hidden=[4], ensemble=2), num_features=30, num_labels=3)
+    optimizer = build_optimizer(_optim(lr=0.01, weight_decay=0.0), model)
+    saved = optimizer.state_dict()
+    for group in saved["param_groups"]:
+        if group.get("sgd"):
+            group["sgd"], group["lr"] = True, 300.0      # as 4c58ca6 wrote it: 100 L
+    optimizer.load_state_dict(saved)
+    (model(torch.tensor([2, 5]), torch.tensor([0, 1]), torch.ones(2)) * torch.arange(1.0, 4.0)).sum().backward()
+    start, grad = model.wide.weight.detach().clone(), model.wide.weight.grad.to_dense().clone()
+    optimizer.step()
+    torch.testing.assert_close(model.wide.weight.detach(), start - 300.0 * grad)
+    assert not optimizer.state[model.wide.weight]
 
 
 def test_lr_scale_multiplies_every_group_rate_and_nothing_else():

@@ -46,9 +46,9 @@ class AdamW:
     Dense gradients get ``torch.optim.AdamW``'s update: its fused kernel (``fused=True``, where
     the build has it) or its single-tensor formula, per parameter group. A parameter whose
     ``.grad`` is a sparse COO tensor with one sparse dimension (rows) gets the AdamW update on
-    the rows present in it only (lazy rows, see the module docstring); a group marked ``sgd``
+    the rows present in it only (lazy rows, see the module docstring); a group marked ``sgd: "column"``
     steps by column-normalised SGD at its rate (:func:`_column_sgd_step`; state ``step`` and
-    ``col_sq``). The state is torch's ``step``, ``exp_avg`` and
+    ``col_sq``), one marked ``sgd: True`` (saved before that rule) by plain SGD. The state is torch's ``step``, ``exp_avg`` and
     ``exp_avg_sq`` per parameter, and ``state_dict`` / ``load_state_dict`` use torch's layout
     (so a checkpoint written by ``torch.optim.AdamW`` loads).
 
@@ -102,9 +102,11 @@ class AdamW:
                 grad = p.grad
                 if grad is None:
                     continue
-                if group.get("sgd"):
+                if group.get("sgd") == "column":
                     _column_sgd_step(p, grad, float(group["lr"]), self.state[p],
                                      beta=group.get("beta", COLUMN_BETA), eps=group["eps"])
+                elif group.get("sgd"):   # ``True``: plain SGD (a run started before the column rule)
+                    _sgd_step(p, grad, float(group["lr"]))
                 elif grad.is_sparse:
                     self._row_step(group, p, grad)
                 else:
@@ -191,6 +193,17 @@ class AdamW:
                 p.index_copy_(0, r, param)
                 exp_avg.index_copy_(0, r, m)
                 exp_avg_sq.index_copy_(0, r, v)
+
+
+def _sgd_step(p: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
+    """``p -= lr * grad`` (plain SGD, no state); a row-sparse ``grad`` touches its rows only. A
+    group marked ``sgd: True`` (the wide part's rule before b7b2d3a, at 100 L) steps so, so a run
+    saved by that version resumes as it would have gone on."""
+    if grad.is_sparse:
+        rows, values = _rows_and_values(grad)
+        p.index_add_(0, rows, values.to(p.dtype), alpha=-lr)
+    else:
+        p.add_(grad, alpha=-lr)
 
 
 #: The decay of the column-normalised SGD's mean squared column norm (Adam's beta2).
@@ -352,7 +365,7 @@ def build_optimizer(ocfg, model: nn.Module, *, lr_scale: float = 1.0) -> AdamW:
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": ocfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    groups += [{"params": [m.weight], "weight_decay": 0.0, "lr": m.sgd_lr * lr_scale, "sgd": True}
+    groups += [{"params": [m.weight], "weight_decay": 0.0, "lr": m.sgd_lr * lr_scale, "sgd": "column"}
                for m in model.modules() if isinstance(m, nn.EmbeddingBag) and getattr(m, "sgd_lr", None)]
     try:   # the fused kernel (CPU and CUDA) is several times faster than the per-tensor loop
         return AdamW(groups, lr=ocfg.lr * lr_scale, fused=True)
