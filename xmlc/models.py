@@ -284,10 +284,10 @@ class WideDeep(nn.Module):
     (set on its table as ``bag.sgd_lr``, read by :func:`xmlc.optim.build_optimizer`): each
     label's column steps along its gradient, which keeps the tf-idf geometry of the evidence
     (Adam's per-coordinate steps move every touched weight by about the same amount, which
-    ranks the rare labels worse), by about ``wide_lr`` in norm whatever the label's frequency. The deep part is a bag of embeddings
-    ``E`` (D, H) (fastText-style) under one hidden ReLU layer, shared by the ``members`` heads
-    ``(H, L)`` (:class:`MemberLinear`), each with its own hidden dropout mask: an ensemble whose
-    memory does not grow as D x M.
+    ranks the rare labels worse), by about ``wide_lr`` in norm whatever the label's frequency.
+    The deep part is a bag of embeddings ``E`` (D, H) (fastText-style) under one hidden ReLU
+    layer, shared by the ``members`` heads ``(H, L)`` (:class:`MemberLinear`), each with its own
+    hidden dropout mask: an ensemble whose memory does not grow as D x M.
 
     Args:
         num_features: D. num_labels: L. hidden: H, the embedding width.

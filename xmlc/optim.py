@@ -46,10 +46,10 @@ class AdamW:
     Dense gradients get ``torch.optim.AdamW``'s update: its fused kernel (``fused=True``, where
     the build has it) or its single-tensor formula, per parameter group. A parameter whose
     ``.grad`` is a sparse COO tensor with one sparse dimension (rows) gets the AdamW update on
-    the rows present in it only (lazy rows, see the module docstring); a group marked ``sgd: "column"``
-    steps by column-normalised SGD at its rate (:func:`_column_sgd_step`; state ``step`` and
-    ``col_sq``), one marked ``sgd: True`` (saved before that rule) by plain SGD. The state is torch's ``step``, ``exp_avg`` and
-    ``exp_avg_sq`` per parameter, and ``state_dict`` / ``load_state_dict`` use torch's layout
+    the rows present in it only (lazy rows, see the module docstring); a group marked
+    ``sgd: "column"`` steps by column-normalised SGD at its rate (:func:`_column_sgd_step`; state
+    ``step`` and ``col_sq``), one marked ``sgd: True`` (saved before that rule) by plain SGD.
+    The state is torch's ``step``, ``exp_avg`` and ``exp_avg_sq`` per parameter, and ``state_dict`` / ``load_state_dict`` use torch's layout
     (so a checkpoint written by ``torch.optim.AdamW`` loads).
 
     Why not a ``torch.optim.Optimizer`` subclass: building one imports ``torch._dynamo``
