@@ -49,8 +49,9 @@ class AdamW:
     the rows present in it only (lazy rows, see the module docstring); a group marked
     ``sgd: "column"`` steps by column-normalised SGD at its rate (:func:`_column_sgd_step`; state
     ``step`` and ``col_sq``), one marked ``sgd: True`` (saved before that rule) by plain SGD.
-    The state is torch's ``step``, ``exp_avg`` and ``exp_avg_sq`` per parameter, and ``state_dict`` / ``load_state_dict`` use torch's layout
-    (so a checkpoint written by ``torch.optim.AdamW`` loads).
+    The state is torch's ``step``, ``exp_avg`` and ``exp_avg_sq`` per parameter, and
+    ``state_dict`` / ``load_state_dict`` use torch's layout (so a checkpoint written by
+    ``torch.optim.AdamW`` loads).
 
     Why not a ``torch.optim.Optimizer`` subclass: building one imports ``torch._dynamo``
     (``add_param_group`` and ``step`` are wrapped to be skipped by the compiler), about 1 s,
@@ -103,8 +104,7 @@ class AdamW:
                 if grad is None:
                     continue
                 if group.get("sgd") == "column":
-                    _column_sgd_step(p, grad, float(group["lr"]), self.state[p],
-                                     beta=group.get("beta", COLUMN_BETA), eps=group["eps"])
+                    _column_sgd_step(p, grad, float(group["lr"]), self.state[p], eps=group["eps"])
                 elif group.get("sgd"):   # ``True``: plain SGD (a run started before the column rule)
                     _sgd_step(p, grad, float(group["lr"]))
                 elif grad.is_sparse:
@@ -361,14 +361,14 @@ def build_optimizer(ocfg, model: nn.Module, *, lr_scale: float = 1.0) -> AdamW:
     for module in model.modules():
         if isinstance(module, nn.EmbeddingBag):
             module.sparse = use_sparse(setting, module.num_embeddings)
-    sgd = [m.weight for m in model.modules() if isinstance(m, nn.EmbeddingBag) and getattr(m, "sgd_lr", None)]
-    skip = {id(p) for p in sgd}
+    sgd_tables = [m for m in model.modules() if isinstance(m, nn.EmbeddingBag) and getattr(m, "sgd_lr", None)]
+    skip = {id(m.weight) for m in sgd_tables}
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2 and id(p) not in skip]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": ocfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     groups += [{"params": [m.weight], "weight_decay": 0.0, "lr": m.sgd_lr * lr_scale, "sgd": "column"}
-               for m in model.modules() if isinstance(m, nn.EmbeddingBag) and getattr(m, "sgd_lr", None)]
+               for m in sgd_tables]
     try:   # the fused kernel (CPU and CUDA) is several times faster than the per-tensor loop
         return AdamW(groups, lr=ocfg.lr * lr_scale, fused=True)
     except (RuntimeError, TypeError, ValueError):
